@@ -1,0 +1,141 @@
+// Package health tracks whether each interruption source can actually read
+// its signal, for /healthz and the per-source metrics.
+package health
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+)
+
+// Sources records the outcome of every read of every source.
+type Sources struct {
+	clock      clock.PassiveClock
+	staleAfter time.Duration
+	metrics    *metrics
+	started    time.Time
+
+	mu      sync.Mutex
+	sources map[string]*sourceState
+	synced  chan struct{} // closed once every registered source succeeded once
+}
+
+type sourceState struct {
+	lastSuccess time.Time
+	lastErr     error
+	lastReason  string
+}
+
+// NewSources returns a tracker that calls a source unhealthy when it has not
+// read its signal successfully for staleAfter.
+func NewSources(reg prometheus.Registerer, clk clock.PassiveClock, staleAfter time.Duration) *Sources {
+	return &Sources{
+		clock:      clk,
+		staleAfter: staleAfter,
+		metrics:    newMetrics(reg),
+		started:    clk.Now(),
+		sources:    map[string]*sourceState{},
+		synced:     make(chan struct{}),
+	}
+}
+
+// Register declares a source before it first reports, so that a source that
+// never succeeds shows up as down rather than missing.
+func (s *Sources) Register(source string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sources[source]; !ok {
+		s.sources[source] = &sourceState{}
+		s.metrics.up.WithLabelValues(source).Set(0)
+	}
+}
+
+// Success records a successful read.
+func (s *Sources) Success(source string) {
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.state(source)
+	st.lastSuccess, st.lastErr, st.lastReason = now, nil, ""
+	s.metrics.up.WithLabelValues(source).Set(1)
+	s.metrics.lastSuccess.WithLabelValues(source).Set(float64(now.UnixNano()) / 1e9)
+	s.checkSynced()
+}
+
+// Failure records a failed read with a bounded reason.
+func (s *Sources) Failure(source, reason string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.state(source)
+	st.lastErr, st.lastReason = err, reason
+	s.metrics.up.WithLabelValues(source).Set(0)
+	s.metrics.errors.WithLabelValues(source, reason).Inc()
+}
+
+// Synced is closed once every registered source has read its signal
+// successfully at least once: from then on, the set of active notices is
+// known.
+func (s *Sources) Synced() <-chan struct{} { return s.synced }
+
+// Check returns nil when every source has read its signal within the stale
+// window (or, before its first read, while start-up is within it), and an
+// error naming each failing source otherwise.
+func (s *Sources) Check() error {
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.sources))
+	for n := range s.sources {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var bad []string
+	for _, n := range names {
+		st := s.sources[n]
+		last := st.lastSuccess
+		if last.IsZero() {
+			last = s.started
+		}
+		if now.Sub(last) <= s.staleAfter {
+			continue
+		}
+		msg := fmt.Sprintf("%s: no successful read for %s", n, now.Sub(last).Round(time.Second))
+		if st.lastErr != nil {
+			msg += fmt.Sprintf(" (%s: %v)", st.lastReason, st.lastErr)
+		}
+		bad = append(bad, msg)
+	}
+	if len(bad) > 0 {
+		return errors.New(strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+func (s *Sources) state(source string) *sourceState {
+	st, ok := s.sources[source]
+	if !ok {
+		st = &sourceState{}
+		s.sources[source] = st
+	}
+	return st
+}
+
+func (s *Sources) checkSynced() {
+	select {
+	case <-s.synced:
+		return
+	default:
+	}
+	for _, st := range s.sources {
+		if st.lastSuccess.IsZero() {
+			return
+		}
+	}
+	close(s.synced)
+}
