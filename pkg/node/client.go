@@ -1,0 +1,215 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/clock"
+
+	"github.com/lastcall/lastcall/pkg/interruption"
+)
+
+// Getter reads a node, typically from an informer cache. It may return a
+// stale copy: a conflict on update falls back to a live read.
+type Getter func(name string) (*corev1.Node, error)
+
+// Client changes one node on behalf of lastcall.
+type Client struct {
+	client kubernetes.Interface
+	cached Getter
+	clock  clock.PassiveClock
+	dryRun bool
+	log    *slog.Logger
+}
+
+// NewClient returns a Client. cached may be nil. In dry-run mode it reads
+// but never writes, and logs what it would change.
+func NewClient(c kubernetes.Interface, cached Getter, clk clock.PassiveClock, dryRun bool, log *slog.Logger) *Client {
+	return &Client{client: c, cached: cached, clock: clk, dryRun: dryRun, log: log}
+}
+
+// Change says what a call changed on the node.
+type Change struct {
+	Tainted, Cordoned, LBExcluded bool
+	// Uncordoned and LBRestored are set by Release.
+	Uncordoned, LBRestored, Untainted bool
+	// Unchanged is true when the node already was as asked.
+	Unchanged bool
+	// DryRun is true when the change was only logged.
+	DryRun bool
+}
+
+// Hold taints and cordons the node for ev and takes it out of external load
+// balancers, recording what it changed.
+func (c *Client) Hold(ctx context.Context, name string, ev interruption.Event) (Change, error) {
+	var ch Change
+	defer func() { ch.DryRun = c.dryRun && !ch.Unchanged }()
+	err := c.update(ctx, name, func(n *corev1.Node, s *State) error {
+		ch = Change{}
+		if _, ok := s.Hold(ev.ID); ok && hasTaint(n, TaintKey(ev.Kind)) && n.Spec.Unschedulable {
+			ch.Unchanged = true
+			return nil
+		}
+		if len(s.Holds) == 0 {
+			s.BootID = n.Status.NodeInfo.BootID
+		}
+		if !hasTaint(n, TaintKey(ev.Kind)) {
+			n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{
+				Key: TaintKey(ev.Kind), Value: interruption.ShortID(ev.ID), Effect: corev1.TaintEffectNoSchedule,
+			})
+			ch.Tainted = true
+		}
+		if !n.Spec.Unschedulable {
+			n.Spec.Unschedulable = true
+			s.Cordoned, ch.Cordoned = true, true
+		}
+		if _, ok := n.Labels[LabelExcludeLB]; !ok {
+			if n.Labels == nil {
+				n.Labels = map[string]string{}
+			}
+			n.Labels[LabelExcludeLB] = "true"
+			s.LBExcluded, ch.LBExcluded = true, true
+		}
+		if _, ok := s.Hold(ev.ID); !ok {
+			h := Hold{ID: ev.ID, Kind: ev.Kind, Action: ev.Action, Since: c.clock.Now().UTC()}
+			if !ev.Deadline.IsZero() {
+				d := ev.Deadline.UTC()
+				h.Deadline = &d
+			}
+			s.Holds = append(s.Holds, h)
+		}
+		return nil
+	})
+	return ch, err
+}
+
+// Release drops the hold of event id. The kind's taint goes when no other
+// hold of that kind remains; the cordon and the load-balancer label go with
+// the last hold, and only if lastcall set them.
+func (c *Client) Release(ctx context.Context, name, id string) (Change, error) {
+	var ch Change
+	defer func() { ch.DryRun = c.dryRun && !ch.Unchanged }()
+	err := c.update(ctx, name, func(n *corev1.Node, s *State) error {
+		ch = Change{}
+		h, ok := s.Hold(id)
+		if !ok {
+			ch.Unchanged = true
+			return nil
+		}
+		kind := h.Kind
+		s.Holds = slices.DeleteFunc(s.Holds, func(h Hold) bool { return h.ID == id })
+		if !slices.ContainsFunc(s.Holds, func(h Hold) bool { return h.Kind == kind }) {
+			before := len(n.Spec.Taints)
+			n.Spec.Taints = slices.DeleteFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == TaintKey(kind) })
+			ch.Untainted = len(n.Spec.Taints) != before
+		}
+		if len(s.Holds) == 0 {
+			if s.Cordoned && n.Spec.Unschedulable {
+				n.Spec.Unschedulable = false
+				ch.Uncordoned = true
+			}
+			if _, ok := n.Labels[LabelExcludeLB]; ok && s.LBExcluded {
+				delete(n.Labels, LabelExcludeLB)
+				ch.LBRestored = true
+			}
+			*s = State{}
+		}
+		return nil
+	})
+	return ch, err
+}
+
+// RecordDrain stores a finished drain's result on the hold of event id.
+func (c *Client) RecordDrain(ctx context.Context, name, id, result string) error {
+	return c.update(ctx, name, func(_ *corev1.Node, s *State) error {
+		h, ok := s.Hold(id)
+		if !ok {
+			return nil
+		}
+		at := c.clock.Now().UTC()
+		h.Drain, h.DrainAt = result, &at
+		return nil
+	})
+}
+
+// State reads lastcall's state on the node.
+func (c *Client) State(ctx context.Context, name string) (State, *corev1.Node, error) {
+	n, err := c.get(ctx, name, false)
+	if err != nil {
+		return State{}, nil, err
+	}
+	s, err := StateOf(n)
+	return s, n, err
+}
+
+func (c *Client) get(ctx context.Context, name string, live bool) (*corev1.Node, error) {
+	if !live && c.cached != nil {
+		if n, err := c.cached(name); err == nil && n != nil {
+			return n.DeepCopy(), nil
+		}
+	}
+	n, err := c.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading node %s: %w", name, err)
+	}
+	return n, nil
+}
+
+// update applies mutate to the node and its state and writes the node back,
+// retrying on conflicts with a live read.
+func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.Node, *State) error) error {
+	live := false
+	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		n, err := c.get(ctx, name, live)
+		live = true
+		if err != nil {
+			return err
+		}
+		s, err := StateOf(n)
+		if err != nil {
+			return err
+		}
+		before := n.DeepCopy()
+		if err := mutate(n, &s); err != nil {
+			return err
+		}
+		if err := s.write(n); err != nil {
+			return err
+		}
+		if equalNode(before, n) {
+			return nil
+		}
+		if c.dryRun {
+			c.log.Info("dry run: would update node", "node", name,
+				"unschedulable", n.Spec.Unschedulable, "taints", len(n.Spec.Taints), "state", n.Annotations[AnnotationState])
+			return nil
+		}
+		start := time.Now()
+		_, err = c.client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		if err != nil && !apierrors.IsConflict(err) {
+			return fmt.Errorf("updating node %s: %w", name, err)
+		}
+		c.log.Debug("node updated", "node", name, "took", time.Since(start))
+		return err
+	})
+}
+
+func hasTaint(n *corev1.Node, key string) bool {
+	return slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == key })
+}
+
+func equalNode(a, b *corev1.Node) bool {
+	return a.Spec.Unschedulable == b.Spec.Unschedulable &&
+		apiequality.Semantic.DeepEqual(a.Spec.Taints, b.Spec.Taints) &&
+		maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Annotations, b.Annotations)
+}

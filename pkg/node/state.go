@@ -1,0 +1,93 @@
+// Package node is lastcall's node-scoped client: it taints, cordons and
+// labels a node for an interruption, and records on the node itself exactly
+// what lastcall changed, so that it can later undo that and nothing else,
+// even after a restart of lastcall or of the node.
+package node
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/lastcall/lastcall/pkg/interruption"
+)
+
+const (
+	// AnnotationState holds lastcall's State as JSON.
+	AnnotationState = "lastcall.io/state"
+	// LabelExcludeLB takes the node out of external load balancers.
+	LabelExcludeLB = "node.kubernetes.io/exclude-from-external-load-balancers"
+	// TaintPrefix starts every taint key lastcall sets; the kind follows.
+	TaintPrefix = "lastcall.io/"
+)
+
+// TaintKey is the taint key for an interruption kind.
+func TaintKey(k interruption.Kind) string { return TaintPrefix + string(k) }
+
+// State is what lastcall did to a node, stored in AnnotationState.
+type State struct {
+	// Holds are the interruptions currently holding the node cordoned.
+	Holds []Hold `json:"holds"`
+	// Cordoned is true when lastcall set spec.unschedulable (it was not
+	// set before), so uncordoning is lastcall's to do.
+	Cordoned bool `json:"cordoned,omitempty"`
+	// LBExcluded is true when lastcall added LabelExcludeLB.
+	LBExcluded bool `json:"lbExcluded,omitempty"`
+	// BootID is the node's boot ID when the first hold was taken.
+	BootID string `json:"bootID,omitempty"`
+}
+
+// Hold is one interruption lastcall acted on.
+type Hold struct {
+	ID       string              `json:"id"`
+	Kind     interruption.Kind   `json:"kind"`
+	Action   interruption.Action `json:"action"`
+	Since    time.Time           `json:"since"`
+	Deadline *time.Time          `json:"deadline,omitempty"`
+	// Drain is empty until a drain finishes, then its result.
+	Drain   string     `json:"drain,omitempty"`
+	DrainAt *time.Time `json:"drainAt,omitempty"`
+}
+
+// StateOf reads lastcall's state from a node. A node lastcall never touched
+// has an empty state. A corrupt annotation is an error: lastcall then does
+// not guess what it owns.
+func StateOf(n *corev1.Node) (State, error) {
+	var s State
+	raw, ok := n.Annotations[AnnotationState]
+	if !ok || raw == "" {
+		return s, nil
+	}
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		return State{}, fmt.Errorf("node %s: annotation %s is not lastcall state: %w", n.Name, AnnotationState, err)
+	}
+	return s, nil
+}
+
+// Hold returns the hold with the given ID.
+func (s *State) Hold(id string) (*Hold, bool) {
+	for i := range s.Holds {
+		if s.Holds[i].ID == id {
+			return &s.Holds[i], true
+		}
+	}
+	return nil, false
+}
+
+func (s *State) write(n *corev1.Node) error {
+	if len(s.Holds) == 0 {
+		delete(n.Annotations, AnnotationState)
+		return nil
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if n.Annotations == nil {
+		n.Annotations = map[string]string{}
+	}
+	n.Annotations[AnnotationState] = string(b)
+	return nil
+}
