@@ -1,0 +1,107 @@
+package app
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func parse(args []string, env map[string]string) (*Options, error) {
+	o := NewOptions()
+	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
+	fs.SetOutput(&strings.Builder{})
+	o.AddFlags(fs)
+	if err := Parse(fs, args, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		return o, err
+	}
+	return o, o.Validate()
+}
+
+func TestFlagsAndEnvironment(t *testing.T) {
+	o, err := parse([]string{"--poll-interval=100ms"}, map[string]string{
+		"LASTCALL_NODE_NAME":        "n1",
+		"LASTCALL_POLL_INTERVAL":    "5s", // the flag wins
+		"LASTCALL_REBALANCE_ACTION": "drain",
+		"LASTCALL_IMDS_SIGNALS":     "spot,rebalance",
+		"LASTCALL_DRY_RUN":          "true",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.NodeName != "n1" || o.IMDS.Interval != 100*time.Millisecond || o.IMDS.RebalanceAction != "drain" ||
+		strings.Join(o.IMDS.Signals, ",") != "spot,rebalance" || !o.DryRun || !o.Drain.DryRun {
+		t.Fatalf("parsed %+v", o)
+	}
+}
+
+func TestBadValuesNameTheirFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{nil, nil, "--node-name: required"},
+		{[]string{"--node-name=n", "--poll-interval=abc"}, nil, `"--poll-interval"`},
+		{[]string{"--node-name=n"}, map[string]string{"LASTCALL_POLL_INTERVAL": "soon"}, "--poll-interval (from $LASTCALL_POLL_INTERVAL)"},
+		{[]string{"--node-name=n", "--poll-interval=0s"}, nil, "--poll-interval: must be between"},
+		{[]string{"--node-name=n", "--rebalance-action=maybe"}, nil, "--rebalance-action: must be cordon or drain"},
+		{[]string{"--node-name=n", "--imds-signals=spot,tea"}, nil, `--imds-signals: unknown signal "tea"`},
+		{[]string{"--node-name=n", "--log-format=xml"}, nil, "--log-format"},
+		{[]string{"--node-name=n", "--log-level=loud"}, nil, "--log-level"},
+		{[]string{"--node-name=n", "--kube-api-qps=0"}, nil, "--kube-api-qps"},
+		{[]string{"--node-name=n", "--eviction-concurrency=0"}, nil, "--eviction-concurrency"},
+		{[]string{"--node-name=n", "--deadline-margin=-1s"}, nil, "--deadline-margin"},
+		{[]string{"--node-name=n", "--fallback-deadline=0s"}, nil, "--fallback-deadline"},
+		{[]string{"--node-name=n", "--pod-name=x"}, nil, "--pod-name and --pod-namespace go together"},
+		{[]string{"--node-name=n", "stray"}, nil, `unexpected argument "stray"`},
+		{[]string{"--no-such-flag"}, nil, "no-such-flag"},
+	} {
+		_, err := parse(tc.args, tc.env)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: got %v, want an error containing %q", tc.args, tc.env, err, tc.want)
+		}
+	}
+}
+
+// The real binary exits 2, naming the flag, on a bad value, and 0 on --help.
+func TestBinaryExitStatus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "lastcall")
+	build := exec.Command("go", "build", "-o", bin, "github.com/lastcall/lastcall/cmd/lastcall")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		args   []string
+		env    []string
+		status int
+		want   string
+	}{
+		{[]string{"--help"}, nil, 0, "--poll-interval duration"},
+		{[]string{"--node-name=n", "--poll-interval=abc"}, nil, 2, "--poll-interval"},
+		{nil, []string{"LASTCALL_NODE_NAME=n", "LASTCALL_EVICTION_CONCURRENCY=many"}, 2, "$LASTCALL_EVICTION_CONCURRENCY"},
+		{nil, nil, 2, "--node-name: required"},
+	} {
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Env = append(os.Environ(), tc.env...)
+		out, err := cmd.CombinedOutput()
+		status := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			status = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if status != tc.status || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%v %v: exit %d, output %q; want exit %d and %q", tc.args, tc.env, status, out, tc.status, tc.want)
+		}
+	}
+}
