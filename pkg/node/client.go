@@ -142,9 +142,9 @@ func (c *Client) RecordDrain(ctx context.Context, name, id, result string) error
 	})
 }
 
-// State reads lastcall's state on the node.
+// State reads lastcall's state on the node, live: decisions are taken on it.
 func (c *Client) State(ctx context.Context, name string) (State, *corev1.Node, error) {
-	n, err := c.get(ctx, name, false)
+	n, err := c.get(ctx, name, true)
 	if err != nil {
 		return State{}, nil, err
 	}
@@ -165,13 +165,16 @@ func (c *Client) get(ctx context.Context, name string, live bool) (*corev1.Node,
 	return n, nil
 }
 
-// update applies mutate to the node and its state and writes the node back,
-// retrying on conflicts with a live read.
+// update applies mutate to the node and its state and writes the node back.
+// The first read may come from the cache, which can lag lastcall's own last
+// write: a stale copy that needs a change fails the update's resourceVersion
+// check, and a stale copy that seems to need none is read again live, so a
+// decision to do nothing is never taken on stale data.
 func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.Node, *State) error) error {
-	live := false
-	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+	backoff := retry.DefaultBackoff
+	for attempt := 0; ; attempt++ {
+		live := attempt > 0 || c.cached == nil
 		n, err := c.get(ctx, name, live)
-		live = true
 		if err != nil {
 			return err
 		}
@@ -187,7 +190,10 @@ func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.No
 			return err
 		}
 		if equalNode(before, n) {
-			return nil
+			if live {
+				return nil
+			}
+			continue
 		}
 		if c.dryRun {
 			c.log.Info("dry run: would update node", "node", name,
@@ -196,12 +202,23 @@ func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.No
 		}
 		start := time.Now()
 		_, err = c.client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
-		if err != nil && !apierrors.IsConflict(err) {
+		switch {
+		case err == nil:
+			c.log.Debug("node updated", "node", name, "took", time.Since(start), "attempt", attempt+1)
+			return nil
+		case !apierrors.IsConflict(err):
 			return fmt.Errorf("updating node %s: %w", name, err)
+		case attempt+1 >= backoff.Steps:
+			return fmt.Errorf("updating node %s: still conflicting after %d attempts: %w", name, attempt+1, err)
 		}
-		c.log.Debug("node updated", "node", name, "took", time.Since(start))
-		return err
-	})
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff.Step()):
+			}
+		}
+	}
 }
 
 func hasTaint(n *corev1.Node, key string) bool {
