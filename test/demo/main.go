@@ -10,10 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -30,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/lastcall/lastcall/pkg/node"
+	"github.com/lastcall/lastcall/test/agentproc"
 	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 	"github.com/lastcall/lastcall/test/tools"
@@ -59,7 +58,11 @@ func main() {
 func run(ctx context.Context) error {
 	fmt.Println("lastcall demo: a spot interruption notice drains a node of a local Kubernetes control plane")
 	fmt.Println()
-	bin, err := buildLastcall(ctx)
+	root, err := tools.RepoRoot()
+	if err != nil {
+		return err
+	}
+	bin, err := agentproc.Build(ctx, filepath.Join(root, "bin"))
 	if err != nil {
 		return err
 	}
@@ -105,56 +108,20 @@ func run(ctx context.Context) error {
 	say("amazon-ec2-metadata-mock at %s: a spot 'terminate' notice appears at %s, the instance goes at %s",
 		imds.URL(), trigger.Format("15:04:05"), deadline.Format("15:04:05"))
 
-	agentLog := filepath.Join(c.Dir, "logs", "lastcall.log")
-	metricsAddr, err := freeAddr()
+	agent, err := agentproc.Start(ctx, agentproc.Config{Binary: bin, Node: victim, Kubeconfig: c.Kubeconfig,
+		IMDS: imds.URL(), LogPath: filepath.Join(c.Dir, "logs", "lastcall.log")})
 	if err != nil {
 		return err
 	}
-	agent, err := startAgent(bin, c.Kubeconfig, imds.URL(), metricsAddr, agentLog)
-	if err != nil {
-		return err
-	}
-	defer func() { agent.Process.Signal(syscall.SIGTERM); agent.Wait() }()
-	say("lastcall agent started for %s (pid %d, metrics on http://%s/metrics, log %s)", victim, agent.Process.Pid, metricsAddr, agentLog)
+	defer agent.Stop()
+	metricsAddr := agent.Addr
+	say("lastcall agent started for %s (pid %d, metrics on http://%s/metrics, log %s)", victim, agent.PID(), metricsAddr, agent.LogPath)
 
 	if err := narrate(ctx, c, trigger, deadline); err != nil {
 		return err
 	}
 	fmt.Println()
 	return summary(ctx, c, metricsAddr)
-}
-
-func buildLastcall(ctx context.Context) (string, error) {
-	root, err := tools.RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	out := filepath.Join(root, "bin", "lastcall")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./cmd/lastcall")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building lastcall: %w\n%s", err, b)
-	}
-	return out, nil
-}
-
-func startAgent(bin, kubeconfig, imdsURL, addr, logPath string) (*exec.Cmd, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(),
-		"LASTCALL_NODE_NAME="+victim,
-		"LASTCALL_KUBECONFIG="+kubeconfig,
-		"LASTCALL_IMDS_ENDPOINT="+imdsURL,
-		"LASTCALL_LISTEN_ADDRESS="+addr,
-		"LASTCALL_LOG_FORMAT=text",
-	)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	return cmd, cmd.Start()
 }
 
 func deployWorkload(ctx context.Context, c *cluster.Cluster) error {
@@ -318,15 +285,6 @@ func summary(ctx context.Context, c *cluster.Cluster, metricsAddr string) error 
 		}
 	}
 	return nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 func isReady(p *corev1.Pod) bool {
