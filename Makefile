@@ -23,11 +23,6 @@ build: ## Build bin/lastcall
 tools: ## Build (or reuse from the cache) etcd, the Kubernetes control plane, kwok and amazon-ec2-metadata-mock
 	$(GO) run ./test/tools/build
 
-.PHONY: check-moto
-check-moto:
-	@command -v moto_server >/dev/null 2>&1 || python3 -c 'import moto.server' 2>/dev/null || \
-	  { echo "moto_server is missing: the SQS/EC2/Auto Scaling tests need it (pip install 'moto[server]')" >&2; exit 1; }
-
 .PHONY: vet
 vet: ## Check formatting and run go vet
 	@unformatted=$$(gofmt -l cmd pkg providers test); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi

@@ -17,9 +17,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -86,17 +87,15 @@ func run(ctx context.Context, o *Options, client kubernetes.Interface, ln net.Li
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo())
 
-	// Informers scoped to this node: its Node object and its pods.
-	nodeInformers := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-			lo.FieldSelector = fields.OneTermEqualSelector("metadata.name", o.NodeName).String()
-		}))
-	podInformers := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-			lo.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", o.NodeName).String()
-		}))
-	nodeLister := nodeInformers.Core().V1().Nodes().Lister()
-	podIndex, err := drain.NewInformerIndex(podInformers.Core().V1().Pods().Informer())
+	// Informers scoped to this node: its Node object and its pods. They are
+	// built directly rather than through an informer factory, which would
+	// link every API group's informers into the binary.
+	nodeInformer := scopedInformer(client.CoreV1().RESTClient(), "nodes", &corev1.Node{},
+		fields.OneTermEqualSelector("metadata.name", o.NodeName))
+	podInformer := scopedInformer(client.CoreV1().RESTClient(), "pods", &corev1.Pod{},
+		fields.OneTermEqualSelector("spec.nodeName", o.NodeName))
+	nodeLister := corelisters.NewNodeLister(nodeInformer.GetIndexer())
+	podIndex, err := drain.NewInformerIndex(podInformer)
 	if err != nil {
 		return err
 	}
@@ -128,9 +127,7 @@ func run(ctx context.Context, o *Options, client kubernetes.Interface, ln net.Li
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	errc := make(chan error, 2)
-	synced := func() bool {
-		return nodeInformers.Core().V1().Nodes().Informer().HasSynced() && podIndex.HasSynced()
-	}
+	synced := func() bool { return nodeInformer.HasSynced() && podInformer.HasSynced() }
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -142,10 +139,13 @@ func run(ctx context.Context, o *Options, client kubernetes.Interface, ln net.Li
 		}), log)
 	}()
 
-	nodeInformers.Start(ctx.Done())
-	podInformers.Start(ctx.Done())
-	defer nodeInformers.Shutdown()
-	defer podInformers.Shutdown()
+	for _, inf := range []cache.SharedIndexInformer{nodeInformer, podInformer} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inf.RunWithContext(ctx)
+		}()
+	}
 	start := time.Now()
 	if !cache.WaitForCacheSync(ctx.Done(), synced) {
 		return ctx.Err()
@@ -167,6 +167,13 @@ func run(ctx context.Context, o *Options, client kubernetes.Interface, ln net.Li
 	}
 }
 
+// scopedInformer watches one kind of object of the core group, limited by a
+// field selector.
+func scopedInformer(c cache.Getter, resource string, obj runtime.Object, sel fields.Selector) cache.SharedIndexInformer {
+	lw := cache.NewListWatchFromClient(c, resource, metav1.NamespaceAll, sel)
+	return cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+}
+
 func restConfig(o *Options) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
@@ -179,6 +186,11 @@ func restConfig(o *Options) (*rest.Config, error) {
 		return nil, fmt.Errorf("loading Kubernetes client configuration (--kubeconfig %q): %w", o.Kubeconfig, err)
 	}
 	cfg.QPS, cfg.Burst = o.KubeQPS, o.KubeBurst
+	// Every kind lastcall reads or writes is built in, so protobuf works:
+	// it decodes with generated code instead of reflection, which costs
+	// less CPU per watched object and less memory at rest.
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	cfg.UserAgent = "lastcall/" + version.Version
 	return cfg, nil
 }

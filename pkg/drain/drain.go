@@ -35,7 +35,7 @@ type Options struct {
 
 // DefaultOptions are the defaults of the command line.
 func DefaultOptions() Options {
-	return Options{Concurrency: 32, DeadlineMargin: 5 * time.Second, RetryInitial: 200 * time.Millisecond, RetryMax: 5 * time.Second}
+	return Options{Concurrency: 100, DeadlineMargin: 5 * time.Second, RetryInitial: 200 * time.Millisecond, RetryMax: 5 * time.Second}
 }
 
 // Request is one drain.

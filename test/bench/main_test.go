@@ -1,0 +1,82 @@
+// Package bench measures lastcall against its anchors on a real local
+// control plane and the real amazon-ec2-metadata-mock, with lastcall run as
+// a process of its own with its default settings. Run it with
+//
+//	make bench    (go test -run '^$' -bench . -benchtime 1x ./test/bench/)
+//
+// Each benchmark takes its samples itself; -benchtime 1x runs each once.
+// The table of results, beside the anchors' figures, is printed at the end.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/lastcall/lastcall/test/agentproc"
+	"github.com/lastcall/lastcall/test/cluster"
+)
+
+var (
+	env     *cluster.Cluster
+	results table
+
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := cluster.Main(m, &env)
+	results.print(os.Stdout)
+	os.Exit(code)
+}
+
+// lastcallBinary builds the shipped binary once per run.
+func lastcallBinary(b *testing.B) string {
+	b.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "lastcall-bench-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary, buildErr = agentproc.Build(context.Background(), dir)
+	})
+	if buildErr != nil {
+		b.Fatal(buildErr)
+	}
+	return binary
+}
+
+// row is one line of the results table.
+type row struct {
+	what, lastcall, anchor, target string
+}
+
+type table struct {
+	mu   sync.Mutex
+	rows []row
+}
+
+func (t *table) add(what, lastcall, anchor, target string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.rows = append(t.rows, row{what, lastcall, anchor, target})
+}
+
+func (t *table) print(w *os.File) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| measure | lastcall | anchor | target |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- |")
+	for _, r := range t.rows {
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.what, r.lastcall, r.anchor, r.target)
+	}
+}
