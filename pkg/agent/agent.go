@@ -113,7 +113,6 @@ func (a *Agent) Run(ctx context.Context) error {
 			if a.drain != nil {
 				a.drain.cancel()
 				<-a.done
-				a.metrics.draining.Dec()
 			}
 			return nil
 		case ev := <-in:
@@ -218,12 +217,11 @@ func (a *Agent) startDrain(ctx context.Context, ev interruption.Event) {
 	}
 	dctx, cancel := context.WithCancel(ctx)
 	a.drain = &runningDrain{event: ev, cancel: cancel}
-	a.metrics.draining.Inc()
 	a.nodeEvent(corev1.EventTypeNormal, "DrainStarted", "draining for %s; deadline %s (in %s)",
 		ev.Kind, deadline.UTC().Format(time.RFC3339), deadline.Sub(a.clock.Now()).Round(time.Second))
 	a.log.Info("drain started", "node", a.opts.Node, "id", ev.ID, "deadline", deadline)
 	start := a.clock.Now()
-	req := drain.Request{Node: a.opts.Node, Deadline: deadline, Why: fmt.Sprintf("%s of node %s", ev.Kind, a.opts.Node)}
+	req := drain.Request{Node: a.opts.Node, Kind: string(ev.Kind), Deadline: deadline, Why: fmt.Sprintf("%s of node %s", ev.Kind, a.opts.Node)}
 	go func() {
 		res, err := a.drainer.Drain(dctx, req)
 		a.done <- drainOutcome{event: ev, res: res, err: err, took: a.clock.Since(start)}
@@ -232,20 +230,8 @@ func (a *Agent) startDrain(ctx context.Context, ev interruption.Event) {
 
 func (a *Agent) finish(ctx context.Context, out drainOutcome) {
 	a.drain = nil
-	a.metrics.draining.Dec()
-	result := "success"
-	switch {
-	case out.res.DryRun:
-		result = "dry_run"
-	case errors.Is(out.err, drain.ErrDeadline):
-		result = "timeout"
-	case errors.Is(out.err, context.Canceled):
-		result = "cancelled"
-	case out.err != nil:
-		result = "failure"
-	}
+	result := drain.ResultLabel(out.res, out.err)
 	a.metrics.actions.WithLabelValues("drain", result).Inc()
-	a.metrics.drainDuration.WithLabelValues(string(out.event.Kind), result).Observe(out.took.Seconds())
 	log := a.log.With("node", a.opts.Node, "id", out.event.ID, "took", out.took, "evicted", out.res.Evicted,
 		"skipped", out.res.Skipped, "result", result)
 	switch result {

@@ -7,9 +7,7 @@ const namespace = "lastcall"
 type metrics struct {
 	received       *prometheus.CounterVec
 	actions        *prometheus.CounterVec
-	drainDuration  *prometheus.HistogramVec
 	noticeToCordon prometheus.Histogram
-	draining       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -22,21 +20,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: namespace, Name: "actions_total",
 			Help: "Actions taken on the node (cordon, drain, uncordon), by result (success, failure, timeout, cancelled, dry_run).",
 		}, []string{"action", "result"}),
-		drainDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "drain_duration_seconds",
-			Help:    "Wall time of drains, from start until every evictable pod was gone or the drain ended, by kind and result.",
-			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 300, 600},
-		}, []string{"kind", "result"}),
 		noticeToCordon: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "notice_to_cordon_seconds",
 			Help:    "Time from lastcall first seeing a notice to the node being cordoned.",
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
 		}),
-		draining: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "drains_in_progress",
-			Help: "Drains running now.",
-		}),
 	}
-	reg.MustRegister(m.received, m.actions, m.drainDuration, m.noticeToCordon, m.draining)
+	reg.MustRegister(m.received, m.actions, m.noticeToCordon)
 	return m
 }

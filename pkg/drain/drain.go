@@ -41,6 +41,8 @@ func DefaultOptions() Options {
 // Request is one drain.
 type Request struct {
 	Node string
+	// Kind is why, as a metric label (an interruption kind).
+	Kind string
 	// Deadline is when the node goes; zero for none.
 	Deadline time.Time
 	// Why is told to every evicted pod, e.g. "spot interruption of node x".
@@ -60,6 +62,23 @@ type Result struct {
 
 // ErrDeadline is returned when the deadline passed with pods remaining.
 var ErrDeadline = errors.New("drain deadline passed with pods remaining")
+
+// ResultLabel names how a drain ended: success, dry_run, timeout,
+// cancelled or failure.
+func ResultLabel(res Result, err error) string {
+	switch {
+	case err == nil && res.DryRun:
+		return "dry_run"
+	case err == nil:
+		return "success"
+	case errors.Is(err, ErrDeadline):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	default:
+		return "failure"
+	}
+}
 
 // EventRecorder is the part of record.EventRecorder the drain uses.
 type EventRecorder = record.EventRecorder
@@ -86,8 +105,14 @@ func New(client kubernetes.Interface, pods PodIndex, events EventRecorder, reg p
 // Drain evicts every evictable pod of req.Node, non-critical pods before
 // critical ones, and waits for them to be gone. It returns ErrDeadline
 // (wrapped) if the deadline passes first, and ctx's error if ctx ends.
-func (d *Drainer) Drain(ctx context.Context, req Request) (Result, error) {
-	res := Result{Skipped: map[string]int{}, DryRun: d.opts.DryRun}
+func (d *Drainer) Drain(ctx context.Context, req Request) (res Result, err error) {
+	d.metrics.draining.Inc()
+	start := d.clock.Now()
+	defer func() {
+		d.metrics.draining.Dec()
+		d.metrics.duration.WithLabelValues(req.Kind, ResultLabel(res, err)).Observe(d.clock.Since(start).Seconds())
+	}()
+	res = Result{Skipped: map[string]int{}, DryRun: d.opts.DryRun}
 	if !req.Deadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, req.Deadline)
