@@ -1,0 +1,263 @@
+// Package queue consumes lastcall's SQS queue: it long-polls, hands each
+// message to a handler on a bounded pool of workers, keeps a message
+// invisible while its work runs, and deletes it only when the handler says
+// the work is done or can never be done, always with a reason.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+
+	"github.com/lastcall/lastcall/pkg/interruption"
+)
+
+// API is the part of the SQS client the consumer uses.
+type API interface {
+	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, optFns ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
+	DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, optFns ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error)
+	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, optFns ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
+}
+
+// Delivery is one received message.
+type Delivery struct {
+	MessageID string
+	Body      []byte
+	// ReceiveCount is how often SQS has delivered it, this time included.
+	ReceiveCount int
+	// SentAt is when it entered the queue.
+	SentAt time.Time
+}
+
+// Outcome is a handler's verdict on a delivery.
+type Outcome struct {
+	// Delete removes the message: its work is done, or can never be done.
+	Delete bool
+	// Reason says why, as a short metric-safe word.
+	Reason string
+	// RetryAfter, when not deleting, is how soon it should reappear; zero
+	// leaves the queue's visibility timeout to decide.
+	RetryAfter time.Duration
+}
+
+// Done deletes the message for reason.
+func Done(reason string) Outcome { return Outcome{Delete: true, Reason: reason} }
+
+// Retry leaves the message to reappear after d.
+func Retry(reason string, d time.Duration) Outcome { return Outcome{Reason: reason, RetryAfter: d} }
+
+// Handler does the work of one message. It must return when ctx ends.
+type Handler interface {
+	Handle(ctx context.Context, d Delivery) Outcome
+}
+
+// Options tune a Consumer.
+type Options struct {
+	QueueURL string
+	// Workers bounds the messages worked on at once.
+	Workers int
+	// WaitTime is the long-poll wait, at most 20 s.
+	WaitTime time.Duration
+	// Visibility is how long a message stays invisible per extension; it
+	// is extended every third of it while its work runs.
+	Visibility time.Duration
+	// MaxReceives: a message that fails after this many receives is left
+	// to the queue's redrive policy (it is never deleted for failing).
+	MaxReceives int
+	// Health receives the outcome of every receive, as source "sqs".
+	Health interruption.HealthReporter
+}
+
+// SourceName is the consumer's name in health reports.
+const SourceName = "sqs"
+
+// Consumer receives and dispatches messages.
+type Consumer struct {
+	api     API
+	handler Handler
+	opts    Options
+	metrics *metrics
+	log     *slog.Logger
+	clock   clock.WithTicker
+}
+
+// NewConsumer returns a Consumer.
+func NewConsumer(api API, h Handler, opts Options, reg prometheus.Registerer, log *slog.Logger, clk clock.WithTicker) *Consumer {
+	return &Consumer{api: api, handler: h, opts: opts, metrics: newMetrics(reg), log: log, clock: clk}
+}
+
+// Run receives until ctx ends, then waits for the work in flight, which ends
+// with ctx too; unfinished messages reappear for another replica or the next
+// start.
+func (c *Consumer) Run(ctx context.Context) error {
+	slots := make(chan struct{}, c.opts.Workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	failures := 0
+	for {
+		// Receive only as many messages as there are free workers, so no
+		// message waits invisible without anyone working on it.
+		free := 0
+		select {
+		case slots <- struct{}{}:
+			free = 1
+		case <-ctx.Done():
+			return nil
+		}
+	fill:
+		for free < min(10, c.opts.Workers) {
+			select {
+			case slots <- struct{}{}:
+				free++
+			default:
+				break fill
+			}
+		}
+		msgs, err := c.receive(ctx, free)
+		for range free - len(msgs) {
+			<-slots
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if c.opts.Health != nil {
+				c.opts.Health.Failure(SourceName, string(interruption.ReasonOf(err)), err)
+			}
+			failures++
+			c.metrics.errors.WithLabelValues("receive").Inc()
+			wait := min(time.Duration(failures)*time.Second, 30*time.Second)
+			c.log.Error("receiving from SQS failed", "queue", c.opts.QueueURL, "err", err, "retry_in", wait)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-c.clock.After(wait):
+			}
+			continue
+		}
+		failures = 0
+		if c.opts.Health != nil {
+			c.opts.Health.Success(SourceName)
+		}
+		for _, m := range msgs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				c.work(ctx, m)
+			}()
+		}
+	}
+}
+
+func (c *Consumer) receive(ctx context.Context, n int) ([]types.Message, error) {
+	out, err := c.api.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+		QueueUrl:                    &c.opts.QueueURL,
+		MaxNumberOfMessages:         int32(n),
+		WaitTimeSeconds:             int32(c.opts.WaitTime / time.Second),
+		VisibilityTimeout:           int32(c.opts.Visibility / time.Second),
+		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount, types.MessageSystemAttributeNameSentTimestamp},
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.metrics.received.Add(float64(len(out.Messages)))
+	return out.Messages, nil
+}
+
+func (c *Consumer) work(ctx context.Context, m types.Message) {
+	c.metrics.inFlight.Inc()
+	defer c.metrics.inFlight.Dec()
+	d := Delivery{MessageID: aws.ToString(m.MessageId), Body: []byte(aws.ToString(m.Body))}
+	d.ReceiveCount, _ = strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
+	if ms, err := strconv.ParseInt(m.Attributes[string(types.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
+		d.SentAt = time.UnixMilli(ms)
+	}
+	log := c.log.With("message_id", d.MessageID, "receive_count", d.ReceiveCount)
+
+	wctx, stop := context.WithCancel(ctx)
+	extended := make(chan struct{})
+	go func() {
+		defer close(extended)
+		c.keepInvisible(wctx, m.ReceiptHandle, log)
+	}()
+	out := c.handler.Handle(wctx, d)
+	stop()
+	<-extended
+
+	// The message's fate is settled even when ctx has ended (shutdown).
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	switch {
+	case out.Delete:
+		if _, err := c.api.DeleteMessage(sctx, &sqs.DeleteMessageInput{QueueUrl: &c.opts.QueueURL, ReceiptHandle: m.ReceiptHandle}); err != nil {
+			c.metrics.errors.WithLabelValues("delete").Inc()
+			log.Error("deleting message failed; it will be delivered again", "reason", out.Reason, "err", err)
+			return
+		}
+		c.metrics.deleted.WithLabelValues(out.Reason).Inc()
+		log.Info("message deleted", "reason", out.Reason)
+	case c.opts.MaxReceives > 0 && d.ReceiveCount >= c.opts.MaxReceives:
+		c.metrics.released.WithLabelValues("redrive").Inc()
+		log.Warn("message failed as often as allowed; leaving it to the queue's redrive policy", "reason", out.Reason, "max_receives", c.opts.MaxReceives)
+	default:
+		c.metrics.released.WithLabelValues(out.Reason).Inc()
+		vis := int32(out.RetryAfter / time.Second)
+		if _, err := c.api.ChangeMessageVisibility(sctx, &sqs.ChangeMessageVisibilityInput{
+			QueueUrl: &c.opts.QueueURL, ReceiptHandle: m.ReceiptHandle, VisibilityTimeout: vis,
+		}); err != nil {
+			c.metrics.errors.WithLabelValues("change_visibility").Inc()
+		}
+		log.Info("message left to reappear", "reason", out.Reason, "in", time.Duration(vis)*time.Second)
+	}
+}
+
+// keepInvisible extends the message's visibility every third of the
+// visibility timeout until ctx ends.
+func (c *Consumer) keepInvisible(ctx context.Context, receipt *string, log *slog.Logger) {
+	every := c.opts.Visibility / 3
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.clock.After(every):
+		}
+		_, err := c.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+			QueueUrl: &c.opts.QueueURL, ReceiptHandle: receipt, VisibilityTimeout: int32(c.opts.Visibility / time.Second),
+		})
+		switch {
+		case err == nil:
+			c.metrics.extensions.Inc()
+		case ctx.Err() != nil || errors.Is(err, context.Canceled):
+			return
+		default:
+			c.metrics.errors.WithLabelValues("change_visibility").Inc()
+			log.Warn("extending message visibility failed", "err", err)
+		}
+	}
+}
+
+// Validate checks the options.
+func (o Options) Validate() error {
+	switch {
+	case o.QueueURL == "":
+		return errors.New("queue URL is required")
+	case o.Workers < 1:
+		return fmt.Errorf("workers must be at least 1, got %d", o.Workers)
+	case o.WaitTime < 0 || o.WaitTime > 20*time.Second:
+		return fmt.Errorf("wait time must be 0-20s, got %s", o.WaitTime)
+	case o.Visibility < 3*time.Second:
+		return fmt.Errorf("visibility must be at least 3s, got %s", o.Visibility)
+	}
+	return nil
+}

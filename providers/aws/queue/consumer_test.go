@@ -1,0 +1,187 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/utils/clock"
+
+	"github.com/lastcall/lastcall/test/emulators/moto"
+)
+
+var (
+	motoOnce sync.Once
+	server   *moto.Server
+	motoErr  error
+)
+
+func sqsClient(t *testing.T) (*sqs.Client, string) {
+	t.Helper()
+	motoOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		server, motoErr = moto.Start(ctx)
+	})
+	if motoErr != nil {
+		t.Fatal(motoErr)
+	}
+	c := sqs.NewFromConfig(moto.Config(server.URL()))
+	name := fmt.Sprintf("q-%d", time.Now().UnixNano())
+	out, err := c.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: &name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, aws.ToString(out.QueueUrl)
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if server != nil {
+		server.Stop()
+	}
+	os.Exit(code)
+}
+
+// handlerFunc adapts a func to Handler.
+type handlerFunc func(context.Context, Delivery) Outcome
+
+func (f handlerFunc) Handle(ctx context.Context, d Delivery) Outcome { return f(ctx, d) }
+
+func run(t *testing.T, c *sqs.Client, url string, h Handler, opts Options) (*Consumer, func()) {
+	t.Helper()
+	opts.QueueURL = url
+	if opts.Workers == 0 {
+		opts.Workers = 4
+	}
+	if opts.Visibility == 0 {
+		opts.Visibility = 30 * time.Second
+	}
+	opts.WaitTime = time.Second
+	con := NewConsumer(c, h, opts, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(t.Output(), nil)), clock.RealClock{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); con.Run(ctx) }()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return con, stop
+}
+
+func send(t *testing.T, c *sqs.Client, url, body string) {
+	t.Helper()
+	if _, err := c.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: &body}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func depth(t *testing.T, c *sqs.Client, url string) int {
+	t.Helper()
+	out, err := c.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: &url,
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages, sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, v := range out.Attributes {
+		var x int
+		fmt.Sscan(v, &x)
+		n += x
+	}
+	return n
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDoneDeletesWithReason(t *testing.T) {
+	c, url := sqsClient(t)
+	send(t, c, url, "a")
+	send(t, c, url, "b")
+	con, _ := run(t, c, url, handlerFunc(func(_ context.Context, d Delivery) Outcome {
+		if string(d.Body) == "a" {
+			return Done("processed")
+		}
+		return Done("unparsable")
+	}), Options{})
+	waitFor(t, "both deleted", func() bool {
+		return testutil.ToFloat64(con.metrics.deleted.WithLabelValues("processed")) == 1 &&
+			testutil.ToFloat64(con.metrics.deleted.WithLabelValues("unparsable")) == 1
+	})
+	if n := depth(t, c, url); n != 0 {
+		t.Fatalf("%d messages left", n)
+	}
+}
+
+func TestRetryReappearsAndLongWorkStaysInvisible(t *testing.T) {
+	c, url := sqsClient(t)
+	send(t, c, url, "slow")
+	var mu sync.Mutex
+	var counts []int
+	con, _ := run(t, c, url, handlerFunc(func(ctx context.Context, d Delivery) Outcome {
+		mu.Lock()
+		counts = append(counts, d.ReceiveCount)
+		first := len(counts) == 1
+		mu.Unlock()
+		if first {
+			// Work for longer than the visibility timeout: extensions
+			// must keep the message from being delivered again meanwhile.
+			select {
+			case <-time.After(5 * time.Second):
+			case <-ctx.Done():
+			}
+			return Retry("busy", 0)
+		}
+		return Done("processed")
+	}), Options{Visibility: 3 * time.Second})
+	waitFor(t, "the retried message processed", func() bool {
+		return testutil.ToFloat64(con.metrics.deleted.WithLabelValues("processed")) == 1
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(counts) != 2 || counts[0] != 1 || counts[1] != 2 {
+		t.Fatalf("receive counts %v, want [1 2]: one delivery during the long work, one after the retry", counts)
+	}
+	if got := testutil.ToFloat64(con.metrics.extensions); got < 1 {
+		t.Fatalf("no visibility extension during 5 s of work under a 3 s timeout")
+	}
+}
+
+func TestFailingMessageIsLeftToRedrive(t *testing.T) {
+	c, url := sqsClient(t)
+	send(t, c, url, "poison")
+	var mu sync.Mutex
+	seen := 0
+	con, stop := run(t, c, url, handlerFunc(func(context.Context, Delivery) Outcome {
+		mu.Lock()
+		seen++
+		mu.Unlock()
+		return Retry("lookup-failed", 0)
+	}), Options{MaxReceives: 3})
+	waitFor(t, "the message left to redrive", func() bool {
+		return testutil.ToFloat64(con.metrics.released.WithLabelValues("redrive")) >= 1
+	})
+	stop()
+	if got := testutil.ToFloat64(con.metrics.released.WithLabelValues("lookup-failed")); got != 2 {
+		t.Errorf("released for retry %v times before redrive, want 2", got)
+	}
+	if n := depth(t, c, url); n != 1 {
+		t.Fatalf("queue depth %d: a failing message must never be deleted", n)
+	}
+}
