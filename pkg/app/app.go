@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,25 +18,20 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
-	"github.com/lastcall/lastcall/pkg/agent"
-	"github.com/lastcall/lastcall/pkg/drain"
-	"github.com/lastcall/lastcall/pkg/health"
 	"github.com/lastcall/lastcall/pkg/logging"
-	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/pkg/server"
 	"github.com/lastcall/lastcall/pkg/version"
-	"github.com/lastcall/lastcall/providers/aws/imds"
 )
 
-// Env is what the agent needs from the outside world. Run fills in what is
+// Env is what lastcall needs from the outside world. Run fills in what is
 // nil from the options; tests pass their own.
 type Env struct {
 	Client   kubernetes.Interface
@@ -48,7 +42,7 @@ type Env struct {
 	LogOut io.Writer
 }
 
-// Run runs the node agent until ctx ends.
+// Run runs lastcall in o.Mode until ctx ends.
 func Run(ctx context.Context, o *Options, env Env) error {
 	if env.Log == nil {
 		log, err := logging.New(env.LogOut, o.LogFormat, o.LogLevel)
@@ -57,8 +51,7 @@ func Run(ctx context.Context, o *Options, env Env) error {
 		}
 		env.Log = log
 	}
-	log := env.Log
-	log.Info("starting lastcall", "version", version.Version, "node", o.NodeName, "dry_run", o.DryRun)
+	env.Log.Info("starting lastcall", "version", version.Version, "mode", o.Mode, "dry_run", o.DryRun)
 	if env.Client == nil {
 		cfg, err := restConfig(o)
 		if err != nil {
@@ -78,98 +71,78 @@ func Run(ctx context.Context, o *Options, env Env) error {
 	if env.Clock == nil {
 		env.Clock = clock.RealClock{}
 	}
-	return run(ctx, o, env.Client, env.Listener, log, env.Clock)
+	if o.Mode == ModeQueue {
+		return runQueue(ctx, o, env)
+	}
+	return runAgent(ctx, o, env)
 }
 
-// run runs the agent with its outside world in place.
-func run(ctx context.Context, o *Options, client kubernetes.Interface, ln net.Listener, log *slog.Logger, clk clock.WithTicker) error {
+// common is what both modes share: metrics, Events, and running the
+// informers, the server and the mode's main loop together.
+type common struct {
+	reg      *prometheus.Registry
+	recorder record.EventRecorder
+	shutdown func()
+}
+
+func newCommon(ctx context.Context, o *Options, env Env, host string) *common {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo())
-
-	// Informers scoped to this node: its Node object and its pods. They are
-	// built directly rather than through an informer factory, which would
-	// link every API group's informers into the binary.
-	nodeInformer := scopedInformer(client.CoreV1().RESTClient(), "nodes", &corev1.Node{},
-		fields.OneTermEqualSelector("metadata.name", o.NodeName))
-	podInformer := scopedInformer(client.CoreV1().RESTClient(), "pods", &corev1.Pod{},
-		fields.OneTermEqualSelector("spec.nodeName", o.NodeName))
-	nodeLister := corelisters.NewNodeLister(nodeInformer.GetIndexer())
-	podIndex, err := drain.NewInformerIndex(podInformer)
-	if err != nil {
-		return err
-	}
-
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(eventScheme(), corev1.EventSource{Component: "lastcall", Host: o.NodeName})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: env.Client.CoreV1().Events("")})
+	var recorder record.EventRecorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "lastcall", Host: host})
 	if o.DryRun {
 		recorder = &record.FakeRecorder{} // dry run: no Events either
 	}
+	return &common{reg: reg, recorder: recorder, shutdown: broadcaster.Shutdown}
+}
 
-	sourceHealth := health.NewSources(reg, clk, o.SourceStaleAfter)
-	sources, err := imds.Sources(imds.NewClient(o.IMDS), o.IMDS, sourceHealth, log, clk)
-	if err != nil {
-		return err
-	}
-	for _, s := range sources {
-		sourceHealth.Register(s.Name())
-	}
-
-	nodes := node.NewClient(client, nodeLister.Get, clk, o.DryRun, log.With("component", "node"))
-	drainer := drain.New(client, podIndex, recorder, reg, log.With("component", "drain"), clk, o.Drain)
-	ag := agent.New(agent.Options{Node: o.NodeName, FallbackDeadline: o.FallbackDeadline},
-		sources, nodes, drainer, recorder, sourceHealth.Synced(), reg, log.With("component", "agent"), clk)
-
+// serve runs the informers, then main once they have synced, and the
+// server throughout, until ctx ends or one of them fails.
+func (c *common) serve(ctx context.Context, env Env, healthz server.Check, informers []cache.SharedIndexInformer, main func(context.Context) error) error {
+	defer c.shutdown()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	errc := make(chan error, 2)
-	synced := func() bool { return nodeInformer.HasSynced() && podInformer.HasSynced() }
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		errc <- server.Serve(ctx, ln, server.Handler(reg, sourceHealth.Check, func() error {
+	synced := func() bool {
+		for _, inf := range informers {
+			if !inf.HasSynced() {
+				return false
+			}
+		}
+		return true
+	}
+	wg.Go(func() {
+		errc <- server.Serve(ctx, env.Listener, server.Handler(c.reg, healthz, func() error {
 			if !synced() {
-				return errors.New("Kubernetes node and pod caches not synced yet")
+				return errors.New("Kubernetes caches not synced yet")
 			}
 			return nil
-		}), log)
-	}()
-
-	for _, inf := range []cache.SharedIndexInformer{nodeInformer, podInformer} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			inf.RunWithContext(ctx)
-		}()
+		}), env.Log)
+	})
+	for _, inf := range informers {
+		wg.Go(func() { inf.RunWithContext(ctx) })
 	}
-	start := time.Now()
 	if !cache.WaitForCacheSync(ctx.Done(), synced) {
-		return ctx.Err()
+		return nil
 	}
-	log.Info("Kubernetes caches synced", "took", time.Since(start))
-
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		errc <- ag.Run(ctx)
-	}()
+	env.Log.Info("Kubernetes caches synced")
+	wg.Go(func() { errc <- main(ctx) })
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down")
+		env.Log.Info("shutting down")
 		return nil
 	case err := <-errc:
-		cancel()
 		return err
 	}
 }
 
-// scopedInformer watches one kind of object of the core group, limited by a
-// field selector.
-func scopedInformer(c cache.Getter, resource string, obj runtime.Object, sel fields.Selector) cache.SharedIndexInformer {
+// informer watches one kind of object of the core group, limited by a
+// field selector. Informers are built directly rather than through an
+// informer factory, which would link every API group's informers in.
+func informer(c cache.Getter, resource string, obj runtime.Object, sel fields.Selector) cache.SharedIndexInformer {
 	lw := cache.NewListWatchFromClient(c, resource, metav1.NamespaceAll, sel)
 	return cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 }

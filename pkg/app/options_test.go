@@ -34,8 +34,8 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.NodeName != "n1" || o.IMDS.Interval != 100*time.Millisecond || o.IMDS.RebalanceAction != "drain" ||
-		strings.Join(o.IMDS.Signals, ",") != "spot,rebalance" || !o.DryRun || !o.Drain.DryRun {
+	if o.Agent.NodeName != "n1" || o.Agent.IMDS.Interval != 100*time.Millisecond || o.Agent.IMDS.RebalanceAction != "drain" ||
+		strings.Join(o.Agent.IMDS.Signals, ",") != "spot,rebalance" || !o.DryRun || !o.Drain.DryRun {
 		t.Fatalf("parsed %+v", o)
 	}
 }

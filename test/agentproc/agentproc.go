@@ -1,6 +1,7 @@
-// Package agentproc builds the lastcall binary and runs it as a node agent
-// in a process of its own, as the demo and the benchmarks need: a real
-// process, so that its memory and start-up are measured as deployed.
+// Package agentproc builds the lastcall binary and runs it in a process of
+// its own, as the demo, the benchmarks and the crash tests need: a real
+// process, so that its memory and start-up are measured as deployed, and so
+// that it can be killed.
 package agentproc
 
 import (
@@ -159,6 +160,15 @@ func (a *Agent) CPUTime() (time.Duration, error) {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * time.Second / 100, nil // USER_HZ is 100 on Linux
+}
+
+// Kill ends the process at once (SIGKILL), as a crash or an OOM kill would:
+// nothing is cleaned up.
+func (a *Agent) Kill() {
+	a.stop.Do(func() {
+		_ = syscall.Kill(-a.PID(), syscall.SIGKILL)
+		a.stopErr = <-a.done
+	})
 }
 
 // Stop sends SIGTERM and waits up to 10 s for a clean exit, then kills.

@@ -10,6 +10,7 @@ package bench
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"sync"
@@ -29,6 +30,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		os.Exit(m.Run()) // no benchmark asked for: no cluster needed
+	}
 	code := cluster.Main(m, &env)
 	results.print(os.Stdout)
 	os.Exit(code)

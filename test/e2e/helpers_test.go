@@ -48,9 +48,9 @@ type agent struct {
 func startAgent(t *testing.T, node, imdsURL string, mutate ...func(*app.Options)) *agent {
 	t.Helper()
 	o := app.NewOptions()
-	o.NodeName = node
-	o.IMDS.Endpoint = imdsURL
-	o.IMDS.Interval = 100 * time.Millisecond
+	o.Agent.NodeName = node
+	o.Agent.IMDS.Endpoint = imdsURL
+	o.Agent.IMDS.Interval = 100 * time.Millisecond
 	o.LogFormat = "text"
 	for _, m := range mutate {
 		m(o)

@@ -1,0 +1,212 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/lastcall/lastcall/pkg/app"
+	"github.com/lastcall/lastcall/test/cluster"
+	"github.com/lastcall/lastcall/test/emulators/moto"
+)
+
+var (
+	motoOnce   sync.Once
+	motoServer *moto.Server
+	motoErr    error
+)
+
+// sharedMoto starts one moto_server for the package; each test makes its
+// own queue and groups, so they do not see each other's state.
+func sharedMoto(t *testing.T) *moto.Server {
+	t.Helper()
+	motoOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		motoServer, motoErr = moto.Start(ctx)
+	})
+	if motoErr != nil {
+		t.Fatalf("%v", motoErr)
+	}
+	return motoServer
+}
+
+// awsEnv is moto behind the faithful lifecycle proxy, and one SQS queue.
+type awsEnv struct {
+	proxy    *moto.LifecycleProxy
+	cfg      aws.Config
+	sqs      *sqs.Client
+	queueURL string
+}
+
+func newAWSEnv(t *testing.T) *awsEnv {
+	t.Helper()
+	m := sharedMoto(t)
+	p := moto.NewLifecycleProxy(m.URL())
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	cfg := moto.Config(p.URL())
+	client := sqs.NewFromConfig(cfg)
+	name := fmt.Sprintf("lastcall-%d", time.Now().UnixNano())
+	out, err := client.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: &name})
+	if err != nil {
+		t.Fatalf("creating queue: %v", err)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	return &awsEnv{proxy: p, cfg: cfg, sqs: client, queueURL: aws.ToString(out.QueueUrl)}
+}
+
+// member is an instance of a group, its kwok node, and the token of its
+// active terminate lifecycle action.
+type member struct {
+	group, instance, node, token string
+}
+
+// group creates an Auto Scaling group of n instances with a terminate hook
+// in moto, a kwok node for each instance (named after it, with its provider
+// ID), and registers each instance's terminate lifecycle action with the
+// lifecycle proxy, as Auto Scaling would on scale-in.
+func (e *awsEnv) group(t *testing.T, n int32, labels map[string]string) []member {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	name := fmt.Sprintf("asg-%d", time.Now().UnixNano()%1_000_000_000)
+	ids, err := moto.CreateGroup(ctx, e.cfg, moto.Group{Name: name, Size: n,
+		Hooks: []moto.Hook{{Name: "drain", HeartbeatTimeout: 300 * time.Second}}})
+	if err != nil {
+		t.Fatalf("creating group: %v", err)
+	}
+	var out []member
+	for _, id := range ids {
+		m := member{group: name, instance: id, node: "ip-" + id}
+		if _, err := env.AddNode(ctx, m.node, cluster.WithLabels(labels),
+			cluster.WithProviderID("aws:///"+moto.Region+"a/"+id)); err != nil {
+			t.Fatal(err)
+		}
+		m.token = e.proxy.Register(moto.LifecycleActionState{GroupName: name, HookName: "drain", InstanceID: id,
+			Transition: "autoscaling:EC2_INSTANCE_TERMINATING"})
+		out = append(out, m)
+	}
+	return out
+}
+
+// send puts a message body on the queue.
+func (e *awsEnv) send(t *testing.T, body string) {
+	t.Helper()
+	if _, err := e.sqs.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &e.queueURL, MessageBody: &body}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// depth is the number of messages in the queue, visible or in flight.
+func (e *awsEnv) depth(t *testing.T) int {
+	t.Helper()
+	out, err := e.sqs.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: &e.queueURL,
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages, sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, v := range out.Attributes {
+		var x int
+		fmt.Sscan(v, &x)
+		n += x
+	}
+	return n
+}
+
+// startProcessor runs a queue processor replica in this process until the
+// test ends or stop is called.
+func (e *awsEnv) startProcessor(t *testing.T, replica string, mutate ...func(*app.Options)) *agent {
+	t.Helper()
+	o := app.NewOptions()
+	o.Mode = app.ModeQueue
+	o.Queue.URL = e.queueURL
+	o.Queue.Region = moto.Region
+	o.Queue.Endpoint = e.proxy.URL()
+	o.Queue.HeartbeatInterval = time.Second
+	o.Queue.RetryAfter = time.Second
+	o.Queue.Visibility = 6 * time.Second
+	o.Queue.LeaseDuration = 3 * time.Second
+	o.PodName, o.PodNamespace = replica, "default"
+	o.LogFormat = "text"
+	for _, m := range mutate {
+		m(o)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatalf("options: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})).With("replica", replica)
+	go func() { done <- app.Run(ctx, o, app.Env{Client: client, Listener: ln, Log: log}) }()
+	var once sync.Once
+	a := &agent{url: "http://" + ln.Addr().String(), stop: func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("processor %s returned %v", replica, err)
+			}
+		})
+	}}
+	t.Cleanup(a.stop)
+	eventually(t, "the processor to be ready", func() bool { return a.probe(t, "/readyz") == 200 })
+	return a
+}
+
+// eventBridge renders an EventBridge event as SQS receives it.
+func eventBridge(source, detailType string, resources []string, detail any) string {
+	b, _ := json.Marshal(map[string]any{
+		"version": "0", "id": fmt.Sprintf("%08x-0000-4000-8000-%012x", time.Now().UnixNano()&0xffffffff, time.Now().UnixNano()),
+		"detail-type": detailType, "source": source, "account": "123456789012",
+		"time": time.Now().UTC().Format(time.RFC3339), "region": moto.Region,
+		"resources": resources, "detail": detail,
+	})
+	return string(b)
+}
+
+func instanceARN(id string) string {
+	return "arn:aws:ec2:" + moto.Region + ":123456789012:instance/" + id
+}
+
+// terminateHook is the EventBridge form of m's terminate lifecycle action.
+func terminateHook(m member) string {
+	return eventBridge("aws.autoscaling", "EC2 Instance-terminate Lifecycle Action", []string{"arn:aws:autoscaling:" + moto.Region + ":123456789012:autoScalingGroup:x:autoScalingGroupName/" + m.group},
+		map[string]any{
+			"LifecycleActionToken": m.token, "AutoScalingGroupName": m.group, "LifecycleHookName": "drain",
+			"EC2InstanceId": m.instance, "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+		})
+}
+
+func spotWarning(instance string) string {
+	return eventBridge("aws.ec2", "EC2 Spot Instance Interruption Warning", []string{instanceARN(instance)},
+		map[string]any{"instance-id": instance, "instance-action": "terminate"})
+}
+
+func drainedNode(n *corev1.Node) bool {
+	return n.Spec.Unschedulable && strings.Contains(n.Annotations["lastcall.io/state"], `"drain":"success"`)
+}

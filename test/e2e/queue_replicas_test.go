@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/lastcall/lastcall/test/agentproc"
+	"github.com/lastcall/lastcall/test/emulators/moto"
+)
+
+// Two replicas consume one queue that holds two events for every instance
+// (a spot warning and a terminate hook): every node is drained exactly
+// once, and every lifecycle action completed exactly once.
+func TestQueueTwoReplicasDrainEachNodeOnce(t *testing.T) {
+	e := newAWSEnv(t)
+	ns := newNamespace(t)
+	pool := map[string]string{"pool": ns}
+	members := e.group(t, 6, pool)
+	create(t, deployment(ns, "web", 12, pool, 0), env.Client.AppsV1().Deployments(ns).Create)
+	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(p) == 12 })
+	newNode(t, "spare", pool)
+	for _, m := range members {
+		e.send(t, spotWarning(m.instance))
+		e.send(t, terminateHook(m))
+	}
+	a := e.startProcessor(t, "replica-a")
+	b := e.startProcessor(t, "replica-b")
+
+	for _, m := range members {
+		waitNode(t, m.node, drainedNode)
+	}
+	eventually(t, "every message deleted", func() bool { return e.depth(t) == 0 })
+	drains := a.metric(t, "lastcall_drain_duration_seconds", nil) + b.metric(t, "lastcall_drain_duration_seconds", nil)
+	if drains != float64(len(members)) {
+		t.Errorf("%v drains for %d nodes, want exactly one each", drains, len(members))
+	}
+	for _, m := range members {
+		completes := 0
+		for _, c := range e.proxy.Calls() {
+			if c.Action == "CompleteLifecycleAction" && c.InstanceID == m.instance {
+				completes++
+			}
+		}
+		if r, ok := e.proxy.Completed(m.instance); !ok || r != "CONTINUE" || completes != 1 {
+			t.Errorf("%s: completed %v (%q) by %d calls, want once with CONTINUE", m.instance, ok, r, completes)
+		}
+	}
+	t.Logf("replica a: %v messages, replica b: %v",
+		a.metric(t, "lastcall_queue_messages_deleted_total", nil), b.metric(t, "lastcall_queue_messages_deleted_total", nil))
+}
+
+// A replica killed (SIGKILL) in the middle of a drain held up by a PDB:
+// its lease expires and its message reappears; the other replica resumes
+// the heartbeats, finishes the drain and completes the lifecycle action,
+// once, and nothing is lost.
+func TestQueueReplicaKilledMidDrain(t *testing.T) {
+	e := newAWSEnv(t)
+	ns := newNamespace(t)
+	pool := map[string]string{"pool": ns}
+	m := e.group(t, 1, pool)[0]
+	create(t, deployment(ns, "api", 1, pool, 30), env.Client.AppsV1().Deployments(ns).Create)
+	create(t, pdb(ns, "api", 1), env.Client.PolicyV1().PodDisruptionBudgets(ns).Create)
+	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, m.node)) == 1 })
+	newNode(t, "spare", pool)
+	e.send(t, terminateHook(m))
+
+	bin, err := agentproc.Build(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, err := agentproc.Start(context.Background(), agentproc.Config{
+		Binary: bin, Kubeconfig: env.Kubeconfig, LogPath: filepath.Join(t.TempDir(), "replica-a.log"),
+		Env: []string{"LASTCALL_MODE=queue", "LASTCALL_QUEUE_URL=" + e.queueURL, "LASTCALL_REGION=" + moto.Region,
+			"LASTCALL_AWS_ENDPOINT=" + e.proxy.URL(), "LASTCALL_POD_NAME=replica-a", "LASTCALL_POD_NAMESPACE=default",
+			"LASTCALL_HEARTBEAT_INTERVAL=1s", "LASTCALL_VISIBILITY_TIMEOUT=6s", "LASTCALL_LEASE_DURATION=3s",
+			"LASTCALL_RETRY_AFTER=1s", "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { victim.Kill() })
+	waitNode(t, m.node, func(n *corev1.Node) bool { return n.Spec.Unschedulable })
+	eventually(t, "the first replica's heartbeats", func() bool { return e.proxy.Heartbeats(m.instance) >= 2 })
+	victim.Kill()
+	before := e.proxy.Heartbeats(m.instance)
+	if log, err := os.ReadFile(victim.LogPath); err == nil {
+		t.Logf("killed replica's log:\n%s", log)
+	}
+
+	b := e.startProcessor(t, "replica-b")
+	eventually(t, "the second replica to resume the heartbeats", func() bool { return e.proxy.Heartbeats(m.instance) >= before+2 })
+	if _, done := e.proxy.Completed(m.instance); done {
+		t.Fatal("lifecycle action completed while the PDB still held the pod")
+	}
+	scaleTo(t, ns, "api", 2)
+	waitNode(t, m.node, drainedNode)
+	eventually(t, "the lifecycle action completed and the message deleted", func() bool {
+		_, ok := e.proxy.Completed(m.instance)
+		return ok && e.depth(t) == 0
+	})
+	completes := 0
+	for _, c := range e.proxy.Calls() {
+		if c.Action == "CompleteLifecycleAction" {
+			completes++
+		}
+	}
+	if c, _ := e.proxy.Completion(m.instance); c.Result != "CONTINUE" || c.Token != m.token || completes != 1 {
+		t.Fatalf("completion %+v after %d calls, want one CONTINUE with token %s", c, completes, m.token)
+	}
+	if got := b.metric(t, "lastcall_queue_messages_deleted_total", map[string]string{"reason": "processed"}); got != 1 {
+		t.Errorf("the second replica deleted %v messages as processed, want 1", got)
+	}
+}
