@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
+	"github.com/lastcall/lastcall/pkg/kubemetrics"
 	"github.com/lastcall/lastcall/pkg/logging"
 	"github.com/lastcall/lastcall/pkg/server"
 	"github.com/lastcall/lastcall/pkg/version"
@@ -88,6 +89,9 @@ type common struct {
 func newCommon(ctx context.Context, o *Options, env Env, host string) *common {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
+	if err := kubemetrics.Register(reg); err != nil {
+		env.Log.Warn("Kubernetes request metrics unavailable", "err", err)
+	}
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: env.Client.CoreV1().Events("")})
 	var recorder record.EventRecorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "lastcall", Host: host})

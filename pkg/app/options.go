@@ -90,7 +90,7 @@ func NewOptions() *Options {
 			},
 		},
 		Queue: QueueOptions{
-			Workers:           10,
+			Workers:           100,
 			Visibility:        60 * time.Second,
 			MaxReceives:       10,
 			HeartbeatInterval: 30 * time.Second,
@@ -131,7 +131,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&q.URL, "queue-url", q.URL, "Queue: URL of the SQS queue. Required in queue mode.")
 	fs.StringVar(&q.Region, "region", q.Region, "Queue: AWS region; from the environment or the instance when empty.")
 	fs.StringVar(&q.Endpoint, "aws-endpoint", q.Endpoint, "Queue: endpoint override for SQS, EC2 and Auto Scaling (tests, VPC endpoints).")
-	fs.IntVar(&q.Workers, "workers", q.Workers, "Queue: messages worked on at once.")
+	fs.IntVar(&q.Workers, "workers", q.Workers, "Queue: messages worked on at once. A drain mostly waits (for pods to stop, for PDBs), so this should cover the nodes a mass reclaim takes at once.")
 	fs.DurationVar(&q.Visibility, "visibility-timeout", q.Visibility, "Queue: how long a received message stays invisible; extended every third of it while its work runs.")
 	fs.IntVar(&q.MaxReceives, "max-receives", q.MaxReceives, "Queue: after this many receives, a failing message is left to the queue's redrive policy.")
 	fs.DurationVar(&q.HeartbeatInterval, "heartbeat-interval", q.HeartbeatInterval, "Queue: interval of RecordLifecycleActionHeartbeat while a drain runs.")

@@ -40,6 +40,21 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	}
 }
 
+// q is a valid queue-mode command line plus extra flags.
+func q(extra ...string) []string {
+	return append([]string{"--mode=queue", "--queue-url=https://sqs.example/1/q", "--pod-name=p", "--pod-namespace=ns"}, extra...)
+}
+
+func TestQueueModeNeedsNoNodeName(t *testing.T) {
+	o, err := parse(q("--managed-tag=kubernetes.io/cluster/prod=owned"), map[string]string{"LASTCALL_LIFECYCLE_FAILURE_RESULT": "ABANDON"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Queue.LeaseNamespace != "ns" || o.Queue.FailureResult != "ABANDON" || o.Queue.Workers != 100 {
+		t.Fatalf("parsed %+v", o.Queue)
+	}
+}
+
 func TestBadValuesNameTheirFlag(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -61,6 +76,17 @@ func TestBadValuesNameTheirFlag(t *testing.T) {
 		{[]string{"--node-name=n", "--pod-name=x"}, nil, "--pod-name and --pod-namespace go together"},
 		{[]string{"--node-name=n", "stray"}, nil, `unexpected argument "stray"`},
 		{[]string{"--no-such-flag"}, nil, "no-such-flag"},
+		{[]string{"--mode=both"}, nil, `--mode: must be agent or queue; got "both"`},
+		{[]string{"--mode=queue", "--lease-namespace=x"}, nil, "--queue-url: required in queue mode"},
+		{[]string{"--mode=queue", "--queue-url=u"}, nil, "--lease-namespace: required in queue mode"},
+		{q("--workers=0"), nil, "--workers: must be at least 1"},
+		{q("--visibility-timeout=1s"), nil, "--visibility-timeout"},
+		{q("--max-receives=0"), nil, "--max-receives"},
+		{q("--heartbeat-interval=10ms"), nil, "--heartbeat-interval"},
+		{q("--lifecycle-failure-result=RETRY"), nil, `--lifecycle-failure-result: must be CONTINUE or ABANDON; got "RETRY"`},
+		{q("--lease-duration=1s"), nil, "--lease-duration"},
+		{q("--managed-tag==v"), nil, "--managed-tag: needs a key"},
+		{q(), map[string]string{"LASTCALL_WORKERS": "lots"}, "--workers (from $LASTCALL_WORKERS)"},
 	} {
 		_, err := parse(tc.args, tc.env)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

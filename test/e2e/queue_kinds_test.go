@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/node"
+	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
 
@@ -126,4 +128,37 @@ func TestQueueBadMessages(t *testing.T) {
 	if code := p.probe(t, "/healthz"); code != 200 {
 		t.Errorf("/healthz = %d after bad messages", code)
 	}
+}
+
+// A launch lifecycle action is completed only once the instance's node has
+// joined the cluster and is Ready; until then the message reappears.
+func TestQueueLaunchHookWaitsForReadyNode(t *testing.T) {
+	e := newAWSEnv(t)
+	ctx := context.Background()
+	group := fmt.Sprintf("asg-launch-%d", time.Now().UnixNano()%1_000_000)
+	ids, err := moto.CreateGroup(ctx, e.cfg, moto.Group{Name: group, Size: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ids[0]
+	token := e.proxy.Register(moto.LifecycleActionState{GroupName: group, HookName: "launch", InstanceID: id,
+		Transition: "autoscaling:EC2_INSTANCE_LAUNCHING"})
+	e.send(t, eventBridge("aws.autoscaling", "EC2 Instance-launch Lifecycle Action", nil, map[string]any{
+		"LifecycleActionToken": token, "AutoScalingGroupName": group, "LifecycleHookName": "launch",
+		"EC2InstanceId": id, "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING"}))
+	p := e.startProcessor(t, "launch")
+	eventually(t, "the message to be retried while no node exists", func() bool {
+		return p.metric(t, "lastcall_queue_messages_released_total", map[string]string{"reason": "node-not-joined"}) >= 2
+	})
+	if _, done := e.proxy.Completed(id); done {
+		t.Fatal("launch action completed before the node joined")
+	}
+	if _, err := env.AddNode(ctx, "ip-"+id, cluster.WithProviderID("aws:///"+moto.Region+"a/"+id)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the launch action completed", func() bool { _, ok := e.proxy.Completed(id); return ok })
+	if c, _ := e.proxy.Completion(id); c.Result != "CONTINUE" || c.Token != token {
+		t.Fatalf("completion %+v", c)
+	}
+	eventually(t, "the message deleted", func() bool { return e.depth(t) == 0 })
 }
