@@ -6,16 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
+	"github.com/lastcall/lastcall/test/emulators/child"
 	"github.com/lastcall/lastcall/test/tools"
 )
 
@@ -25,11 +22,8 @@ import (
 const Never time.Duration = -1
 
 const (
-	localhost = "127.0.0.1"
 	// startTimeout bounds waiting for the server when ctx has no deadline.
 	startTimeout = 30 * time.Second
-	// pollInterval is how often Start checks that the server answers.
-	pollInterval = 20 * time.Millisecond
 	// portAttempts is how many free ports Start tries: another process may
 	// take the port between choosing it and AEMM binding it.
 	portAttempts = 3
@@ -111,16 +105,10 @@ type ScheduledEvent struct {
 	NotBeforeDeadline time.Time
 }
 
-// Server is a running AEMM.
+// Server is a running AEMM: URL, LogPath and Stop come from child.Server.
 type Server struct {
-	url     string
-	dir     string
-	logPath string
-	cfg     Config
-	cmd     *exec.Cmd
-	exited  chan struct{}
-
-	stopOnce sync.Once
+	*child.Server
+	cfg Config
 }
 
 // TriggerAfter returns the first whole second at least d from now: a
@@ -181,7 +169,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 
 // start runs AEMM once. retry says whether another port may help.
 func start(ctx context.Context, bin, dir, cfgPath string, attempt int, cfg Config) (s *Server, retry bool, err error) {
-	port, err := freePort()
+	port, err := child.FreePort()
 	if err != nil {
 		return nil, false, err
 	}
@@ -189,105 +177,21 @@ func start(ctx context.Context, bin, dir, cfgPath string, attempt int, cfg Confi
 	if cfg.Subcommand != "" {
 		args = append(args, cfg.Subcommand)
 	}
-	args = append(args, "-n", localhost, "-p", strconv.Itoa(port), "-c", cfgPath)
+	args = append(args, "-n", child.Localhost, "-p", strconv.Itoa(port), "-c", cfgPath)
 	args = append(args, cfg.ExtraArgs...)
-
-	logPath := filepath.Join(dir, fmt.Sprintf("aemm-%d.log", attempt))
-	logFile, err := os.Create(logPath)
+	srv, err := child.Start(ctx, child.Spec{
+		Bin: bin, Args: args, Env: childEnv(dir), Dir: dir,
+		LogPath: filepath.Join(dir, fmt.Sprintf("aemm-%d.log", attempt)),
+		URL:     "http://" + net.JoinHostPort(child.Localhost, strconv.Itoa(port)), ReadyPath: "/latest/meta-data/instance-id",
+	})
 	if err != nil {
-		return nil, false, fmt.Errorf("creating the AEMM log: %w", err)
+		return nil, strings.Contains(err.Error(), "address already in use"), err
 	}
-	defer logFile.Close() // the child has its own descriptor
-
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Env = childEnv(dir)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, false, fmt.Errorf("running %s: %w", bin, err)
-	}
-	s = &Server{
-		url:     "http://" + net.JoinHostPort(localhost, strconv.Itoa(port)),
-		dir:     dir,
-		logPath: logPath,
-		cfg:     cfg,
-		cmd:     cmd,
-		exited:  make(chan struct{}),
-	}
-	go func() {
-		cmd.Wait() //nolint:errcheck // the exit is reported through s.exited
-		close(s.exited)
-	}()
-	if err := s.waitReady(ctx); err != nil {
-		s.kill()
-		log := s.logTail(20)
-		return nil, strings.Contains(log, "address already in use"),
-			fmt.Errorf("%s %s: %w\n%s", bin, strings.Join(args, " "), err, log)
-	}
-	return s, false, nil
+	return &Server{Server: srv, cfg: cfg}, false, nil
 }
-
-// waitReady polls until the server answers any HTTP response.
-func (s *Server) waitReady(ctx context.Context) error {
-	client := &http.Client{Timeout: time.Second}
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/latest/meta-data/instance-id", nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("exited before answering (%s)", s.cmd.ProcessState)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for it to answer on %s: %w", s.url, ctx.Err())
-		case <-time.After(pollInterval):
-		}
-	}
-}
-
-// URL is the server's base URL, "http://127.0.0.1:<port>": the endpoint of
-// an IMDS client.
-func (s *Server) URL() string { return s.url }
 
 // Config is the configuration the server runs with, pinned times filled in.
 func (s *Server) Config() Config { return s.cfg }
-
-// LogPath is the file holding the server's output. It is removed by Stop.
-func (s *Server) LogPath() string { return s.logPath }
-
-// Stop kills the server, waits for it to exit and removes its directory.
-// It is safe to call more than once.
-func (s *Server) Stop() {
-	s.stopOnce.Do(func() {
-		s.kill()
-		os.RemoveAll(s.dir)
-	})
-}
-
-// kill ends the process group and waits for the exit.
-func (s *Server) kill() {
-	// The negative pid names the process group Setpgid created.
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL) //nolint:errcheck // it may be gone already
-	<-s.exited
-}
-
-// logTail returns the last n lines of the server's output.
-func (s *Server) logTail(n int) string {
-	b, err := os.ReadFile(s.logPath)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
 
 func (c Config) validate() error {
 	switch c.Subcommand {
@@ -418,14 +322,4 @@ func childEnv(dir string) []string {
 		env = append(env, kv)
 	}
 	return append(env, "HOME="+dir)
-}
-
-// freePort asks the kernel for a free TCP port on 127.0.0.1.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(localhost, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

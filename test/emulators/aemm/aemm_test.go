@@ -270,14 +270,14 @@ func TestIMDSv2Only(t *testing.T) {
 func TestStop(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Config{})
-	pid := s.cmd.Process.Pid
+	pid := s.PID()
 	s.Stop()
 	s.Stop() // idempotent
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("process %d still there after Stop: %v", pid, err)
 	}
-	if _, err := os.Stat(s.dir); !os.IsNotExist(err) {
-		t.Errorf("directory %s still there after Stop: %v", s.dir, err)
+	if _, err := os.Stat(s.Dir()); !os.IsNotExist(err) {
+		t.Errorf("directory %s still there after Stop: %v", s.Dir(), err)
 	}
 	if _, err := http.Get(s.URL()); err == nil {
 		t.Errorf("server still answers after Stop")

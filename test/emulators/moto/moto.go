@@ -11,9 +11,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/lastcall/lastcall/test/emulators/child"
 )
 
 // ErrNotInstalled is returned by Start when neither moto_server nor
@@ -22,16 +22,11 @@ import (
 var ErrNotInstalled = errors.New("moto_server is not installed: the SQS/EC2/Auto Scaling tests need it (pip install 'moto[server]')")
 
 const (
-	localhost = "127.0.0.1"
 	// startTimeout bounds waiting for the server when ctx has no deadline.
 	startTimeout = 60 * time.Second
-	// pollInterval is how often Start checks that the server answers.
-	pollInterval = 20 * time.Millisecond
 	// portAttempts is how many free ports Start tries per command: another
 	// process may take the port between choosing it and moto binding it.
 	portAttempts = 3
-	// logLines is how much of the server's output errors quote.
-	logLines = 20
 )
 
 // command is one way of running moto's server.
@@ -40,16 +35,11 @@ type command struct {
 	args []string
 }
 
-// Server is a running moto_server.
+// Server is a running moto_server: URL, LogPath and Stop come from
+// child.Server.
 type Server struct {
-	url     string
-	dir     string
-	logPath string
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	*child.Server
 	started time.Duration
-
-	stopOnce sync.Once
 }
 
 // Start runs moto_server (or, when it is not on PATH, "python3 -m
@@ -123,92 +113,39 @@ const (
 
 // start runs moto once with c.
 func start(ctx context.Context, c command, dir string, attempt int) (*Server, outcome, error) {
-	port, err := freePort()
+	port, err := child.FreePort()
 	if err != nil {
 		return nil, failed, err
 	}
-	args := append(append([]string{}, c.args...), "-H", localhost, "-p", strconv.Itoa(port))
-
-	logPath := filepath.Join(dir, fmt.Sprintf("moto-%d.log", attempt))
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, failed, fmt.Errorf("creating the moto log: %w", err)
-	}
-	defer logFile.Close() // the child has its own descriptor
-
 	begin := time.Now()
-	cmd := exec.Command(c.name, args...)
-	cmd.Dir = dir
-	cmd.Env = childEnv(dir)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, notInstalled, fmt.Errorf("running %s: %w", c.name, err)
-	}
-	s := &Server{
-		url:     "http://" + net.JoinHostPort(localhost, strconv.Itoa(port)),
-		dir:     dir,
-		logPath: logPath,
-		cmd:     cmd,
-		exited:  make(chan struct{}),
-	}
-	go func() {
-		cmd.Wait() //nolint:errcheck // the exit is reported through s.exited
-		close(s.exited)
-	}()
-	if err := s.waitReady(ctx); err != nil {
-		s.kill()
-		log := s.logTail(logLines)
+	srv, err := child.Start(ctx, child.Spec{
+		Bin: c.name, Args: append(append([]string{}, c.args...), "-H", child.Localhost, "-p", strconv.Itoa(port)),
+		Env: childEnv(dir), Dir: dir, LogPath: filepath.Join(dir, fmt.Sprintf("moto-%d.log", attempt)),
+		URL: "http://" + net.JoinHostPort(child.Localhost, strconv.Itoa(port)), ReadyPath: "/moto-api/",
+	})
+	if err != nil {
 		res := failed
-		switch lower := strings.ToLower(log); {
+		switch lower := strings.ToLower(err.Error()); {
+		case strings.HasPrefix(lower, "running "):
+			res = notInstalled // the command itself could not be started
 		case strings.Contains(lower, "address already in use"):
 			res = retryPort
 		case strings.Contains(lower, "no module named"), strings.Contains(lower, "command not found"):
 			res = notInstalled
 		}
-		return nil, res, fmt.Errorf("%s %s: %w\n%s", c.name, strings.Join(args, " "), err, log)
+		return nil, res, err
 	}
-	s.started = time.Since(begin)
-	return s, failed, nil
+	return &Server{Server: srv, started: time.Since(begin)}, failed, nil
 }
-
-// waitReady polls until the server answers any HTTP response.
-func (s *Server) waitReady(ctx context.Context) error {
-	client := &http.Client{Timeout: time.Second}
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/moto-api/", nil)
-		if err != nil {
-			return fmt.Errorf("building the readiness request: %w", err)
-		}
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("exited before answering (%s)", s.cmd.ProcessState)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for it to answer on %s: %w", s.url, ctx.Err())
-		case <-time.After(pollInterval):
-		}
-	}
-}
-
-// URL is the server's base URL, "http://127.0.0.1:<port>": the BaseEndpoint
-// of every SDK client (SQS, EC2, Auto Scaling).
-func (s *Server) URL() string { return s.url }
 
 // StartupTime is how long the server took to answer after its process was
 // started.
 func (s *Server) StartupTime() time.Duration { return s.started }
 
-// LogPath is the file holding the server's output. It is removed by Stop.
-func (s *Server) LogPath() string { return s.logPath }
-
 // Reset drops all of moto's state (queues, groups, instances, ...) with
 // POST /moto-api/reset.
 func (s *Server) Reset(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url+"/moto-api/reset", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL()+"/moto-api/reset", nil)
 	if err != nil {
 		return fmt.Errorf("building the moto reset request: %w", err)
 	}
@@ -221,36 +158,6 @@ func (s *Server) Reset(ctx context.Context) error {
 		return fmt.Errorf("resetting moto: HTTP %s", resp.Status)
 	}
 	return nil
-}
-
-// Stop kills the server, waits for it to exit and removes its directory.
-// It is safe to call more than once.
-func (s *Server) Stop() {
-	s.stopOnce.Do(func() {
-		s.kill()
-		os.RemoveAll(s.dir)
-	})
-}
-
-// kill ends the process group and waits for the exit.
-func (s *Server) kill() {
-	// The negative pid names the process group Setpgid created: the pyenv
-	// shim and the Python interpreter it runs.
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL) //nolint:errcheck // it may be gone already
-	<-s.exited
-}
-
-// logTail returns the last n lines of the server's output.
-func (s *Server) logTail(n int) string {
-	b, err := os.ReadFile(s.logPath)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // childEnv is the environment without AWS_* variables, which botocore
@@ -270,14 +177,4 @@ func childEnv(dir string) []string {
 	return append(env,
 		"AWS_CONFIG_FILE="+filepath.Join(dir, "aws-config"),
 		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(dir, "aws-credentials"))
-}
-
-// freePort asks the kernel for a free TCP port on 127.0.0.1.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(localhost, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

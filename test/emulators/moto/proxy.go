@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/lastcall/lastcall/test/emulators/child"
 )
 
 // The actions the proxy answers itself.
@@ -201,7 +203,7 @@ func (p *LifecycleProxy) Start() error {
 	if p.srv != nil || p.closed {
 		return errors.New("moto proxy: already started")
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(localhost, "0"))
+	ln, err := net.Listen("tcp", net.JoinHostPort(child.Localhost, "0"))
 	if err != nil {
 		return fmt.Errorf("moto proxy: listening: %w", err)
 	}
