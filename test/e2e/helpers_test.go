@@ -55,6 +55,13 @@ func startAgent(t *testing.T, node, imdsURL string, mutate ...func(*app.Options)
 	for _, m := range mutate {
 		m(o)
 	}
+	return runApp(t, o, "node", node)
+}
+
+// runApp runs lastcall with o in this process until the test ends; logs
+// go to the test's output, tagged key=name.
+func runApp(t *testing.T, o *app.Options, key, name string) *agent {
+	t.Helper()
 	if err := o.Validate(); err != nil {
 		t.Fatalf("options: %v", err)
 	}
@@ -68,14 +75,14 @@ func startAgent(t *testing.T, node, imdsURL string, mutate ...func(*app.Options)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", node)
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})).With(key, name)
 	go func() { done <- app.Run(ctx, o, app.Env{Client: client, Listener: ln, Log: log}) }()
 	var once sync.Once
 	a := &agent{url: "http://" + ln.Addr().String(), stop: func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {
-				t.Errorf("agent returned %v", err)
+				t.Errorf("lastcall (%s=%s) returned %v", key, name, err)
 			}
 		})
 	}}

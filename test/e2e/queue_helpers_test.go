@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +13,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/test/cluster"
@@ -149,31 +146,7 @@ func (e *awsEnv) startProcessor(t *testing.T, replica string, mutate ...func(*ap
 	for _, m := range mutate {
 		m(o)
 	}
-	if err := o.Validate(); err != nil {
-		t.Fatalf("options: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := kubernetes.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})).With("replica", replica)
-	go func() { done <- app.Run(ctx, o, app.Env{Client: client, Listener: ln, Log: log}) }()
-	var once sync.Once
-	a := &agent{url: "http://" + ln.Addr().String(), stop: func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("processor %s returned %v", replica, err)
-			}
-		})
-	}}
-	t.Cleanup(a.stop)
+	a := runApp(t, o, "replica", replica)
 	eventually(t, "the processor to be ready", func() bool { return a.probe(t, "/readyz") == 200 })
 	return a
 }
