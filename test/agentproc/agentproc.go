@@ -149,8 +149,11 @@ func (a *Agent) Memory() (rss, peak int64, err error) {
 }
 
 // CPUTime is the agent's user plus system CPU time so far.
-func (a *Agent) CPUTime() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", a.PID()))
+func (a *Agent) CPUTime() (time.Duration, error) { return ProcessCPU(a.PID()) }
+
+// ProcessCPU is a process's user plus system CPU time so far.
+func ProcessCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
