@@ -121,7 +121,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				"id", ev.ID, "deadline", ev.Deadline, "detail", ev.Detail)
 			a.handle(ctx, ev)
 		case ev := <-a.retry:
-			a.handle(ctx, ev)
+			if _, ok := a.active[ev.ID]; ok || ev.Action == interruption.ActionCancel {
+				a.handle(ctx, ev) // a hold whose notice was withdrawn meanwhile is dropped
+			}
 		case <-synced:
 			synced = nil
 			a.reconcile(ctx)
@@ -151,8 +153,8 @@ func (a *Agent) handle(ctx context.Context, ev interruption.Event) {
 		a.metrics.noticeToCordon.Observe(a.clock.Since(ev.Observed).Seconds())
 		a.metrics.actions.WithLabelValues("cordon", "success").Inc()
 		a.nodeEvent(corev1.EventTypeWarning, "InterruptionNotice", "%s from %s: %s", ev.Kind, ev.Source, describe(ev))
-		a.nodeEvent(corev1.EventTypeNormal, "Cordoned", "lastcall tainted %s, cordoned the node and excluded it from external load balancers (%s)",
-			node.TaintKey(ev.Kind), changes(ch))
+		a.nodeEvent(corev1.EventTypeNormal, "Cordoned", "lastcall holds the node for %s (taint %s): %s",
+			ev.Kind, node.TaintKey(ev.Kind), changes(ch))
 		a.log.Info("node held", "node", a.opts.Node, "id", ev.ID, "kind", ev.Kind, "changes", changes(ch),
 			"since_notice", a.clock.Since(ev.Observed))
 	}
@@ -237,7 +239,6 @@ func (a *Agent) finish(ctx context.Context, out drainOutcome) {
 	switch result {
 	case "cancelled":
 		log.Info("drain stopped: notice withdrawn or shutting down")
-		return
 	case "success", "dry_run":
 		a.drained[out.event.ID] = true
 		log.Info("drain finished")
@@ -249,10 +250,16 @@ func (a *Agent) finish(ctx context.Context, out drainOutcome) {
 		a.nodeEvent(corev1.EventTypeWarning, "DrainFailed", "drain ended after %s with %d pods left (%s): %v",
 			out.took.Round(time.Millisecond), len(out.res.Remaining), strings.Join(first(out.res.Remaining, 5), ", "), out.err)
 	}
-	if err := a.nodes.RecordDrain(ctx, a.opts.Node, out.event.ID, result); err != nil {
-		log.Warn("recording drain result on node failed", "err", err)
+	if result != "cancelled" {
+		if err := a.nodes.RecordDrain(ctx, a.opts.Node, out.event.ID, result); err != nil {
+			log.Warn("recording drain result on node failed", "err", err)
+		}
 	}
-	// A notice that arrived while this drain ran may need its own.
+	if ctx.Err() != nil {
+		return
+	}
+	// A notice that arrived while this drain ran, or whose drain was
+	// stopped with a withdrawn one, may still need its own.
 	for id, ev := range a.active {
 		if ev.Action == interruption.ActionDrain && !a.drained[id] {
 			a.startDrain(ctx, ev)
