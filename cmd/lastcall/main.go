@@ -12,9 +12,11 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/lastcall/lastcall/pkg/app"
+	"github.com/lastcall/lastcall/pkg/kubemetrics"
 )
 
 func main() {
+	kubemetrics.Install() // before any Kubernetes request
 	opts := app.NewOptions()
 	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
 	opts.AddFlags(fs)

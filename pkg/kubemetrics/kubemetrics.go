@@ -10,8 +10,8 @@ import (
 	"k8s.io/client-go/tools/metrics"
 )
 
-// client-go takes one set of metric hooks per process; the counter behind
-// them is shared by every registry that asks for it.
+// client-go takes one set of metric hooks per process, read by every
+// request without a lock: the counter behind them is process-wide too.
 var (
 	once     sync.Once
 	requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -26,10 +26,15 @@ func (result) Increment(_ context.Context, code, method, _ string) {
 	requests.WithLabelValues(method, code).Inc()
 }
 
-// Register hooks client-go's request results into the counter and
-// registers it with reg.
-func Register(reg prometheus.Registerer) error {
+// Install hooks client-go's request results into the counter. Call it at
+// the start of the process, before any Kubernetes client makes a request:
+// client-go reads its hooks unguarded.
+func Install() {
 	once.Do(func() { metrics.Register(metrics.RegisterOpts{RequestResult: result{}}) })
+}
+
+// Register adds the counter to reg. It counts only once Install has run.
+func Register(reg prometheus.Registerer) error {
 	if err := reg.Register(requests); err != nil {
 		if _, ok := err.(prometheus.AlreadyRegisteredError); !ok {
 			return err

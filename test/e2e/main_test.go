@@ -7,9 +7,13 @@ import (
 	"os"
 	"testing"
 
+	"github.com/lastcall/lastcall/pkg/kubemetrics"
 	"github.com/lastcall/lastcall/test/cluster"
 )
 
 var env *cluster.Cluster
 
-func TestMain(m *testing.M) { os.Exit(cluster.Main(m, &env)) }
+func TestMain(m *testing.M) {
+	kubemetrics.Install() // as main does: before any Kubernetes request
+	os.Exit(cluster.Main(m, &env))
+}
