@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
@@ -104,14 +105,20 @@ func TestRestartReleasesStaleHold(t *testing.T) {
 	}
 }
 
+// mutateNode changes a node as an operator would, retrying on conflicts
+// with kwok and the node-lifecycle controller, which update new nodes too.
 func mutateNode(t *testing.T, name string, mutate func(*corev1.Node)) {
 	t.Helper()
-	n, err := env.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		n, err := env.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		mutate(n)
+		_, err = env.Client.CoreV1().Nodes().Update(context.Background(), n, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	mutate(n)
-	if _, err := env.Client.CoreV1().Nodes().Update(context.Background(), n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"k8s.io/utils/clock"
 
@@ -47,13 +48,18 @@ func TestNodeLeases(t *testing.T) {
 
 	// Simulate b dying: take its lease object over as a third holder would
 	// after expiry, by rewriting it; b must notice on its next renewal.
-	l, err := env.Client.CoordinationV1().Leases(ns).Get(ctx, lease.Name(node), metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := "c"
-	l.Spec.HolderIdentity = &c
-	if _, err := env.Client.CoordinationV1().Leases(ns).Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+	err = retry.RetryOnConflict(retry.DefaultBackoff, func() error { // b renews it meanwhile
+		l, err := env.Client.CoordinationV1().Leases(ns).Get(ctx, lease.Name(node), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		l.Spec.HolderIdentity = &c
+		l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+		_, err = env.Client.CoordinationV1().Leases(ns).Update(ctx, l, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	select {
