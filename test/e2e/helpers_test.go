@@ -337,6 +337,29 @@ func pdb(ns, name string, minAvailable int32) *policyv1.PodDisruptionBudget {
 	}
 }
 
+// guardedPod runs one pod of a Deployment "api" on node (nodes matching
+// pool), behind a PodDisruptionBudget that allows no disruption, and waits
+// until the controller-manager has computed the budget, so that evictions
+// are refused from the start.
+func guardedPod(t *testing.T, ns, node string, pool map[string]string) *corev1.Pod {
+	t.Helper()
+	create(t, deployment(ns, "api", 1, pool, 30), env.Client.AppsV1().Deployments(ns).Create)
+	create(t, pdb(ns, "api", 1), env.Client.PolicyV1().PodDisruptionBudgets(ns).Create)
+	var p *corev1.Pod
+	waitPods(t, ns, func(pods []*corev1.Pod) bool {
+		if on := onNode(pods, node); len(on) == 1 && ready(on[0]) {
+			p = on[0]
+			return true
+		}
+		return false
+	})
+	eventually(t, "the PDB to be computed", func() bool {
+		b, err := env.Client.PolicyV1().PodDisruptionBudgets(ns).Get(context.Background(), "api", metav1.GetOptions{})
+		return err == nil && b.Status.ObservedGeneration == b.Generation && b.Status.CurrentHealthy == 1 && b.Status.DisruptionsAllowed == 0
+	})
+	return p
+}
+
 func onNode(pods []*corev1.Pod, node string) []*corev1.Pod {
 	var out []*corev1.Pod
 	for _, p := range pods {

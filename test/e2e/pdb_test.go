@@ -21,20 +21,7 @@ func TestPDBBlocksUntilReplacementReady(t *testing.T) {
 	ns := newNamespace(t)
 	pool := map[string]string{"pool": ns}
 	name := newNode(t, "pdb", pool)
-	create(t, deployment(ns, "api", 1, pool, 30), env.Client.AppsV1().Deployments(ns).Create)
-	create(t, pdb(ns, "api", 1), env.Client.PolicyV1().PodDisruptionBudgets(ns).Create)
-	var original *corev1.Pod
-	waitPods(t, ns, func(p []*corev1.Pod) bool {
-		if len(p) == 1 && ready(p[0]) {
-			original = p[0]
-			return true
-		}
-		return false
-	})
-	eventually(t, "the PDB to be computed", func() bool {
-		b, err := env.Client.PolicyV1().PodDisruptionBudgets(ns).Get(context.Background(), "api", metav1.GetOptions{})
-		return err == nil && b.Status.ObservedGeneration == b.Generation && b.Status.CurrentHealthy == 1 && b.Status.DisruptionsAllowed == 0
-	})
+	original := guardedPod(t, ns, name, pool)
 	// A second node for the replacement.
 	newNode(t, "pdb-spare", pool)
 

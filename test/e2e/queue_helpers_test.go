@@ -11,7 +11,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/lastcall/lastcall/pkg/app"
@@ -114,16 +113,9 @@ func (e *awsEnv) send(t *testing.T, body string) {
 // depth is the number of messages in the queue, visible or in flight.
 func (e *awsEnv) depth(t *testing.T) int {
 	t.Helper()
-	out, err := e.sqs.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: &e.queueURL,
-		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages, sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible}})
+	n, err := moto.QueueDepth(context.Background(), e.sqs, e.queueURL)
 	if err != nil {
 		t.Fatal(err)
-	}
-	n := 0
-	for _, v := range out.Attributes {
-		var x int
-		fmt.Sscan(v, &x)
-		n += x
 	}
 	return n
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/test/emulators/moto"
@@ -48,13 +47,7 @@ func TestQueueAbandonsWhenDrainFails(t *testing.T) {
 	ns := newNamespace(t)
 	pool := map[string]string{"pool": ns}
 	m := e.group(t, 1, pool)[0]
-	create(t, deployment(ns, "api", 1, pool, 30), env.Client.AppsV1().Deployments(ns).Create)
-	create(t, pdb(ns, "api", 1), env.Client.PolicyV1().PodDisruptionBudgets(ns).Create)
-	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, m.node)) == 1 })
-	eventually(t, "the PDB to be computed", func() bool {
-		b, err := env.Client.PolicyV1().PodDisruptionBudgets(ns).Get(context.Background(), "api", metav1.GetOptions{})
-		return err == nil && b.Status.ObservedGeneration == b.Generation && b.Status.CurrentHealthy == 1
-	})
+	guardedPod(t, ns, m.node, pool)
 	e.send(t, terminateHook(m))
 	p := e.startProcessor(t, "abandon", func(o *app.Options) {
 		o.Queue.FailureResult = "ABANDON"

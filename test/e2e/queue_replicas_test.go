@@ -62,9 +62,7 @@ func TestQueueReplicaKilledMidDrain(t *testing.T) {
 	ns := newNamespace(t)
 	pool := map[string]string{"pool": ns}
 	m := e.group(t, 1, pool)[0]
-	create(t, deployment(ns, "api", 1, pool, 30), env.Client.AppsV1().Deployments(ns).Create)
-	create(t, pdb(ns, "api", 1), env.Client.PolicyV1().PodDisruptionBudgets(ns).Create)
-	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, m.node)) == 1 })
+	guardedPod(t, ns, m.node, pool)
 	newNode(t, "spare", pool)
 	e.send(t, terminateHook(m))
 

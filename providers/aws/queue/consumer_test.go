@@ -11,7 +11,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"k8s.io/utils/clock"
@@ -85,16 +84,9 @@ func send(t *testing.T, c *sqs.Client, url, body string) {
 
 func depth(t *testing.T, c *sqs.Client, url string) int {
 	t.Helper()
-	out, err := c.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: &url,
-		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages, sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible}})
+	n, err := moto.QueueDepth(context.Background(), c, url)
 	if err != nil {
 		t.Fatal(err)
-	}
-	n := 0
-	for _, v := range out.Attributes {
-		var x int
-		fmt.Sscan(v, &x)
-		n += x
 	}
 	return n
 }
