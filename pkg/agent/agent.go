@@ -57,8 +57,9 @@ type Agent struct {
 	log     *slog.Logger
 	clock   clock.Clock
 
-	active  map[string]interruption.Event // notices in force, by ID
-	drained map[string]bool               // IDs whose drain has finished
+	ackers  map[string]interruption.Acknowledger // sources that acknowledge, by name
+	active  map[string]interruption.Event        // notices in force, by ID
+	drained map[string]bool                      // IDs whose drain has finished
 	drain   *runningDrain
 	done    chan drainOutcome
 	retry   chan interruption.Event
@@ -83,9 +84,15 @@ func New(opts Options, sources []interruption.Source, nodes NodeClient, drainer 
 	if opts.RetryInterval == 0 {
 		opts.RetryInterval = time.Second
 	}
+	ackers := map[string]interruption.Acknowledger{}
+	for _, s := range sources {
+		if a, ok := s.(interruption.Acknowledger); ok {
+			ackers[s.Name()] = a
+		}
+	}
 	return &Agent{
 		opts: opts, sources: sources, nodes: nodes, drainer: drainer, events: events, synced: synced,
-		metrics: newMetrics(reg), log: log, clock: clk,
+		metrics: newMetrics(reg), log: log, clock: clk, ackers: ackers,
 		active: map[string]interruption.Event{}, drained: map[string]bool{},
 		done: make(chan drainOutcome, 1), retry: make(chan interruption.Event, 16),
 	}
@@ -134,8 +141,15 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 func (a *Agent) handle(ctx context.Context, ev interruption.Event) {
-	if ev.Action == interruption.ActionCancel {
+	switch ev.Action {
+	case interruption.ActionCancel:
 		a.cancel(ctx, ev)
+		return
+	case interruption.ActionNotify:
+		// The VM survives this one (a live migration, a freeze): say so,
+		// change nothing.
+		a.nodeEvent(corev1.EventTypeNormal, "MaintenanceNotice", "%s from %s: %s; the node stays in service", ev.Kind, ev.Source, describe(ev))
+		a.log.Info("notice needs no action", "node", a.opts.Node, "id", ev.ID, "kind", ev.Kind, "detail", ev.Detail)
 		return
 	}
 	a.active[ev.ID] = ev
@@ -244,6 +258,9 @@ func (a *Agent) finish(ctx context.Context, out drainOutcome) {
 		log.Info("drain finished")
 		a.nodeEvent(corev1.EventTypeNormal, "DrainCompleted", "drained in %s: %d pods evicted%s",
 			out.took.Round(time.Millisecond), out.res.Evicted, skipped(out.res.Skipped))
+		if result == "success" {
+			a.acknowledge(ctx, out.event)
+		}
 	default:
 		a.drained[out.event.ID] = true
 		log.Error("drain failed", "err", out.err, "remaining", out.res.Remaining)
@@ -266,6 +283,23 @@ func (a *Agent) finish(ctx context.Context, out drainOutcome) {
 			return
 		}
 	}
+}
+
+// acknowledge tells the platform, where the event's source can, that the
+// node is drained and it may proceed early: an explicit step, like
+// completing a lifecycle action.
+func (a *Agent) acknowledge(ctx context.Context, ev interruption.Event) {
+	ack, ok := a.ackers[ev.Source]
+	if !ok {
+		return
+	}
+	if err := ack.Acknowledge(ctx, ev); err != nil {
+		a.metrics.actions.WithLabelValues("acknowledge", "failure").Inc()
+		a.log.Error("acknowledging the notice failed; the platform will proceed at its deadline", "id", ev.ID, "source", ev.Source, "err", err)
+		return
+	}
+	a.metrics.actions.WithLabelValues("acknowledge", "success").Inc()
+	a.log.Info("notice acknowledged: the platform may proceed", "id", ev.ID, "source", ev.Source)
 }
 
 func (a *Agent) later(ctx context.Context, ev interruption.Event) {

@@ -18,7 +18,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"source", "kind", "action"}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "actions_total",
-			Help: "Actions taken on the node (cordon, drain, uncordon), by result (success, failure, timeout, cancelled, dry_run).",
+			Help: "Actions taken on the node (cordon, drain, uncordon, acknowledge), by result (success, failure, timeout, cancelled, dry_run).",
 		}, []string{"action", "result"}),
 		noticeToCordon: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "notice_to_cordon_seconds",

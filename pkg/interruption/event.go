@@ -21,6 +21,15 @@ const (
 	KindRebalance            Kind = "rebalance-recommendation"
 	KindScheduledMaintenance Kind = "scheduled-maintenance"
 	KindASGTermination       Kind = "asg-termination"
+	// KindPreemption is a GCE preemptible or spot VM being preempted, or
+	// an Azure Spot VM being evicted (Preempt).
+	KindPreemption Kind = "preemption"
+	// KindHostMaintenance is host maintenance that stops or restarts the
+	// VM (GCE TERMINATE_ON_HOST_MAINTENANCE, Azure Reboot and Redeploy),
+	// or one that only pauses or migrates it (with ActionNotify).
+	KindHostMaintenance Kind = "host-maintenance"
+	// KindTermination is the VM being deleted (Azure Terminate).
+	KindTermination Kind = "termination"
 )
 
 // Action says what an event asks lastcall to do.
@@ -32,6 +41,9 @@ const (
 	ActionCordon Action = "cordon"
 	// ActionDrain cordons the node and then evicts its pods.
 	ActionDrain Action = "drain"
+	// ActionNotify records the notice (an Event and a metric) and changes
+	// nothing: the VM survives it (a live migration, a short freeze).
+	ActionNotify Action = "notify"
 	// ActionCancel undoes what lastcall did for the event with the same ID:
 	// the cloud withdrew the notice. Sources may send it for IDs lastcall
 	// never acted on (IMDS lists finished events for days, and a restarted
@@ -77,6 +89,13 @@ func ShortID(id string) string {
 		return id[i+1:]
 	}
 	return id
+}
+
+// Acknowledger is a Source that can tell the platform its node is ready to
+// go, so that it can proceed early (Azure's StartRequests). The agent calls
+// it after a successful drain for that source's event.
+type Acknowledger interface {
+	Acknowledge(ctx context.Context, ev Event) error
 }
 
 // Source watches one signal and sends the events it sees.
