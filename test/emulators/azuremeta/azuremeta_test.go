@@ -1,0 +1,189 @@
+package azuremeta
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func start(t *testing.T) *Server {
+	t.Helper()
+	s, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// call makes one request and returns the status and body.
+func call(t *testing.T, method, url string, header bool, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if header {
+		req.Header.Set("Metadata", "true")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+type doc struct {
+	DocumentIncarnation int
+	Events              []map[string]any
+}
+
+func getDoc(t *testing.T, s *Server) doc {
+	t.Helper()
+	status, body := call(t, http.MethodGet, s.URL()+Path+"?api-version="+APIVersion, true, "")
+	if status != http.StatusOK {
+		t.Fatalf("GET: %d %s", status, body)
+	}
+	var d doc
+	if err := json.Unmarshal([]byte(body), &d); err != nil {
+		t.Fatalf("GET: %v in %s", err, body)
+	}
+	return d
+}
+
+func TestDocument(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	if d := getDoc(t, s); d.DocumentIncarnation != 1 || d.Events == nil || len(d.Events) != 0 {
+		t.Errorf("initial document %+v, want incarnation 1 and an empty Events list", d)
+	}
+	notBefore := time.Date(2016, 9, 19, 18, 29, 47, 0, time.UTC)
+	s.SetEvents(Event{EventID: "e1", EventType: "Preempt", NotBefore: FormatTime(notBefore), Resources: []string{"vm1"}, DurationInSeconds: -1})
+	d := getDoc(t, s)
+	if d.DocumentIncarnation != 2 || len(d.Events) != 1 {
+		t.Fatalf("document %+v", d)
+	}
+	want := map[string]any{
+		"EventId": "e1", "EventType": "Preempt", "ResourceType": "VirtualMachine", "Resources": []any{"vm1"},
+		"EventStatus": "Scheduled", "NotBefore": "Mon, 19 Sep 2016 18:29:47 GMT", "Description": "",
+		"EventSource": "Platform", "DurationInSeconds": float64(-1),
+	}
+	for k, v := range want {
+		if got := d.Events[0][k]; !equalJSON(got, v) {
+			t.Errorf("%s = %#v, want %#v", k, got, v)
+		}
+	}
+	if len(d.Events[0]) != len(want) {
+		t.Errorf("keys %v, want those of %v", d.Events[0], want)
+	}
+}
+
+func equalJSON(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+func TestRefusals(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	s.SetEvents(Event{EventID: "e1", EventType: "Reboot", NotBefore: FormatTime(time.Now())})
+	url := s.URL() + Path + "?api-version=" + APIVersion
+	for _, tc := range []struct {
+		name, method, url string
+		header            bool
+		body              string
+		status            int
+		errText           string
+	}{
+		{"no header", http.MethodGet, url, false, "", 400, "Bad request. Required metadata header not specified"},
+		{"no header on POST", http.MethodPost, url, false, `{"StartRequests":[{"EventId":"e1"}]}`, 400, "Required metadata header"},
+		{"no api-version", http.MethodGet, s.URL() + Path, true, "", 400, "api-version was not specified"},
+		{"unknown api-version", http.MethodGet, s.URL() + Path + "?api-version=2099-01-01", true, "", 400, "api-version is invalid"},
+		{"bad JSON", http.MethodPost, url, true, `{"StartRequests":`, 400, "not valid JSON"},
+		{"no StartRequests", http.MethodPost, url, true, `{}`, 400, "No StartRequests"},
+		{"unknown EventId", http.MethodPost, url, true, `{"StartRequests":[{"EventId":"nope"}]}`, 400, "nope"},
+		{"one unknown of two", http.MethodPost, url, true, `{"StartRequests":[{"EventId":"e1"},{"EventId":"nope"}]}`, 400, "nope"},
+		{"other path", http.MethodGet, s.URL() + "/metadata/instance?api-version=" + APIVersion, true, "", 404, ""},
+		{"PUT", http.MethodPut, url, true, "", 405, ""},
+	} {
+		status, body := call(t, tc.method, tc.url, tc.header, tc.body)
+		if status != tc.status {
+			t.Errorf("%s: status %d, want %d (%s)", tc.name, status, tc.status, body)
+			continue
+		}
+		var e struct{ Error string }
+		if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
+			t.Errorf("%s: body %q is not Azure's {\"error\": ...}", tc.name, body)
+		}
+		if !strings.Contains(e.Error, tc.errText) {
+			t.Errorf("%s: error %q, want %q in it", tc.name, e.Error, tc.errText)
+		}
+	}
+	if got := s.Approved(); len(got) != 0 {
+		t.Errorf("approved %v by refused requests", got)
+	}
+	if got := s.Events(); got[0].EventStatus != "Scheduled" || got[0].NotBefore == "" {
+		t.Errorf("event %+v changed by refused requests", got[0])
+	}
+	if s.Requests() != 10 || s.BadRequests() != 8 {
+		t.Errorf("%d requests, %d bad, want 10 and 8", s.Requests(), s.BadRequests())
+	}
+}
+
+func TestApprove(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	at := FormatTime(time.Now().Add(time.Hour))
+	s.SetEvents(
+		Event{EventID: "e1", EventType: "Reboot", NotBefore: at},
+		Event{EventID: "e2", EventType: "Freeze", NotBefore: at},
+	)
+	before := getDoc(t, s).DocumentIncarnation
+	url := s.URL() + Path + "?api-version=" + APIVersion
+	// The older body with DocumentIncarnation is accepted too.
+	status, body := call(t, http.MethodPost, url, true, `{"DocumentIncarnation":"5","StartRequests":[{"EventId":"e2"}]}`)
+	if status != http.StatusOK {
+		t.Fatalf("POST: %d %s", status, body)
+	}
+	d := getDoc(t, s)
+	if d.DocumentIncarnation <= before {
+		t.Errorf("incarnation %d after approving, was %d", d.DocumentIncarnation, before)
+	}
+	for _, e := range d.Events {
+		started := e["EventStatus"] == "Started" && e["NotBefore"] == ""
+		if started != (e["EventId"] == "e2") {
+			t.Errorf("event %v after approving e2", e)
+		}
+	}
+	if got := s.Approved(); !slices.Equal(got, []string{"e2"}) {
+		t.Errorf("approved %v", got)
+	}
+}
+
+func TestRawAndStatus(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	url := s.URL() + Path + "?api-version=" + APIVersion
+	s.SetRawDocument([]byte("garbage"))
+	if status, body := call(t, http.MethodGet, url, true, ""); status != 200 || body != "garbage" {
+		t.Errorf("raw: %d %q", status, body)
+	}
+	s.SetStatus(http.StatusServiceUnavailable)
+	if status, _ := call(t, http.MethodGet, url, true, ""); status != http.StatusServiceUnavailable {
+		t.Errorf("status: %d", status)
+	}
+	s.SetEvents()
+	if d := getDoc(t, s); len(d.Events) != 0 {
+		t.Errorf("document %+v after SetEvents()", d)
+	}
+}
