@@ -2,18 +2,33 @@ package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
 
+	"cloud.google.com/go/compute/metadata"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/lastcall/lastcall/pkg/agent"
+	"github.com/lastcall/lastcall/pkg/cloud"
 	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/pkg/health"
+	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/providers/aws/imds"
+	"github.com/lastcall/lastcall/providers/azure"
+	"github.com/lastcall/lastcall/providers/gce"
 )
+
+// detectEvery paces retries of cloud detection while no metadata service
+// answers.
+const detectEvery = 10 * time.Second
 
 // runAgent runs the node agent: this node's metadata sources, and informers
 // scoped to this node and its pods.
@@ -27,18 +42,73 @@ func runAgent(ctx context.Context, o *Options, env Env) error {
 	if err != nil {
 		return err
 	}
-
-	sourceHealth := health.NewSources(c.reg, env.Clock, o.SourceStaleAfter)
-	sources, err := imds.Sources(imds.NewClient(o.Agent.IMDS), o.Agent.IMDS, sourceHealth, log, env.Clock)
-	if err != nil {
-		return err
-	}
-	for _, s := range sources {
-		sourceHealth.Register(s.Name())
-	}
 	nodes := node.NewClient(env.Client, corelisters.NewNodeLister(nodeInformer.GetIndexer()).Get, env.Clock, o.DryRun, log.With("component", "node"))
 	drainer := drain.New(env.Client, podIndex, c.recorder, c.reg, log.With("component", "drain"), env.Clock, o.Drain)
-	ag := agent.New(agent.Options{Node: name, FallbackDeadline: o.FallbackDeadline},
-		sources, nodes, drainer, c.recorder, sourceHealth.Synced(), c.reg, log.With("component", "agent"), env.Clock)
-	return c.serve(ctx, env, sourceHealth.Check, []cache.SharedIndexInformer{nodeInformer, podInformer}, ag.Run)
+	sourceHealth := health.NewSources(c.reg, env.Clock, o.SourceStaleAfter)
+
+	// Until a cloud is known, /healthz says so.
+	var detectErr atomic.Pointer[error]
+	notYet := errors.New("cloud not detected yet")
+	detectErr.Store(&notYet)
+	healthz := func() error {
+		if err := detectErr.Load(); err != nil {
+			return *err
+		}
+		return sourceHealth.Check()
+	}
+	main := func(ctx context.Context) error {
+		which, err := detectCloud(ctx, o, log, &detectErr)
+		if err != nil {
+			return nil // ctx ended while detecting
+		}
+		sources, err := cloudSources(which, o, sourceHealth, log, env)
+		if err != nil {
+			return err
+		}
+		for _, s := range sources {
+			sourceHealth.Register(s.Name())
+		}
+		ag := agent.New(agent.Options{Node: name, FallbackDeadline: o.FallbackDeadline},
+			sources, nodes, drainer, c.recorder, sourceHealth.Synced(), c.reg, log.With("component", "agent"), env.Clock)
+		return ag.Run(ctx)
+	}
+	return c.serve(ctx, env, healthz, []cache.SharedIndexInformer{nodeInformer, podInformer}, main)
+}
+
+// detectCloud returns --cloud, or asks every metadata service until one
+// answers, retrying every detectEvery; it fails only when ctx ends.
+func detectCloud(ctx context.Context, o *Options, log *slog.Logger, status *atomic.Pointer[error]) (string, error) {
+	if o.Agent.Cloud != "auto" {
+		status.Store(nil)
+		return o.Agent.Cloud, nil
+	}
+	client := &http.Client{}
+	ep := cloud.Endpoints{AWS: o.Agent.IMDS.Endpoint, Azure: o.Agent.Azure.Endpoint}
+	for {
+		which, err := cloud.Detect(ctx, client, ep, 2*time.Second)
+		if err == nil {
+			status.Store(nil)
+			log.Info("cloud detected", "cloud", which)
+			return which, nil
+		}
+		status.Store(&err)
+		log.Error("no cloud metadata service answered; retrying", "err", err, "retry_in", detectEvery)
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(detectEvery):
+		}
+	}
+}
+
+func cloudSources(which string, o *Options, h *health.Sources, log *slog.Logger, env Env) ([]interruption.Source, error) {
+	switch which {
+	case cloud.AWS:
+		return imds.Sources(imds.NewClient(o.Agent.IMDS), o.Agent.IMDS, h, log, env.Clock)
+	case cloud.GCE:
+		return gce.Sources(metadata.NewClient(&http.Client{}), o.Agent.GCE, h, log, env.Clock)
+	case cloud.Azure:
+		return azure.Sources(&http.Client{Timeout: 5 * time.Second}, o.Agent.Azure, h, log, env.Clock)
+	}
+	return nil, fmt.Errorf("unknown cloud %q", which)
 }

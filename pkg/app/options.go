@@ -10,10 +10,13 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/lastcall/lastcall/pkg/cloud"
 	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/providers/aws/imds"
 	"github.com/lastcall/lastcall/providers/aws/processor"
+	"github.com/lastcall/lastcall/providers/azure"
+	"github.com/lastcall/lastcall/providers/gce"
 )
 
 // The modes lastcall runs in.
@@ -48,9 +51,13 @@ type Options struct {
 
 // AgentOptions configure the node agent.
 type AgentOptions struct {
-	NodeName        string
+	NodeName string
+	// Cloud is auto, aws, gce or azure.
+	Cloud           string
 	IMDS            imds.Options
 	rebalanceAction string
+	GCE             gce.Options
+	Azure           azure.Options
 }
 
 // QueueOptions configure the queue processor.
@@ -82,6 +89,9 @@ func NewOptions() *Options {
 		SourceStaleAfter: time.Minute,
 		Drain:            drain.DefaultOptions(),
 		Agent: AgentOptions{
+			Cloud:           "auto",
+			GCE:             gce.Options{SpotDeadline: 30 * time.Second, MaintenanceDeadline: 60 * time.Second},
+			Azure:           azure.Options{Interval: time.Second},
 			rebalanceAction: string(interruption.ActionCordon),
 			IMDS: imds.Options{
 				Interval:               imds.DefaultInterval,
@@ -120,9 +130,15 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 
 	a := &o.Agent
 	fs.StringVar(&a.NodeName, "node-name", a.NodeName, "Agent: name of the node this agent runs on (from the downward API: spec.nodeName). Required in agent mode.")
+	fs.StringVar(&a.Cloud, "cloud", a.Cloud, "Agent: auto (ask each metadata service), aws, gce or azure.")
+	fs.DurationVar(&a.GCE.SpotDeadline, "gce-preemption-deadline", a.GCE.SpotDeadline, "Agent, GCE: time from a preemption notice to the VM stopping (30 s for spot and preemptible VMs).")
+	fs.DurationVar(&a.GCE.MaintenanceDeadline, "gce-maintenance-deadline", a.GCE.MaintenanceDeadline, "Agent, GCE: time from a TERMINATE_ON_HOST_MAINTENANCE notice to the VM stopping.")
+	fs.StringVar(&a.Azure.Endpoint, "azure-endpoint", a.Azure.Endpoint, "Agent, Azure: instance metadata endpoint; http://169.254.169.254 when empty.")
+	fs.BoolVar(&a.Azure.Acknowledge, "azure-acknowledge", a.Azure.Acknowledge, "Agent, Azure: after a drain, approve the scheduled event (StartRequests) so the platform proceeds early.")
+	fs.BoolVar(&a.Azure.DrainFreeze, "azure-drain-freeze", a.Azure.DrainFreeze, "Agent, Azure: drain on Freeze events too (by default they are only reported).")
 	fs.StringVar(&a.IMDS.Endpoint, "imds-endpoint", a.IMDS.Endpoint, "Agent: EC2 instance metadata endpoint; the SDK default (http://169.254.169.254) when empty.")
 	fs.BoolVar(&a.IMDS.AllowIMDSv1, "imds-allow-v1", a.IMDS.AllowIMDSv1, "Agent: fall back to IMDSv1 (no session token) when IMDSv2 tokens cannot be had.")
-	fs.DurationVar(&a.IMDS.Interval, "poll-interval", a.IMDS.Interval, "Agent: how often each instance metadata signal is read.")
+	fs.DurationVar(&a.IMDS.Interval, "poll-interval", a.IMDS.Interval, "Agent: how often each polled metadata signal is read (AWS, Azure; GCE is long-polled).")
 	fs.StringSliceVar(&a.IMDS.Signals, "imds-signals", a.IMDS.Signals, "Agent: instance metadata signals to watch: spot, rebalance, scheduled-maintenance, asg-lifecycle.")
 	fs.StringVar(&a.rebalanceAction, "rebalance-action", a.rebalanceAction, "Agent: what a rebalance recommendation does: cordon, or drain.")
 	fs.DurationVar(&a.IMDS.ASGTerminationDeadline, "asg-termination-deadline", a.IMDS.ASGTerminationDeadline, "Agent: drain deadline after the Auto Scaling target lifecycle state turns Terminated.")
@@ -196,6 +212,16 @@ func (o *Options) Validate() error {
 }
 
 func (a *AgentOptions) validate(bad func(flag, format string, args ...any)) {
+	if !slices.Contains(append([]string{"auto"}, cloud.All...), a.Cloud) {
+		bad("cloud", "must be auto, aws, gce or azure; got %q", a.Cloud)
+	}
+	if a.GCE.SpotDeadline <= 0 {
+		bad("gce-preemption-deadline", "must be positive; got %s", a.GCE.SpotDeadline)
+	}
+	if a.GCE.MaintenanceDeadline <= 0 {
+		bad("gce-maintenance-deadline", "must be positive; got %s", a.GCE.MaintenanceDeadline)
+	}
+	a.Azure.Interval = a.IMDS.Interval
 	if a.NodeName == "" {
 		bad("node-name", "required in agent mode (set it from the downward API: spec.nodeName, or $%s)", EnvName("node-name"))
 	}

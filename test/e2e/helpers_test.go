@@ -51,6 +51,7 @@ func startAgent(t *testing.T, node, imdsURL string, mutate ...func(*app.Options)
 	o.Agent.NodeName = node
 	o.Agent.IMDS.Endpoint = imdsURL
 	o.Agent.IMDS.Interval = 100 * time.Millisecond
+	o.Agent.Cloud = "aws" // as configured; the GCE and Azure tests detect
 	o.LogFormat = "text"
 	for _, m := range mutate {
 		m(o)

@@ -1,0 +1,167 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/lastcall/lastcall/pkg/app"
+	"github.com/lastcall/lastcall/pkg/cloud"
+	"github.com/lastcall/lastcall/pkg/node"
+	"github.com/lastcall/lastcall/test/emulators/azuremeta"
+	"github.com/lastcall/lastcall/test/emulators/gcemeta"
+)
+
+// closedURL is an address where nothing listens: a metadata service that
+// refuses at once.
+func closedURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	return "http://" + ln.Addr().String()
+}
+
+func startGCE(t *testing.T) *gcemeta.Server {
+	t.Helper()
+	s, err := gcemeta.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	t.Setenv("GCE_METADATA_HOST", s.Host())
+	return s
+}
+
+func startAzure(t *testing.T) *azuremeta.Server {
+	t.Helper()
+	s, err := azuremeta.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Auto-detection picks the cloud whose metadata service answers, and says
+// clearly when none does.
+func TestCloudDetection(t *testing.T) {
+	ctx := context.Background()
+	closed := closedURL(t)
+	detect := func(ep cloud.Endpoints) (string, error) {
+		return cloud.Detect(ctx, &http.Client{}, ep, 2*time.Second)
+	}
+	if c, err := detect(cloud.Endpoints{AWS: startAEMM(t, quietAEMM()).URL(), GCE: closed, Azure: closed}); c != cloud.AWS {
+		t.Errorf("with EC2 metadata: %q, %v", c, err)
+	}
+	g := startGCE(t)
+	if c, err := detect(cloud.Endpoints{AWS: closed, GCE: "http://" + g.Host(), Azure: closed}); c != cloud.GCE {
+		t.Errorf("with GCE metadata: %q, %v", c, err)
+	}
+	if c, err := detect(cloud.Endpoints{AWS: closed, GCE: closed, Azure: startAzure(t).URL()}); c != cloud.Azure {
+		t.Errorf("with Azure metadata: %q, %v", c, err)
+	}
+	_, err := detect(cloud.Endpoints{AWS: closed, GCE: closed, Azure: closed})
+	if err == nil || !strings.Contains(err.Error(), "no cloud metadata service answered") ||
+		!strings.Contains(err.Error(), "aws:") || !strings.Contains(err.Error(), "gce:") || !strings.Contains(err.Error(), "azure:") {
+		t.Fatalf("with none: %v", err)
+	}
+}
+
+// gceAgent runs the agent, auto-detecting GCE (the other clouds refuse).
+func gceAgent(t *testing.T, name string) *agent {
+	t.Helper()
+	closed := closedURL(t)
+	return startAgent(t, name, closed, func(o *app.Options) { o.Agent.Cloud, o.Agent.Azure.Endpoint = "auto", closed })
+}
+
+// A GCE preemption flip cordons the node within a second and drains it,
+// PDBs honoured, inside the 30 s window.
+func TestGCEPreemptionDrainsWithinWindow(t *testing.T) {
+	ns := newNamespace(t)
+	pool := map[string]string{"pool": ns}
+	name := newNode(t, "gce", pool)
+	create(t, deployment(ns, "web", 2, map[string]string{"kubernetes.io/hostname": name}, 60), env.Client.AppsV1().Deployments(ns).Create)
+	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, name)) == 2 })
+	g := startGCE(t)
+	a := gceAgent(t, name)
+	eventually(t, "the GCE sources up", func() bool {
+		return a.metric(t, "lastcall_source_up", map[string]string{"source": "gce-preempted"}) == 1
+	})
+
+	flipped := time.Now()
+	g.Set("instance/preempted", "TRUE")
+	n := waitNode(t, name, func(n *corev1.Node) bool { return n.Spec.Unschedulable })
+	if took := time.Since(flipped); took > time.Second {
+		t.Errorf("cordoned %s after the preemption flip, want under 1 s", took)
+	}
+	if !hasTaint(n, "lastcall.io/preemption") {
+		t.Errorf("taints %v", n.Spec.Taints)
+	}
+	waitNode(t, name, func(n *corev1.Node) bool {
+		st, _ := node.StateOf(n)
+		return len(st.Holds) == 1 && st.Holds[0].Drain == "success"
+	})
+	if took := time.Since(flipped); took > 30*time.Second {
+		t.Errorf("drained %s after the flip: outside the 30 s window", took)
+	}
+}
+
+// TERMINATE_ON_HOST_MAINTENANCE drains; MIGRATE_ON_HOST_MAINTENANCE only
+// gets an Event.
+func TestGCEMaintenanceTerminateDrainsMigrateDoesNot(t *testing.T) {
+	migrate := newNode(t, "gce-migrate", nil)
+	g := startGCE(t)
+	a := gceAgent(t, migrate)
+	g.Set("instance/maintenance-event", "MIGRATE_ON_HOST_MAINTENANCE")
+	waitEvents(t, "default", migrate, "MaintenanceNotice")
+	if n := waitNode(t, migrate, func(*corev1.Node) bool { return true }); n.Spec.Unschedulable {
+		t.Fatal("a live migration cordoned the node")
+	}
+	g.Set("instance/maintenance-event", "TERMINATE_ON_HOST_MAINTENANCE")
+	waitNode(t, migrate, func(n *corev1.Node) bool {
+		st, _ := node.StateOf(n)
+		return hasTaint(n, "lastcall.io/host-maintenance") && len(st.Holds) == 1 && st.Holds[0].Drain == "success"
+	})
+	if got := a.metric(t, "lastcall_events_received_total", map[string]string{"kind": "host-maintenance", "action": "notify"}); got != 1 {
+		t.Errorf("migrate notices counted %v, want 1", got)
+	}
+}
+
+// Azure Preempt drains the node, then approves the event (StartRequests).
+func TestAzurePreemptDrainsThenAcknowledges(t *testing.T) {
+	ns := newNamespace(t)
+	name := newNode(t, "azure", nil)
+	create(t, deployment(ns, "web", 2, map[string]string{"kubernetes.io/hostname": name}, 30), env.Client.AppsV1().Deployments(ns).Create)
+	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, name)) == 2 })
+	az := startAzure(t)
+	closed := closedURL(t)
+	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(closed, "http://"))
+	startAgent(t, name, closed, func(o *app.Options) {
+		o.Agent.Cloud = "auto"
+		o.Agent.Azure.Endpoint = az.URL()
+		o.Agent.Azure.Acknowledge = true
+	})
+	az.SetEvents(azuremeta.Event{EventID: "0b0c6d5e-spot", EventType: "Preempt", ResourceType: "VirtualMachine",
+		Resources: []string{name}, EventStatus: "Scheduled", NotBefore: time.Now().Add(30 * time.Second).UTC().Format(http.TimeFormat)})
+	waitNode(t, name, func(n *corev1.Node) bool {
+		st, _ := node.StateOf(n)
+		return hasTaint(n, "lastcall.io/preemption") && len(st.Holds) == 1 && st.Holds[0].Drain == "success"
+	})
+	waitPods(t, ns, func(p []*corev1.Pod) bool { return len(onNode(p, name)) == 0 })
+	eventually(t, "the event approved", func() bool {
+		for _, id := range az.Approved() {
+			if id == "0b0c6d5e-spot" {
+				return true
+			}
+		}
+		return false
+	})
+}
