@@ -88,8 +88,11 @@ func TestGCEPreemptionDrainsWithinWindow(t *testing.T) {
 	ns := newNamespace(t)
 	pool := map[string]string{"pool": ns}
 	name := newNode(t, "gce", pool)
-	create(t, deployment(ns, "web", 2, map[string]string{"kubernetes.io/hostname": name}, 60), env.Client.AppsV1().Deployments(ns).Create)
+	create(t, deployment(ns, "web", 2, pool, 60), env.Client.AppsV1().Deployments(ns).Create)
+	create(t, pdb(ns, "web", 1), env.Client.PolicyV1().PodDisruptionBudgets(ns).Create)
 	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, name)) == 2 })
+	newNode(t, "gce-spare", pool)
+	deletions := watchDeletions(t, name)
 	g := startGCE(t)
 	a := gceAgent(t, name)
 	eventually(t, "the GCE sources up", func() bool {
@@ -111,6 +114,14 @@ func TestGCEPreemptionDrainsWithinWindow(t *testing.T) {
 	})
 	if took := time.Since(flipped); took > 30*time.Second {
 		t.Errorf("drained %s after the flip: outside the 30 s window", took)
+	}
+	// The pods went through the Eviction API under their budget; each was
+	// told to stop in time to be gone 5 s before the window closed (GKE
+	// Spot caps grace at 25 s).
+	for _, d := range deletions() {
+		if d.grace == nil || *d.grace > 25 {
+			t.Errorf("pod %s evicted with grace %v: 60 s does not fit a 30 s window", d.name, d.grace)
+		}
 	}
 }
 
