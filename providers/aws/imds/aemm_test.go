@@ -169,8 +169,10 @@ func forward(w http.ResponseWriter, r *http.Request, base string) {
 
 func TestASGTermination(t *testing.T) {
 	t.Parallel()
-	// The flag itself, as a user of AEMM would pass it.
-	s := startAEMM(t, aemm.Config{Subcommand: aemm.SubcommandASGLifecycle, ExtraArgs: []string{"--asg-termination-delay-sec", "1"}})
+	// The flag itself, as a user of AEMM would pass it. AEMM counts the
+	// delay from its own start, up to a second before Start returns: 2 s
+	// leaves at least a second of InService reads first.
+	s := startAEMM(t, aemm.Config{Subcommand: aemm.SubcommandASGLifecycle, ExtraArgs: []string{"--asg-termination-delay-sec", "2"}})
 	health := newRecordingHealth()
 	const deadline = 90 * time.Second
 	out := run(t, sourcesFor(t, s.URL(), Options{Signals: []string{SignalASGLifecycle}, ASGTerminationDeadline: deadline}, health))
