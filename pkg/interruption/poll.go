@@ -101,9 +101,9 @@ func (p *Poller) Run(ctx context.Context, out chan<- Event) error {
 	log = log.With("source", p.SourceName)
 	health := p.Health
 	if health == nil {
-		health = discardHealth{}
+		health = DiscardHealth{}
 	}
-	sent := map[string]Action{}
+	sent := Dedup{}
 	failures := 0
 	for {
 		events, err := p.pollOnce(ctx)
@@ -125,10 +125,9 @@ func (p *Poller) Run(ctx context.Context, out chan<- Event) error {
 			health.Success(p.SourceName)
 			now := clk.Now()
 			for _, e := range events {
-				if a, ok := sent[e.ID]; ok && a == e.Action {
+				if !sent.Fresh(e) {
 					continue
 				}
-				sent[e.ID] = e.Action
 				e.Source = p.SourceName
 				if e.Observed.IsZero() {
 					e.Observed = now
@@ -169,14 +168,37 @@ func (p *Poller) backoff(failures int) time.Duration {
 	if maxWait == 0 {
 		maxWait = 10 * time.Second
 	}
-	d := p.Interval
-	for i := 1; i < failures && d < maxWait; i++ {
-		d *= 2
-	}
-	return min(d, maxWait)
+	return Backoff(failures, p.Interval, maxWait)
 }
 
-type discardHealth struct{}
+// DiscardHealth is a HealthReporter that drops every report.
+type DiscardHealth struct{}
 
-func (discardHealth) Success(string)                {}
-func (discardHealth) Failure(string, string, error) {}
+// Success implements HealthReporter.
+func (DiscardHealth) Success(string) {}
+
+// Failure implements HealthReporter.
+func (DiscardHealth) Failure(string, string, error) {}
+
+// Dedup lets each (ID, Action) of a source through once: a notice seen on
+// every read is sent once, and its cancel once.
+type Dedup map[string]Action
+
+// Fresh reports whether e has not been let through yet, and marks it so.
+func (d Dedup) Fresh(e Event) bool {
+	if a, ok := d[e.ID]; ok && a == e.Action {
+		return false
+	}
+	d[e.ID] = e.Action
+	return true
+}
+
+// Backoff is the wait after the given number of consecutive failures:
+// base, doubling, capped at limit.
+func Backoff(failures int, base, limit time.Duration) time.Duration {
+	d := base
+	for i := 1; i < failures && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}

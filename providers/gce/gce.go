@@ -115,7 +115,7 @@ func Sources(client *metadata.Client, o Options, health interruption.HealthRepor
 		return nil, err
 	}
 	if health == nil {
-		health = discardHealth{}
+		health = interruption.DiscardHealth{}
 	}
 	if log == nil {
 		log = slog.Default()
@@ -162,7 +162,7 @@ type run struct {
 	*source
 	out      chan<- interruption.Event
 	inst     *Instance
-	sent     map[string]interruption.Action
+	sent     interruption.Dedup
 	active   *interruption.Event
 	failures int
 }
@@ -171,7 +171,7 @@ type run struct {
 // ends; a subscription goroutine of the library may outlive it by up to the
 // library's 5 s error sleep, and then ends without sending anything.
 func (s *source) Run(ctx context.Context, out chan<- interruption.Event) error {
-	r := &run{source: s, out: out, sent: map[string]interruption.Action{}}
+	r := &run{source: s, out: out, sent: interruption.Dedup{}}
 	for {
 		err := r.watch(ctx)
 		if ctx.Err() != nil {
@@ -180,7 +180,7 @@ func (s *source) Run(ctx context.Context, out chan<- interruption.Event) error {
 		r.failures++
 		reason := interruption.ReasonOf(err)
 		s.health.Failure(s.name, string(reason), err)
-		wait := backoff(r.failures)
+		wait := interruption.Backoff(r.failures, minBackoff, maxBackoff)
 		s.log.Warn("reading signal failed", "reason", reason, "err", err, "consecutive", r.failures, "retry_in", wait)
 		select {
 		case <-ctx.Done():
@@ -278,10 +278,9 @@ func (r *run) answer(ctx context.Context, value string) error {
 	r.health.Success(r.name)
 	now := r.clk.Now()
 	for _, e := range events {
-		if a, ok := r.sent[e.ID]; ok && a == e.Action {
+		if !r.sent.Fresh(e) {
 			continue
 		}
-		r.sent[e.ID] = e.Action
 		e.Source = r.name
 		e.Observed = now
 		if e.Action == interruption.ActionDrain && e.Deadline.IsZero() {
@@ -304,15 +303,6 @@ func (r *run) answer(ctx context.Context, value string) error {
 	return nil
 }
 
-// backoff is the wait after the given number of consecutive failures.
-func backoff(failures int) time.Duration {
-	d := minBackoff
-	for i := 1; i < failures && d < maxBackoff; i++ {
-		d *= 2
-	}
-	return min(d, maxBackoff)
-}
-
 // classify gives the library's HTTP errors (a status other than 200, or 404
 // as NotDefinedError) the reason http_error; network errors keep theirs
 // (interruption.ReasonOf reads them).
@@ -328,8 +318,3 @@ func isNotDefined(err error) bool {
 	var nd metadata.NotDefinedError
 	return errors.As(err, &nd)
 }
-
-type discardHealth struct{}
-
-func (discardHealth) Success(string)                {}
-func (discardHealth) Failure(string, string, error) {}
