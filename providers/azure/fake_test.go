@@ -41,8 +41,8 @@ func TestPreempt(t *testing.T) {
 		Deadline: notBefore,
 	})
 	// The same event on every later read is not sent again.
-	_, n := health.waitFor(t, "a read", 0, success)
-	health.waitFor(t, "more reads", n+3, success)
+	_, n := health.WaitFor(t, "a read", 0, 1, success)
+	health.WaitFor(t, "more reads", n+3, 1, success)
 	quiet(t, out, 2*pollInterval)
 }
 
@@ -96,8 +96,8 @@ func TestEventRemoved(t *testing.T) {
 	if second.Action != interruption.ActionCancel || second.ID != first.ID || second.Kind != first.Kind || second.Source != SourceName {
 		t.Errorf("second event %+v, want a cancel of %s", second, first.ID)
 	}
-	_, n := health.waitFor(t, "a read", 0, success)
-	health.waitFor(t, "more reads", n+3, success)
+	_, n := health.WaitFor(t, "a read", 0, 1, success)
+	health.WaitFor(t, "more reads", n+3, 1, success)
 	quiet(t, out, 2*pollInterval)
 }
 
@@ -109,8 +109,8 @@ func TestOtherVM(t *testing.T) {
 	fake.SetEvents(scheduled("other-1", "Preempt", at, "some-other-vm"))
 	health := newRecordingHealth()
 	out := run(t, newSource(t, fake, Options{VMName: vm}, health))
-	_, n := health.waitFor(t, "a read", 0, success)
-	health.waitFor(t, "more reads", n+2, success)
+	_, n := health.WaitFor(t, "a read", 0, 1, success)
+	health.WaitFor(t, "more reads", n+2, 1, success)
 	quiet(t, out, 2*pollInterval)
 	fake.SetEvents(scheduled("other-1", "Preempt", at, "some-other-vm"), scheduled("mine-1", "Preempt", at, vm))
 	if e := next(t, out); e.ID != interruption.NewID(interruption.KindPreemption, "mine-1") {
@@ -174,8 +174,8 @@ func TestAcknowledge(t *testing.T) {
 	}
 	// The event, now Started, is the same event: nothing new is sent, and
 	// acknowledging it again does not post again.
-	_, n := health.waitFor(t, "a read", 0, success)
-	health.waitFor(t, "more reads", n+3, success)
+	_, n := health.WaitFor(t, "a read", 0, 1, success)
+	health.WaitFor(t, "more reads", n+3, 1, success)
 	quiet(t, out, 2*pollInterval)
 	if err := acknowledger(t, src).Acknowledge(ctx, reboot); err != nil {
 		t.Fatalf("second Acknowledge: %v", err)
@@ -267,13 +267,13 @@ func TestMalformedDocument(t *testing.T) {
 	fake.SetRawDocument([]byte(`{"DocumentIncarnation": 1, "Events": [{"EventId": "x", "EventType": "Explode"}]}`))
 	health := newRecordingHealth()
 	out := run(t, newSource(t, fake, Options{}, health))
-	r, n := health.waitFor(t, "a malformed read", 0, failure(interruption.ReasonMalformed))
-	t.Logf("reported: %v", r.err)
+	r, n := health.WaitFor(t, "a malformed read", 0, 1, failure(interruption.ReasonMalformed))
+	t.Logf("reported: %v", r.Err)
 	fake.SetEvents(scheduled("after", "Preempt", time.Now().Add(time.Hour), vm))
 	if e := next(t, out); e.ID != interruption.NewID(interruption.KindPreemption, "after") {
 		t.Errorf("event %+v after recovering", e)
 	}
-	health.waitFor(t, "a good read", n, success)
+	health.WaitFor(t, "a good read", n, 1, success)
 }
 
 // TestHTTPError: an answer other than 200 is an HTTP error.
@@ -283,8 +283,8 @@ func TestHTTPError(t *testing.T) {
 	fake.SetStatus(http.StatusInternalServerError)
 	health := newRecordingHealth()
 	run(t, newSource(t, fake, Options{}, health))
-	r, _ := health.waitFor(t, "an HTTP error", 0, failure(interruption.ReasonHTTP))
-	t.Logf("reported: %v", r.err)
+	r, _ := health.WaitFor(t, "an HTTP error", 0, 1, failure(interruption.ReasonHTTP))
+	t.Logf("reported: %v", r.Err)
 }
 
 // TestMetadataHeaderRequired: the fake refuses a request without the
@@ -302,7 +302,7 @@ func TestMetadataHeaderRequired(t *testing.T) {
 	}
 	health := newRecordingHealth()
 	run(t, newSource(t, fake, Options{}, health))
-	health.waitFor(t, "a good read", 0, success)
+	health.WaitFor(t, "a good read", 0, 1, success)
 	if n := fake.BadRequests(); n != 1 {
 		t.Errorf("%d bad requests, want only the test's own", n)
 	}

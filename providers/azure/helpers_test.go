@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/lastcall/lastcall/pkg/interruption"
+	"github.com/lastcall/lastcall/pkg/interruption/interruptiontest"
 	"github.com/lastcall/lastcall/test/emulators/azuremeta"
 )
 
@@ -18,70 +18,19 @@ const pollInterval = 20 * time.Millisecond
 // waitTimeout bounds every wait for an event or a health report.
 const waitTimeout = 10 * time.Second
 
-// healthRecord is one report to recordingHealth.
-type healthRecord struct {
-	ok     bool
-	reason string
-	err    error
+// The recorder and waits shared by the sources' tests.
+type recordingHealth = interruptiontest.Health
+
+var (
+	newRecordingHealth = interruptiontest.NewHealth
+	next               = interruptiontest.Next
+	quiet              = interruptiontest.Quiet
+	success            = interruptiontest.Success(SourceName)
+)
+
+func failure(reason interruption.Reason) func(interruptiontest.Record) bool {
+	return interruptiontest.Failure(SourceName, reason)
 }
-
-// recordingHealth is a HealthReporter that keeps every report.
-type recordingHealth struct {
-	mu      sync.Mutex
-	records []healthRecord
-	changed chan struct{} // signalled, without blocking, on each report
-}
-
-func newRecordingHealth() *recordingHealth {
-	return &recordingHealth{changed: make(chan struct{}, 1)}
-}
-
-func (h *recordingHealth) add(r healthRecord) {
-	h.mu.Lock()
-	h.records = append(h.records, r)
-	h.mu.Unlock()
-	select {
-	case h.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (h *recordingHealth) Success(string) { h.add(healthRecord{ok: true}) }
-
-func (h *recordingHealth) Failure(_, reason string, err error) {
-	h.add(healthRecord{reason: reason, err: err})
-}
-
-// waitFor waits until a report from index from on matches, and returns it
-// and the number of reports so far.
-func (h *recordingHealth) waitFor(t *testing.T, what string, from int, match func(healthRecord) bool) (healthRecord, int) {
-	t.Helper()
-	timeout := time.After(waitTimeout)
-	for {
-		h.mu.Lock()
-		for _, r := range h.records[min(from, len(h.records)):] {
-			if match(r) {
-				n := len(h.records)
-				h.mu.Unlock()
-				return r, n
-			}
-		}
-		h.mu.Unlock()
-		select {
-		case <-h.changed:
-		case <-timeout:
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			t.Fatalf("waiting for a report of %s; all reports: %+v", what, h.records)
-		}
-	}
-}
-
-func failure(reason interruption.Reason) func(healthRecord) bool {
-	return func(r healthRecord) bool { return !r.ok && r.reason == string(reason) }
-}
-
-func success(r healthRecord) bool { return r.ok }
 
 // testLogger writes the source's logs to the test's log.
 func testLogger(t *testing.T) *slog.Logger {
@@ -138,36 +87,6 @@ func run(t *testing.T, src interruption.Source) <-chan interruption.Event {
 		}
 	})
 	return out
-}
-
-// next waits for the next event.
-func next(t *testing.T, out <-chan interruption.Event) interruption.Event {
-	t.Helper()
-	select {
-	case e := <-out:
-		return e
-	case <-time.After(waitTimeout):
-		t.Fatal("no event")
-		return interruption.Event{}
-	}
-}
-
-// quiet checks that no event is waiting, nor comes for d. Callers first
-// wait for reads (health reports come before a read's events are sent), so
-// an event of those reads is already in out.
-func quiet(t *testing.T, out <-chan interruption.Event, d time.Duration) {
-	t.Helper()
-	select {
-	case e := <-out:
-		t.Errorf("unexpected event %+v", e)
-		return
-	default:
-	}
-	select {
-	case e := <-out:
-		t.Errorf("unexpected event %+v", e)
-	case <-time.After(d):
-	}
 }
 
 // checkEvent compares the fields the source sets.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lastcall/lastcall/pkg/interruption"
+	"github.com/lastcall/lastcall/pkg/interruption/interruptiontest"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 )
 
@@ -45,7 +46,7 @@ func TestSpotInterruption(t *testing.T) {
 	out := run(t, sourcesFor(t, s.URL(), Options{Signals: []string{SignalSpot}}, health))
 
 	// Before the trigger: 404, which is no notice and a healthy read.
-	health.waitFor(t, "success before the notice", 0, 1, success("imds-spot"))
+	health.WaitFor(t, "success before the notice", 0, 1, success("imds-spot"))
 	e := next(t, out)
 	if e.Observed.Before(trigger) {
 		t.Errorf("observed at %s, before the trigger %s", e.Observed, trigger)
@@ -59,7 +60,7 @@ func TestSpotInterruption(t *testing.T) {
 	})
 	// The same notice on every later poll is not sent again.
 	quiet(t, out, 10*pollInterval)
-	if n, _ := health.count(0, func(r healthRecord) bool { return !r.ok }); n != 0 {
+	if n, _ := health.Count(0, func(r interruptiontest.Record) bool { return !r.OK }); n != 0 {
 		t.Errorf("%d failures reported", n)
 	}
 }
@@ -185,7 +186,7 @@ func TestASGTermination(t *testing.T) {
 		Deadline: e.Observed.Add(deadline),
 	})
 	// InService was read (and reported healthy) before Terminated.
-	if n, _ := health.count(0, success("imds-asg-lifecycle")); n < 2 {
+	if n, _ := health.Count(0, success("imds-asg-lifecycle")); n < 2 {
 		t.Errorf("%d successful reads before the event, want InService reads first", n)
 	}
 	quiet(t, out, 10*pollInterval)
@@ -198,8 +199,8 @@ func TestNotInASG(t *testing.T) {
 	s := startAEMM(t, aemm.Config{Subcommand: aemm.SubcommandSpot, MockDelay: aemm.Never})
 	health := newRecordingHealth()
 	out := run(t, sourcesFor(t, s.URL(), Options{Signals: []string{SignalASGLifecycle, SignalSpot}}, health))
-	health.waitFor(t, "asg reads", 0, 3, success("imds-asg-lifecycle"))
-	health.waitFor(t, "spot reads", 0, 3, success("imds-spot"))
+	health.WaitFor(t, "asg reads", 0, 3, success("imds-asg-lifecycle"))
+	health.WaitFor(t, "spot reads", 0, 3, success("imds-spot"))
 	quiet(t, out, 2*pollInterval)
 }
 

@@ -15,6 +15,7 @@ import (
 	testclock "k8s.io/utils/clock/testing"
 
 	"github.com/lastcall/lastcall/pkg/interruption"
+	"github.com/lastcall/lastcall/pkg/interruption/interruptiontest"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 )
 
@@ -35,12 +36,14 @@ func TestUnreachableThenRecovers(t *testing.T) {
 			health := newRecordingHealth()
 			out := run(t, sourcesFor(t, "http://"+addr, Options{Signals: []string{SignalSpot}, AllowIMDSv1: v1}, health))
 
-			seen := health.waitFor(t, "unreachable", 0, 2, failure("imds-spot", interruption.ReasonUnreachable))
-			if n, _ := health.count(0, func(r healthRecord) bool { return !r.ok && r.reason != string(interruption.ReasonUnreachable) }); n > 0 {
-				t.Errorf("%d failures with another reason: %+v", n, health.records)
+			_, seen := health.WaitFor(t, "unreachable", 0, 2, failure("imds-spot", interruption.ReasonUnreachable))
+			if n, _ := health.Count(0, func(r interruptiontest.Record) bool {
+				return !r.OK && r.Reason != string(interruption.ReasonUnreachable)
+			}); n > 0 {
+				t.Errorf("%d failures with another reason", n)
 			}
 			newFaultProxy(t, s.URL()).serve(t, addr)
-			health.waitFor(t, "success after recovery", seen, 1, success("imds-spot"))
+			health.WaitFor(t, "success after recovery", seen, 1, success("imds-spot"))
 			if e := next(t, out); e.Kind != interruption.KindSpotInterruption {
 				t.Errorf("event %+v", e)
 			}
@@ -91,15 +94,12 @@ func TestFaults(t *testing.T) {
 			health := newRecordingHealth()
 			out := run(t, sourcesFor(t, "http://"+addr, Options{Signals: []string{SignalSpot}, AllowIMDSv1: tc.v1}, health))
 
-			seen := health.waitFor(t, string(tc.reason), 0, 1, failure("imds-spot", tc.reason))
-			if n, _ := health.count(0, func(r healthRecord) bool { return !r.ok && r.reason != string(tc.reason) }); n > 0 {
-				t.Errorf("%d failures with another reason: %+v", n, health.records)
+			first, seen := health.WaitFor(t, string(tc.reason), 0, 1, failure("imds-spot", tc.reason))
+			if n, _ := health.Count(0, func(r interruptiontest.Record) bool { return !r.OK && r.Reason != string(tc.reason) }); n > 0 {
+				t.Errorf("%d failures with another reason", n)
 			}
 			if tc.reason == interruption.ReasonMalformed {
-				health.mu.Lock()
-				err := health.records[0].err
-				health.mu.Unlock()
-				if err == nil || !strings.Contains(err.Error(), spotPath) {
+				if err := first.Err; err == nil || !strings.Contains(err.Error(), spotPath) {
 					t.Errorf("malformed error %v does not name the path", err)
 				}
 			}
@@ -109,7 +109,7 @@ func TestFaults(t *testing.T) {
 			default:
 			}
 			proxy.inject("", nil)
-			health.waitFor(t, "success after repair", seen, 1, success("imds-spot"))
+			health.WaitFor(t, "success after repair", seen, 1, success("imds-spot"))
 			if e := next(t, out); e.Kind != interruption.KindSpotInterruption {
 				t.Errorf("event %+v", e)
 			}

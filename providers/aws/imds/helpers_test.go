@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lastcall/lastcall/pkg/interruption"
+	"github.com/lastcall/lastcall/pkg/interruption/interruptiontest"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 )
 
@@ -25,80 +26,16 @@ const pollInterval = 50 * time.Millisecond
 // waitTimeout bounds every wait for an event or a health report.
 const waitTimeout = 10 * time.Second
 
-// healthRecord is one report to recordingHealth.
-type healthRecord struct {
-	source string
-	ok     bool
-	reason string
-	err    error
-}
+// The recorder and waits shared by the sources' tests.
+type recordingHealth = interruptiontest.Health
 
-// recordingHealth is a HealthReporter that keeps every report.
-type recordingHealth struct {
-	mu      sync.Mutex
-	records []healthRecord
-	changed chan struct{} // signalled, without blocking, on each report
-}
-
-func newRecordingHealth() *recordingHealth {
-	return &recordingHealth{changed: make(chan struct{}, 1)}
-}
-
-func (h *recordingHealth) add(r healthRecord) {
-	h.mu.Lock()
-	h.records = append(h.records, r)
-	h.mu.Unlock()
-	select {
-	case h.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (h *recordingHealth) Success(source string) { h.add(healthRecord{source: source, ok: true}) }
-
-func (h *recordingHealth) Failure(source, reason string, err error) {
-	h.add(healthRecord{source: source, reason: reason, err: err})
-}
-
-// count returns how many reports since index from match.
-func (h *recordingHealth) count(from int, match func(healthRecord) bool) (n, total int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, r := range h.records[min(from, len(h.records)):] {
-		if match(r) {
-			n++
-		}
-	}
-	return n, len(h.records)
-}
-
-// waitFor waits until at least n reports from index from match, and returns
-// the number of reports so far.
-func (h *recordingHealth) waitFor(t *testing.T, what string, from, n int, match func(healthRecord) bool) int {
-	t.Helper()
-	timeout := time.After(waitTimeout)
-	for {
-		got, total := h.count(from, match)
-		if got >= n {
-			return total
-		}
-		select {
-		case <-h.changed:
-		case <-timeout:
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			t.Fatalf("waiting for %d reports of %s: got %d; all reports: %+v", n, what, got, h.records)
-		}
-	}
-}
-
-func failure(source string, reason interruption.Reason) func(healthRecord) bool {
-	return func(r healthRecord) bool { return r.source == source && !r.ok && r.reason == string(reason) }
-}
-
-func success(source string) func(healthRecord) bool {
-	return func(r healthRecord) bool { return r.source == source && r.ok }
-}
+var (
+	newRecordingHealth = interruptiontest.NewHealth
+	failure            = interruptiontest.Failure
+	success            = interruptiontest.Success
+	next               = interruptiontest.Next
+	quiet              = interruptiontest.Quiet
+)
 
 // testLogger writes the sources' logs to the test's log.
 func testLogger(t *testing.T) *slog.Logger {
@@ -152,28 +89,6 @@ func sourcesFor(t *testing.T, endpoint string, o Options, health interruption.He
 		t.Fatal(err)
 	}
 	return sources
-}
-
-// next waits for the next event.
-func next(t *testing.T, out <-chan interruption.Event) interruption.Event {
-	t.Helper()
-	select {
-	case e := <-out:
-		return e
-	case <-time.After(waitTimeout):
-		t.Fatal("no event")
-		return interruption.Event{}
-	}
-}
-
-// quiet checks that no event arrives for d (a bounded negative check).
-func quiet(t *testing.T, out <-chan interruption.Event, d time.Duration) {
-	t.Helper()
-	select {
-	case e := <-out:
-		t.Errorf("unexpected event %+v", e)
-	case <-time.After(d):
-	}
 }
 
 // startAEMM runs amazon-ec2-metadata-mock for the test.
