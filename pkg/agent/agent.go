@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
@@ -220,16 +219,10 @@ func (a *Agent) reconcile(ctx context.Context) {
 }
 
 func (a *Agent) startDrain(ctx context.Context, ev interruption.Event) {
-	deadline := ev.Deadline
-	if !deadline.After(a.clock.Now()) {
-		// No deadline, or one already past (a maintenance window that has
-		// opened, a notice seen late after a restart): the node can go at
-		// any moment, and evicting still beats being killed.
-		if !deadline.IsZero() {
-			a.log.Warn("notice deadline already passed, draining with the fallback deadline",
-				"id", ev.ID, "deadline", deadline, "fallback", a.opts.FallbackDeadline)
-		}
-		deadline = a.clock.Now().Add(a.opts.FallbackDeadline)
+	deadline := drain.Deadline(ev.Deadline, a.clock.Now(), a.opts.FallbackDeadline)
+	if !ev.Deadline.IsZero() && !deadline.Equal(ev.Deadline) {
+		a.log.Warn("notice deadline already passed, draining with the fallback deadline",
+			"id", ev.ID, "deadline", ev.Deadline, "fallback", a.opts.FallbackDeadline)
 	}
 	dctx, cancel := context.WithCancel(ctx)
 	a.drain = &runningDrain{event: ev, cancel: cancel}
@@ -316,8 +309,7 @@ func (a *Agent) later(ctx context.Context, ev interruption.Event) {
 }
 
 func (a *Agent) nodeEvent(typ, reason, format string, args ...any) {
-	ref := &corev1.ObjectReference{Kind: "Node", Name: a.opts.Node, UID: types.UID(a.opts.Node)}
-	a.events.Eventf(ref, typ, reason, format, args...)
+	a.events.Eventf(node.Ref(a.opts.Node), typ, reason, format, args...)
 }
 
 func describe(ev interruption.Event) string {

@@ -49,6 +49,17 @@ type Request struct {
 	Why string
 }
 
+// Deadline is the deadline a drain works to: the notice's, unless it has
+// none or it has already passed (a maintenance window that has opened, a
+// notice seen late after a restart); then the node can go at any moment,
+// evicting still beats being killed, and now+fallback bounds the drain.
+func Deadline(notice, now time.Time, fallback time.Duration) time.Time {
+	if notice.After(now) {
+		return notice
+	}
+	return now.Add(fallback)
+}
+
 // Result says what a drain did.
 type Result struct {
 	Evicted int

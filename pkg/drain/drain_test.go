@@ -120,3 +120,16 @@ func TestStatusCode(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+func TestDeadline(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct{ notice, want time.Time }{
+		{now.Add(time.Minute), now.Add(time.Minute)},      // the notice's own
+		{time.Time{}, now.Add(2 * time.Minute)},           // none: the fallback
+		{now.Add(-time.Second), now.Add(2 * time.Minute)}, // passed: the fallback
+	} {
+		if got := Deadline(tc.notice, now, 2*time.Minute); !got.Equal(tc.want) {
+			t.Errorf("Deadline(%v) = %v, want %v", tc.notice, got, tc.want)
+		}
+	}
+}

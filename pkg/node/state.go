@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/lastcall/lastcall/pkg/interruption"
 )
@@ -22,6 +23,12 @@ const (
 	// TaintPrefix starts every taint key lastcall sets; the kind follows.
 	TaintPrefix = "lastcall.io/"
 )
+
+// Ref is the reference Events about a node use (the kubelet's form: the
+// node's name as its UID).
+func Ref(name string) *corev1.ObjectReference {
+	return &corev1.ObjectReference{Kind: "Node", Name: name, UID: types.UID(name)}
+}
 
 // TaintKey is the taint key for an interruption kind.
 func TaintKey(k interruption.Kind) string { return TaintPrefix + string(k) }

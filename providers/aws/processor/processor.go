@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
@@ -256,10 +255,7 @@ func (p *Processor) drainOnce(ctx context.Context, msg messages.Message, ev inte
 			}
 		})
 	}
-	deadline := msg.Deadline
-	if !deadline.After(p.clock.Now()) {
-		deadline = p.clock.Now().Add(p.opts.FallbackDeadline)
-	}
+	deadline := drain.Deadline(msg.Deadline, p.clock.Now(), p.opts.FallbackDeadline)
 	p.nodeEvent(name, corev1.EventTypeNormal, "DrainStarted", "draining for %s; deadline %s", ev.Kind, deadline.UTC().Format(time.RFC3339))
 	start := p.clock.Now()
 	res, err := p.drainer.Drain(ctx, drain.Request{Node: name, Kind: string(ev.Kind), Deadline: deadline,
@@ -320,8 +316,7 @@ func (p *Processor) complete(ctx context.Context, msg messages.Message, result s
 }
 
 func (p *Processor) nodeEvent(name, typ, reason, format string, args ...any) {
-	ref := &corev1.ObjectReference{Kind: "Node", Name: name, UID: types.UID(name)}
-	p.events.Eventf(ref, typ, reason, format, args...)
+	p.events.Eventf(node.Ref(name), typ, reason, format, args...)
 }
 
 func ready(n *corev1.Node) bool {
