@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
@@ -165,9 +167,11 @@ func (c *Client) get(ctx context.Context, name string, live bool) (*corev1.Node,
 	return n, nil
 }
 
-// update applies mutate to the node and its state and writes the node back.
+// update applies mutate to the node and its state and writes the change back
+// as a merge patch carrying the resourceVersion it was computed from, so it
+// needs only the patch permission and still fails on a concurrent change.
 // The first read may come from the cache, which can lag lastcall's own last
-// write: a stale copy that needs a change fails the update's resourceVersion
+// write: a stale copy that needs a change fails the patch's resourceVersion
 // check, and a stale copy that seems to need none is read again live, so a
 // decision to do nothing is never taken on stale data.
 func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.Node, *State) error) error {
@@ -200,11 +204,15 @@ func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.No
 				"unschedulable", n.Spec.Unschedulable, "taints", len(n.Spec.Taints), "state", n.Annotations[AnnotationState])
 			return nil
 		}
+		patch, err := mergePatch(before, n)
+		if err != nil {
+			return err
+		}
 		start := time.Now()
-		_, err = c.client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		_, err = c.client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
 		switch {
 		case err == nil:
-			c.log.Debug("node updated", "node", name, "took", time.Since(start), "attempt", attempt+1)
+			c.log.Debug("node patched", "node", name, "took", time.Since(start), "attempt", attempt+1)
 			return nil
 		case !apierrors.IsConflict(err):
 			return fmt.Errorf("updating node %s: %w", name, err)
@@ -219,6 +227,59 @@ func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.No
 			}
 		}
 	}
+}
+
+// mergePatch is the JSON merge patch (RFC 7386) from before to after over the
+// fields lastcall changes: labels, annotations, unschedulable and taints (a
+// list, so replaced whole). It carries before's resourceVersion, which makes
+// the API server refuse it with a conflict if the node changed meanwhile.
+func mergePatch(before, after *corev1.Node) ([]byte, error) {
+	meta := map[string]any{"resourceVersion": before.ResourceVersion}
+	if d := mapPatch(before.Labels, after.Labels); d != nil {
+		meta["labels"] = d
+	}
+	if d := mapPatch(before.Annotations, after.Annotations); d != nil {
+		meta["annotations"] = d
+	}
+	spec := map[string]any{}
+	if before.Spec.Unschedulable != after.Spec.Unschedulable {
+		spec["unschedulable"] = after.Spec.Unschedulable
+	}
+	if !apiequality.Semantic.DeepEqual(before.Spec.Taints, after.Spec.Taints) {
+		if len(after.Spec.Taints) == 0 {
+			spec["taints"] = nil
+		} else {
+			spec["taints"] = after.Spec.Taints
+		}
+	}
+	p := map[string]any{"metadata": meta}
+	if len(spec) > 0 {
+		p["spec"] = spec
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encoding node patch: %w", err)
+	}
+	return b, nil
+}
+
+// mapPatch sets changed keys and nulls removed ones; nil when equal.
+func mapPatch(before, after map[string]string) map[string]any {
+	d := map[string]any{}
+	for k, v := range after {
+		if old, ok := before[k]; !ok || old != v {
+			d[k] = v
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			d[k] = nil
+		}
+	}
+	if len(d) == 0 {
+		return nil
+	}
+	return d
 }
 
 func hasTaint(n *corev1.Node, key string) bool {
