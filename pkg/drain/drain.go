@@ -103,6 +103,7 @@ type Drainer struct {
 	log     *slog.Logger
 	clock   clock.WithTicker
 	opts    Options
+	running *running
 }
 
 // New returns a Drainer.
@@ -110,7 +111,8 @@ func New(client kubernetes.Interface, pods PodIndex, events EventRecorder, reg p
 	if opts.Concurrency < 1 {
 		opts.Concurrency = 1
 	}
-	return &Drainer{client: client, pods: pods, events: events, metrics: newMetrics(reg), log: log, clock: clk, opts: opts}
+	r := &running{clock: clk, drains: map[*Request]time.Time{}}
+	return &Drainer{client: client, pods: pods, events: events, metrics: newMetrics(reg, r.deadlineUsed), log: log, clock: clk, opts: opts, running: r}
 }
 
 // Drain evicts every evictable pod of req.Node, non-critical pods before
@@ -119,9 +121,13 @@ func New(client kubernetes.Interface, pods PodIndex, events EventRecorder, reg p
 func (d *Drainer) Drain(ctx context.Context, req Request) (res Result, err error) {
 	d.metrics.draining.Inc()
 	start := d.clock.Now()
+	d.running.add(&req, start)
 	defer func() {
+		d.running.remove(&req)
 		d.metrics.draining.Dec()
-		d.metrics.duration.WithLabelValues(req.Kind, ResultLabel(res, err)).Observe(d.clock.Since(start).Seconds())
+		result := ResultLabel(res, err)
+		d.metrics.drains.WithLabelValues(result).Inc()
+		d.metrics.duration.WithLabelValues(req.Kind, result).Observe(d.clock.Since(start).Seconds())
 	}()
 	res = Result{Skipped: map[string]int{}, DryRun: d.opts.DryRun}
 	if !req.Deadline.IsZero() {

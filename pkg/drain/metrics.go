@@ -6,19 +6,26 @@ const namespace = "lastcall"
 
 type metrics struct {
 	duration  *prometheus.HistogramVec
+	drains    *prometheus.CounterVec
 	draining  prometheus.Gauge
 	evictions *prometheus.CounterVec
 	skipped   *prometheus.CounterVec
 	overdue   prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics registers the package's metrics; deadlineUsed is read at each
+// scrape.
+func newMetrics(reg prometheus.Registerer, deadlineUsed func() float64) *metrics {
 	m := &metrics{
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "drain_duration_seconds",
 			Help:    "Wall time of drains, from start until every evictable pod was gone or the drain ended, by kind and result (success, timeout, cancelled, failure, dry_run).",
 			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 300, 600},
 		}, []string{"kind", "result"}),
+		drains: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "drains_total",
+			Help: "Drains ended, by result (success, timeout, cancelled, failure, dry_run).",
+		}, []string{"result"}),
 		draining: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "drains_in_progress",
 			Help: "Drains running now.",
@@ -36,6 +43,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Pods still on a node when its drain deadline passed.",
 		}),
 	}
-	reg.MustRegister(m.duration, m.draining, m.evictions, m.skipped, m.overdue)
+	used := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "drain_deadline_used_ratio",
+		Help: "Of the drains running now, the largest share of its window (start to deadline) already spent: 0 when none runs, 1 at the deadline.",
+	}, deadlineUsed)
+	// Every series exists from the start, at zero, so that the first
+	// failure or 429 is an increase an alert sees.
+	for _, r := range []string{"success", "timeout", "cancelled", "failure", "dry_run"} {
+		m.drains.WithLabelValues(r)
+	}
+	for _, c := range []string{"201", "404", "409", "429", "error"} {
+		m.evictions.WithLabelValues(c)
+	}
+	reg.MustRegister(m.duration, m.drains, m.draining, m.evictions, m.skipped, m.overdue, used)
 	return m
 }

@@ -8,6 +8,9 @@ type metrics struct {
 	received *prometheus.CounterVec
 	lag      prometheus.Histogram
 	actions  *prometheus.CounterVec
+	// completions counts lifecycle actions completed, by result and by
+	// whether the node's drain had finished.
+	completions *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,7 +28,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: namespace, Name: "actions_total",
 			Help: "Actions taken on nodes (cordon, drain, complete_launch), by result.",
 		}, []string{"action", "result"}),
+		completions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "lifecycle", Name: "completions_total",
+			Help: "Lifecycle actions completed by lastcall, by result (CONTINUE, ABANDON) and drain: finished (the node was drained first), " +
+				"unfinished (the drain failed or timed out and the instance goes anyway), not_applicable (a launch, or no node ran the instance).",
+		}, []string{"result", "drain"}),
 	}
-	reg.MustRegister(m.received, m.lag, m.actions)
+	for _, r := range []string{Continue, Abandon} {
+		for _, d := range []string{drainFinished, drainUnfinished, drainNotApplicable} {
+			m.completions.WithLabelValues(r, d)
+		}
+	}
+	reg.MustRegister(m.received, m.lag, m.actions, m.completions)
 	return m
 }

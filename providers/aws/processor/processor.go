@@ -155,7 +155,7 @@ func (p *Processor) handleInstance(ctx context.Context, msg messages.Message, in
 		}
 		if msg.Lifecycle != nil {
 			// Ours, but no node to drain: let the Auto Scaling group go on.
-			p.complete(ctx, msg, Continue, log)
+			p.complete(ctx, msg, Continue, drainNotApplicable, log)
 		}
 		log.Info("no node runs this instance; deleting the message", "err", err)
 		return queue.Done("unknown-instance")
@@ -225,11 +225,14 @@ func (p *Processor) holdAndDrain(ctx context.Context, msg messages.Message, inst
 		return queue.Retry("interrupted", p.opts.RetryAfter)
 	}
 	if msg.Lifecycle != nil {
-		lr := Continue
-		if result != "success" && p.opts.FailureResult == Abandon {
-			lr = Abandon
+		lr, drained := Continue, drainFinished
+		if result != "success" && result != "dry_run" {
+			drained = drainUnfinished
+			if p.opts.FailureResult == Abandon {
+				lr = Abandon
+			}
 		}
-		p.complete(ctx, msg, lr, log)
+		p.complete(ctx, msg, lr, drained, log)
 	}
 	return queue.Done("processed")
 }
@@ -288,13 +291,22 @@ func (p *Processor) completeLaunch(ctx context.Context, msg messages.Message, na
 		log.Info("launched node not Ready yet; will retry")
 		return queue.Retry("node-not-ready", p.opts.LaunchRetryAfter)
 	}
-	p.complete(ctx, msg, Continue, log)
+	p.complete(ctx, msg, Continue, drainNotApplicable, log)
 	p.metrics.actions.WithLabelValues("complete_launch", "success").Inc()
 	return queue.Done("processed")
 }
 
+// What a lifecycle action's node had been through when it was completed: a
+// bounded label of lastcall_lifecycle_completions_total.
+const (
+	drainFinished      = "finished"
+	drainUnfinished    = "unfinished"
+	drainNotApplicable = "not_applicable"
+)
+
 // complete is the explicit last step: complete the lifecycle action.
-func (p *Processor) complete(ctx context.Context, msg messages.Message, result string, log *slog.Logger) {
+// drained says whether the node's drain finished first.
+func (p *Processor) complete(ctx context.Context, msg messages.Message, result, drained string, log *slog.Logger) {
 	if msg.Lifecycle == nil {
 		return
 	}
@@ -311,7 +323,12 @@ func (p *Processor) complete(ctx context.Context, msg messages.Message, result s
 	case err != nil:
 		log.Error("completing lifecycle action failed", "result", result, "err", err)
 	default:
-		log.Info("lifecycle action completed", "result", result, "hook", msg.Lifecycle.HookName, "group", msg.Lifecycle.GroupName)
+		p.metrics.completions.WithLabelValues(result, drained).Inc()
+		if drained == drainUnfinished {
+			log.Warn("lifecycle action completed before the drain finished", "result", result, "hook", msg.Lifecycle.HookName, "group", msg.Lifecycle.GroupName)
+			return
+		}
+		log.Info("lifecycle action completed", "result", result, "drain", drained, "hook", msg.Lifecycle.HookName, "group", msg.Lifecycle.GroupName)
 	}
 }
 
