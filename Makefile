@@ -8,6 +8,8 @@ BIN         := bin
 IMAGE       ?= lastcall:$(VERSION)
 PLATFORMS   ?= linux/amd64,linux/arm64
 TEST_TIMEOUT ?= 40m
+DEB_PACKAGES := prometheus
+comma       := ,
 
 .DEFAULT_GOAL := help
 
@@ -19,9 +21,35 @@ help: ## Show this help
 build: ## Build bin/lastcall
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/lastcall ./cmd/lastcall
 
+.PHONY: dist
+dist: ## Cross-compile bin/linux-{amd64,arm64}/lastcall, as the image does
+	@for p in $(subst $(comma), ,$(PLATFORMS)); do \
+	  os=$${p%/*}; arch=$${p#*/}; \
+	  echo "$$os/$$arch"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$$os-$$arch/lastcall ./cmd/lastcall || exit 1; \
+	done
+
+.PHONY: debs
+debs: ## Install the Debian packages the tests use (prometheus: promtool and the scrape test), if missing
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian packages: $(DEB_PACKAGES)"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null || \
+	  { echo "could not install $(DEB_PACKAGES) with apt-get; install them and retry" >&2; exit 1; }; \
+	fi
+
 .PHONY: tools
-tools: ## Build (or reuse from the cache) etcd, the Kubernetes control plane, kwok and amazon-ec2-metadata-mock
+tools: debs ## Build (or reuse from the cache) etcd, the Kubernetes control plane, kwok, amazon-ec2-metadata-mock and Helm; install Prometheus
 	$(GO) run ./test/tools/build
+
+.PHONY: manifests
+manifests: ## Render the plain manifests under deploy/ from the chart
+	$(GO) run ./test/chart/manifests
+
+.PHONY: lint-chart
+lint-chart: ## Lint the Helm chart
+	$(GO) test -count=1 -run 'TestLint|TestSchema|TestTemplateMatrix' ./test/chart/
 
 .PHONY: vet
 vet: ## Check formatting and run go vet

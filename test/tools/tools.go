@@ -1,6 +1,6 @@
 // Package tools builds the third-party programs the tests, the demo and the
-// benchmarks run (the Kubernetes control plane, etcd, kwok, and
-// amazon-ec2-metadata-mock) from Go modules pinned in the sub-directories
+// benchmarks run (the Kubernetes control plane, etcd, kwok,
+// amazon-ec2-metadata-mock and Helm) from Go modules pinned in the sub-directories
 // here, and caches the binaries in a directory named by tool, version and a
 // digest of the pinning go.mod and go.sum. A warm cache costs a stat.
 package tools
@@ -51,10 +51,24 @@ var (
 	// AEMM is amazon-ec2-metadata-mock; its binary is named "cmd" after its
 	// package and installed as "ec2-metadata-mock".
 	AEMM = Tool{Name: "aemm", Version: "v1.12.0", Packages: []string{"github.com/aws/amazon-ec2-metadata-mock/cmd"}, LDFlags: "-s -w"}
+	// Helm lints and renders the chart.
+	Helm = Tool{Name: "helm", Version: "v3.22.0", Packages: []string{"helm.sh/helm/v3/cmd/helm"},
+		// As Helm's Makefile does: the default Kubernetes version of helm
+		// template and lint follows the client-go Helm is built with.
+		LDFlags: "-s -w -X helm.sh/helm/v3/internal/version.version=v3.22.0" +
+			" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37" +
+			" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37"}
+	// PrometheusOperator builds nothing: its module's source holds the
+	// monitoring.coreos.com CRDs (see ModuleSourceDir).
+	PrometheusOperator = Tool{Name: "promop", Version: "v0.85.0"}
 )
 
-// All lists every pinned tool.
-var All = []Tool{Kubernetes, Etcd, Kwok, AEMM}
+// PrometheusOperatorModule is the module whose source holds the CRDs, under
+// example/prometheus-operator-crd.
+const PrometheusOperatorModule = "github.com/prometheus-operator/prometheus-operator"
+
+// All lists every pinned tool with programs to build.
+var All = []Tool{Kubernetes, Etcd, Kwok, AEMM, Helm}
 
 // ModuleDir is the directory of the tool's pinning module.
 func (t Tool) ModuleDir() (string, error) {
