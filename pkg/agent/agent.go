@@ -19,6 +19,7 @@ import (
 	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
+	"github.com/lastcall/lastcall/pkg/notify"
 )
 
 // NodeClient changes the node (see package node).
@@ -34,6 +35,13 @@ type Drainer interface {
 	Drain(ctx context.Context, req drain.Request) (drain.Result, error)
 }
 
+// Notifier tells a webhook of interruptions (see package notify).
+type Notifier interface {
+	Notify(notify.Notification)
+	// Forget ends the node's episode: its next interruption is told again.
+	Forget(key string)
+}
+
 // Options tune the agent.
 type Options struct {
 	// Node is the name of the node the agent runs on.
@@ -42,6 +50,9 @@ type Options struct {
 	FallbackDeadline time.Duration
 	// RetryInterval is the wait before retrying a failed hold or release.
 	RetryInterval time.Duration
+	// Notifier, if set, is told when a notice holds the node and when its
+	// drain ends.
+	Notifier Notifier
 }
 
 // Agent reacts to the interruption events of one node.
@@ -70,10 +81,11 @@ type runningDrain struct {
 }
 
 type drainOutcome struct {
-	event interruption.Event
-	res   drain.Result
-	err   error
-	took  time.Duration
+	event    interruption.Event
+	deadline time.Time
+	res      drain.Result
+	err      error
+	took     time.Duration
 }
 
 // New returns an Agent. synced is closed once every source has read its
@@ -82,6 +94,9 @@ func New(opts Options, sources []interruption.Source, nodes NodeClient, drainer 
 	synced <-chan struct{}, reg prometheus.Registerer, log *slog.Logger, clk clock.Clock) *Agent {
 	if opts.RetryInterval == 0 {
 		opts.RetryInterval = time.Second
+	}
+	if opts.Notifier == nil {
+		opts.Notifier = noNotifier{}
 	}
 	ackers := map[string]interruption.Acknowledger{}
 	for _, s := range sources {
@@ -159,6 +174,9 @@ func (a *Agent) handle(ctx context.Context, ev interruption.Event) {
 		a.later(ctx, ev)
 		return
 	}
+	if !ch.Unchanged {
+		a.notifyReceived(ev)
+	}
 	if ch.DryRun {
 		a.metrics.actions.WithLabelValues("cordon", "dry_run").Inc()
 		a.log.Info("dry run: would hold node", "node", a.opts.Node, "id", ev.ID, "kind", ev.Kind, "changes", changes(ch))
@@ -177,6 +195,7 @@ func (a *Agent) handle(ctx context.Context, ev interruption.Event) {
 }
 
 func (a *Agent) cancel(ctx context.Context, ev interruption.Event) {
+	_, wasActive := a.active[ev.ID]
 	delete(a.active, ev.ID)
 	if a.drain != nil && a.drain.event.ID == ev.ID {
 		a.drain.cancel()
@@ -187,6 +206,11 @@ func (a *Agent) cancel(ctx context.Context, ev interruption.Event) {
 		a.log.Error("releasing node failed, will retry", "node", a.opts.Node, "id", ev.ID, "err", err)
 		a.later(ctx, ev)
 		return
+	}
+	if len(a.active) == 0 && (wasActive || !ch.Unchanged) {
+		// The node's last notice is withdrawn: the episode is over, and a
+		// new interruption of the node is told again.
+		a.opts.Notifier.Forget(a.opts.Node)
 	}
 	if ch.Unchanged {
 		return
@@ -233,7 +257,7 @@ func (a *Agent) startDrain(ctx context.Context, ev interruption.Event) {
 	req := drain.Request{Node: a.opts.Node, Kind: string(ev.Kind), Deadline: deadline, Why: fmt.Sprintf("%s of node %s", ev.Kind, a.opts.Node)}
 	go func() {
 		res, err := a.drainer.Drain(dctx, req)
-		a.done <- drainOutcome{event: ev, res: res, err: err, took: a.clock.Since(start)}
+		a.done <- drainOutcome{event: ev, deadline: deadline, res: res, err: err, took: a.clock.Since(start)}
 	}()
 }
 
@@ -264,6 +288,9 @@ func (a *Agent) finish(ctx context.Context, out drainOutcome) {
 		if err := a.nodes.RecordDrain(ctx, a.opts.Node, out.event.ID, result); err != nil {
 			log.Warn("recording drain result on node failed", "err", err)
 		}
+		a.opts.Notifier.Notify(notify.Notification{Phase: notify.PhaseFinished, Node: a.opts.Node, Kind: string(out.event.Kind),
+			Action: string(out.event.Action), Source: out.event.Source, Detail: out.event.Detail, Deadline: out.deadline,
+			Result: result, Evicted: out.res.Evicted, Remaining: len(out.res.Remaining), Took: out.took, Mode: mode})
 	}
 	if ctx.Err() != nil {
 		return
@@ -294,6 +321,27 @@ func (a *Agent) acknowledge(ctx context.Context, ev interruption.Event) {
 	a.metrics.actions.WithLabelValues("acknowledge", "success").Inc()
 	a.log.Info("notice acknowledged: the platform may proceed", "id", ev.ID, "source", ev.Source)
 }
+
+// mode is the agent's mode, as notifications name it.
+const mode = "agent"
+
+// notifyReceived tells the notifier that ev holds the node. The agent
+// does not know its instance: the node names it, and the notifier's
+// dedupe on the node gives one notification per node for all its notices.
+func (a *Agent) notifyReceived(ev interruption.Event) {
+	deadline := ev.Deadline
+	if ev.Action == interruption.ActionDrain {
+		deadline = drain.Deadline(ev.Deadline, a.clock.Now(), a.opts.FallbackDeadline)
+	}
+	a.opts.Notifier.Notify(notify.Notification{Phase: notify.PhaseReceived, Node: a.opts.Node, Kind: string(ev.Kind),
+		Action: string(ev.Action), Source: ev.Source, Detail: ev.Detail, Deadline: deadline, Mode: mode})
+}
+
+// noNotifier is the Notifier of an agent given none.
+type noNotifier struct{}
+
+func (noNotifier) Notify(notify.Notification) {}
+func (noNotifier) Forget(string)              {}
 
 func (a *Agent) later(ctx context.Context, ev interruption.Event) {
 	go func() {

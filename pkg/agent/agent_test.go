@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
+	"github.com/lastcall/lastcall/pkg/notify"
 )
 
 // chanSource sends what the test gives it.
@@ -89,9 +91,14 @@ func (d *drainer) Drain(ctx context.Context, req drain.Request) (drain.Result, e
 
 func start(t *testing.T, n *nodes, d *drainer) chanSource {
 	t.Helper()
+	return startWith(t, n, d, nil)
+}
+
+func startWith(t *testing.T, n *nodes, d *drainer, notifier Notifier) chanSource {
+	t.Helper()
 	src := make(chanSource)
 	synced := make(chan struct{})
-	a := New(Options{Node: "n", FallbackDeadline: time.Minute, RetryInterval: 10 * time.Millisecond},
+	a := New(Options{Node: "n", FallbackDeadline: time.Minute, RetryInterval: 10 * time.Millisecond, Notifier: notifier},
 		[]interruption.Source{src}, n, d, record.NewFakeRecorder(100), synced, prometheus.NewRegistry(),
 		slog.New(slog.DiscardHandler), clock.RealClock{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -151,5 +158,64 @@ func TestRetriedHoldOfWithdrawnNoticeIsDropped(t *testing.T) {
 	case c := <-n.changed:
 		t.Fatalf("unexpected node change %q after the notice was withdrawn", c)
 	case <-time.After(100 * time.Millisecond): // several retry intervals: a retry would have come
+	}
+}
+
+// notes records what the agent tells its notifier, as "notify <phase>
+// <kind> <result>" and "forget <key>".
+type notes chan string
+
+func (c notes) Notify(m notify.Notification) {
+	if m.Node != "n" || m.Mode != "agent" || m.Instance != "" {
+		c <- "bad notification: " + m.Node + "/" + m.Mode + "/" + m.Instance
+		return
+	}
+	if m.Phase == notify.PhaseReceived && m.Action == "drain" && m.Deadline.IsZero() {
+		c <- "received without the drain's deadline"
+		return
+	}
+	c <- strings.TrimSpace("notify " + string(m.Phase) + " " + m.Kind + " " + m.Result)
+}
+
+func (c notes) Forget(key string) { c <- "forget " + key }
+
+// The notifier hears of each hold and each drain that ended, not of a
+// drain stopped by a withdrawn notice, and the episode ends with the
+// node's last notice.
+func TestNotifications(t *testing.T) {
+	n := &nodes{held: map[string]bool{}, changed: make(chan string, 16)}
+	d := &drainer{started: make(chan string, 4), finish: make(chan struct{})}
+	note := make(notes, 16)
+	src := startWith(t, n, d, note)
+
+	src <- ev(interruption.KindSpotInterruption, interruption.ActionDrain)
+	expect(t, note, "notify received spot-interruption")
+	expect(t, d.started, "spot-interruption")
+	src <- ev(interruption.KindRebalance, interruption.ActionCordon) // another hold: the notifier dedupes
+	expect(t, note, "notify received rebalance-recommendation")
+	d.finish <- struct{}{}
+	expect(t, note, "notify finished spot-interruption success")
+
+	src <- ev(interruption.KindSpotInterruption, interruption.ActionCancel) // the rebalance hold stays
+	expect(t, n.changed, "hold spot-interruption")
+	expect(t, n.changed, "hold rebalance-recommendation")
+	expect(t, n.changed, "release spot-interruption")
+	src <- ev(interruption.KindRebalance, interruption.ActionCancel)
+	expect(t, note, "forget n") // only with the last
+
+	// A drain stopped by its withdrawn notice is not told as finished.
+	src <- ev(interruption.KindScheduledMaintenance, interruption.ActionDrain)
+	expect(t, note, "notify received scheduled-maintenance")
+	expect(t, d.started, "scheduled-maintenance")
+	src <- ev(interruption.KindScheduledMaintenance, interruption.ActionCancel)
+	expect(t, note, "forget n")
+	// The next drain starts only once the stopped one's end was handled.
+	src <- ev(interruption.KindASGTermination, interruption.ActionDrain)
+	expect(t, note, "notify received asg-termination")
+	expect(t, d.started, "asg-termination")
+	select {
+	case got := <-note:
+		t.Fatalf("unexpected %q", got)
+	default:
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/lastcall/lastcall/pkg/health"
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
+	"github.com/lastcall/lastcall/pkg/notify"
 	"github.com/lastcall/lastcall/providers/aws/imds"
 	"github.com/lastcall/lastcall/providers/azure"
 	"github.com/lastcall/lastcall/providers/gce"
@@ -45,6 +46,10 @@ func runAgent(ctx context.Context, o *Options, env Env) error {
 	nodes := node.NewClient(env.Client, corelisters.NewNodeLister(nodeInformer.GetIndexer()).Get, env.Clock, o.DryRun, log.With("component", "node"))
 	drainer := drain.New(env.Client, podIndex, c.recorder, c.reg, log.With("component", "drain"), env.Clock, o.Drain)
 	sourceHealth := health.NewSources(c.reg, env.Clock, o.SourceStaleAfter)
+	notifier, err := notify.New(o.Notify, c.reg, log.With("component", "notify"), env.Clock)
+	if err != nil {
+		return err
+	}
 
 	// Until a cloud is known, /healthz says so.
 	var detectErr atomic.Pointer[error]
@@ -68,11 +73,30 @@ func runAgent(ctx context.Context, o *Options, env Env) error {
 		for _, s := range sources {
 			sourceHealth.Register(s.Name())
 		}
-		ag := agent.New(agent.Options{Node: name, FallbackDeadline: o.FallbackDeadline},
+		ag := agent.New(agent.Options{Node: name, FallbackDeadline: o.FallbackDeadline, Notifier: notifier},
 			sources, nodes, drainer, c.recorder, sourceHealth.Synced(), c.reg, log.With("component", "agent"), env.Clock)
 		return ag.Run(ctx)
 	}
-	return c.serve(ctx, env, healthz, []cache.SharedIndexInformer{nodeInformer, podInformer}, main)
+	return c.serve(ctx, env, healthz, []cache.SharedIndexInformer{nodeInformer, podInformer}, withNotifier(notifier, main))
+}
+
+// withNotifier runs the notifier's delivery loop beside main. Once main has
+// returned (its drains stopped), the loop is stopped and flushes what is
+// queued, for at most notify.FlushTimeout, before this returns.
+func withNotifier(n *notify.Notifier, main func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		nctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = n.Run(nctx)
+		}()
+		defer func() {
+			stop()
+			<-done
+		}()
+		return main(ctx)
+	}
 }
 
 // detectCloud returns --cloud, or asks every metadata service until one

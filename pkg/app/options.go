@@ -13,6 +13,7 @@ import (
 	"github.com/lastcall/lastcall/pkg/cloud"
 	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/pkg/interruption"
+	"github.com/lastcall/lastcall/pkg/notify"
 	"github.com/lastcall/lastcall/providers/aws/imds"
 	"github.com/lastcall/lastcall/providers/aws/processor"
 	"github.com/lastcall/lastcall/providers/azure"
@@ -44,6 +45,8 @@ type Options struct {
 	// SourceStaleAfter is how long a source may fail before /healthz fails.
 	SourceStaleAfter time.Duration
 	Drain            drain.Options
+	// Notify configures webhook notifications (none without a URL).
+	Notify notify.Options
 
 	Agent AgentOptions
 	Queue QueueOptions
@@ -88,6 +91,7 @@ func NewOptions() *Options {
 		FallbackDeadline: 2 * time.Minute,
 		SourceStaleAfter: time.Minute,
 		Drain:            drain.DefaultOptions(),
+		Notify:           notify.Options{Timeout: notify.DefaultTimeout},
 		Agent: AgentOptions{
 			Cloud:           "auto",
 			GCE:             gce.Options{SpotDeadline: 30 * time.Second, MaintenanceDeadline: 60 * time.Second},
@@ -127,6 +131,11 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.SourceStaleAfter, "source-stale-after", o.SourceStaleAfter, "/healthz fails when a source (or the queue) has not been read successfully for this long.")
 	fs.IntVar(&o.Drain.Concurrency, "eviction-concurrency", o.Drain.Concurrency, "Evictions in flight at once, per drain.")
 	fs.DurationVar(&o.Drain.DeadlineMargin, "deadline-margin", o.Drain.DeadlineMargin, "Every pod should be gone this long before the deadline; longer grace periods are shortened to fit.")
+	fs.StringVar(&o.Notify.URL, "webhook-url", o.Notify.URL, "URL POSTed a JSON notification when an interruption is received and when its drain finishes (one of each per instance or node); none when empty. "+
+		"Such URLs usually hold a secret: set $"+EnvName("webhook-url")+" from a Secret rather than the flag.")
+	fs.StringVar(&o.Notify.TemplateFile, "webhook-template-file", o.Notify.TemplateFile, "Go template of the webhook's JSON body, over a notify.Notification; a built-in Slack-compatible {\"text\": ...} message when empty.")
+	fs.DurationVar(&o.Notify.Timeout, "webhook-timeout", o.Notify.Timeout, "Timeout of each webhook attempt (3 attempts at most, on network errors, 429 and 5xx).")
+	fs.StringVar(&o.Notify.Cluster, "cluster-name", o.Notify.Cluster, "Name of the cluster, shown in webhook notifications; optional.")
 
 	a := &o.Agent
 	fs.StringVar(&a.NodeName, "node-name", a.NodeName, "Agent: name of the node this agent runs on (from the downward API: spec.nodeName). Required in agent mode.")
@@ -191,6 +200,19 @@ func (o *Options) Validate() error {
 	}
 	if (o.PodName == "") != (o.PodNamespace == "") {
 		bad("pod-name", "--pod-name and --pod-namespace go together")
+	}
+	if o.Notify.URL != "" {
+		if err := notify.CheckURL(o.Notify.URL); err != nil {
+			bad("webhook-url", "%v", err)
+		}
+	}
+	if o.Notify.Timeout <= 0 {
+		bad("webhook-timeout", "must be positive; got %s", o.Notify.Timeout)
+	}
+	if o.Notify.TemplateFile != "" {
+		if _, err := notify.LoadTemplate(o.Notify.TemplateFile); err != nil {
+			bad("webhook-template-file", "%v", err)
+		}
 	}
 	switch o.Mode {
 	case ModeAgent:

@@ -5,11 +5,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/lastcall/lastcall/pkg/notify"
 )
 
 func parse(args []string, env map[string]string) (*Options, error) {
@@ -40,6 +43,36 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	}
 }
 
+func TestWebhookFlags(t *testing.T) {
+	tmpl := filepath.Join(t.TempDir(), "hook.tmpl")
+	if err := os.WriteFile(tmpl, []byte(`{"content": {{json .Node}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want notify.Options
+	}{
+		{"defaults: no webhook", []string{"--node-name=n"}, nil, notify.Options{Timeout: 5 * time.Second}},
+		{"URL from the environment (a Secret)", q("--cluster-name=prod", "--webhook-timeout=2s"),
+			map[string]string{"LASTCALL_WEBHOOK_URL": "https://hooks.example/services/T0/B0/x", "LASTCALL_WEBHOOK_TEMPLATE_FILE": tmpl},
+			notify.Options{URL: "https://hooks.example/services/T0/B0/x", TemplateFile: tmpl, Timeout: 2 * time.Second, Cluster: "prod"}},
+		{"plain http", []string{"--node-name=n", "--webhook-url=http://receiver.monitoring:8080/hook"}, nil,
+			notify.Options{URL: "http://receiver.monitoring:8080/hook", Timeout: 5 * time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parse(tc.args, tc.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(o.Notify, tc.want) {
+				t.Fatalf("parsed %+v, want %+v", o.Notify, tc.want)
+			}
+		})
+	}
+}
+
 // q is a valid queue-mode command line plus extra flags.
 func q(extra ...string) []string {
 	return append([]string{"--mode=queue", "--queue-url=https://sqs.example/1/q", "--pod-name=p", "--pod-namespace=ns"}, extra...)
@@ -56,6 +89,14 @@ func TestQueueModeNeedsNoNodeName(t *testing.T) {
 }
 
 func TestBadValuesNameTheirFlag(t *testing.T) {
+	badTemplate := filepath.Join(t.TempDir(), "bad.tmpl")
+	if err := os.WriteFile(badTemplate, []byte(`{"text": {{.Node}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notJSON := filepath.Join(t.TempDir(), "text.tmpl")
+	if err := os.WriteFile(notJSON, []byte(`node {{.Node}} is going`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		env  map[string]string
@@ -87,6 +128,14 @@ func TestBadValuesNameTheirFlag(t *testing.T) {
 		{q("--lease-duration=1s"), nil, "--lease-duration"},
 		{q("--managed-tag==v"), nil, "--managed-tag: needs a key"},
 		{q(), map[string]string{"LASTCALL_WORKERS": "lots"}, "--workers (from $LASTCALL_WORKERS)"},
+		{[]string{"--node-name=n", "--webhook-url=ftp://hooks.example/x"}, nil, `--webhook-url: must be an absolute http or https URL; got scheme "ftp"`},
+		{[]string{"--node-name=n"}, map[string]string{"LASTCALL_WEBHOOK_URL": "hooks.example/services/x"}, `--webhook-url: must be an absolute http or https URL; got scheme ""`},
+		{q("--webhook-url=https:///x"), nil, "--webhook-url: must be an absolute http or https URL; got no host"},
+		{[]string{"--node-name=n", "--webhook-timeout=0s"}, nil, "--webhook-timeout: must be positive"},
+		{q(), map[string]string{"LASTCALL_WEBHOOK_TIMEOUT": "-1s"}, "--webhook-timeout: must be positive"},
+		{[]string{"--node-name=n", "--webhook-template-file=/no/such/hook.tmpl"}, nil, "--webhook-template-file: open /no/such/hook.tmpl: no such file"},
+		{[]string{"--node-name=n", "--webhook-template-file=" + badTemplate}, nil, "--webhook-template-file: template: bad.tmpl:1:"},
+		{q("--webhook-template-file=" + notJSON), nil, "--webhook-template-file: rendering a sample received notification: output is not valid JSON"},
 	} {
 		_, err := parse(tc.args, tc.env)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -112,6 +161,8 @@ func TestBinaryExitStatus(t *testing.T) {
 		want   string
 	}{
 		{[]string{"--help"}, nil, 0, "--poll-interval duration"},
+		{[]string{"--help"}, nil, 0, "set $LASTCALL_WEBHOOK_URL from a Secret"},
+		{nil, []string{"LASTCALL_NODE_NAME=n", "LASTCALL_WEBHOOK_URL=ftp://hooks.example/x"}, 2, "--webhook-url: must be an absolute http or https URL"},
 		{[]string{"--node-name=n", "--poll-interval=abc"}, nil, 2, "--poll-interval"},
 		{nil, []string{"LASTCALL_NODE_NAME=n", "LASTCALL_EVICTION_CONCURRENCY=many"}, 2, "$LASTCALL_EVICTION_CONCURRENCY"},
 		{nil, nil, 2, "--node-name: required"},

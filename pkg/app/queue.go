@@ -16,6 +16,7 @@ import (
 	"github.com/lastcall/lastcall/pkg/health"
 	"github.com/lastcall/lastcall/pkg/lease"
 	"github.com/lastcall/lastcall/pkg/node"
+	"github.com/lastcall/lastcall/pkg/notify"
 	"github.com/lastcall/lastcall/providers/aws/awsconfig"
 	"github.com/lastcall/lastcall/providers/aws/instances"
 	"github.com/lastcall/lastcall/providers/aws/lifecycle"
@@ -63,17 +64,21 @@ func runQueue(ctx context.Context, o *Options, env Env) error {
 	nodes := node.NewClient(env.Client, corelisters.NewNodeLister(nodeInformer.GetIndexer()).Get, env.Clock, o.DryRun, log.With("component", "node"))
 	drainer := drain.New(env.Client, podIndex, c.recorder, c.reg, log.With("component", "drain"), env.Clock, o.Drain)
 	leases := lease.NewLocker(env.Client, q.LeaseNamespace, holder, q.LeaseDuration, env.Clock, log.With("component", "lease"))
+	notifier, err := notify.New(o.Notify, c.reg, log.With("component", "notify"), env.Clock)
+	if err != nil {
+		return err
+	}
 	completer := lifecycle.NewCompleter(aws.AutoScaling(cfg), c.reg, log.With("component", "lifecycle"), env.Clock, q.HeartbeatInterval)
 	proc := processor.New(processor.Options{
 		FallbackDeadline: o.FallbackDeadline, FailureResult: q.FailureResult,
-		RetryAfter: q.RetryAfter, LaunchRetryAfter: q.RetryAfter,
+		RetryAfter: q.RetryAfter, LaunchRetryAfter: q.RetryAfter, Notifier: notifier,
 	}, mapper, nodes, drainer, leases, lifecycleStep{completer}, c.recorder, c.reg, log.With("component", "processor"), env.Clock)
 	consumer := queue.NewConsumer(aws.SQS(cfg), proc, queue.Options{
 		QueueURL: q.URL, Workers: q.Workers, WaitTime: queueWait, Visibility: q.Visibility,
 		MaxReceives: q.MaxReceives, Health: sourceHealth,
 	}, c.reg, log.With("component", "consumer"), env.Clock)
 	log.Info("queue processor ready", "holder", holder, "workers", q.Workers, "managed_tag", q.ManagedTag)
-	return c.serve(ctx, env, sourceHealth.Check, []cache.SharedIndexInformer{nodeInformer, podInformer}, consumer.Run)
+	return c.serve(ctx, env, sourceHealth.Check, []cache.SharedIndexInformer{nodeInformer, podInformer}, withNotifier(notifier, consumer.Run))
 }
 
 // queueWait is SQS's longest long poll.

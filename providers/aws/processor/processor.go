@@ -21,6 +21,7 @@ import (
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/lease"
 	"github.com/lastcall/lastcall/pkg/node"
+	"github.com/lastcall/lastcall/pkg/notify"
 	"github.com/lastcall/lastcall/providers/aws/instances"
 	"github.com/lastcall/lastcall/providers/aws/messages"
 	"github.com/lastcall/lastcall/providers/aws/queue"
@@ -57,6 +58,11 @@ type Lifecycle interface {
 	Complete(ctx context.Context, a messages.LifecycleAction, result string) error
 }
 
+// Notifier tells a webhook of interruptions (see package notify).
+type Notifier interface {
+	Notify(notify.Notification)
+}
+
 // The results of a lifecycle action.
 const (
 	Continue = "CONTINUE"
@@ -76,6 +82,9 @@ type Options struct {
 	// LaunchRetryAfter is how soon a launch message reappears while its
 	// node has not joined or is not Ready.
 	LaunchRetryAfter time.Duration
+	// Notifier, if set, is told when a message holds a node and when the
+	// node's drain ends.
+	Notifier Notifier
 }
 
 // Processor handles queue deliveries.
@@ -95,6 +104,9 @@ type Processor struct {
 // New returns a Processor.
 func New(opts Options, nodes Nodes, client NodeClient, drainer Drainer, leases Locker, lc Lifecycle,
 	events record.EventRecorder, reg prometheus.Registerer, log *slog.Logger, clk clock.Clock) *Processor {
+	if opts.Notifier == nil {
+		opts.Notifier = noNotifier{}
+	}
 	return &Processor{opts: opts, nodes: nodes, client: client, drainer: drainer, leases: leases, lifecycle: lc,
 		events: events, metrics: newMetrics(reg), log: log, clock: clk}
 }
@@ -215,12 +227,18 @@ func (p *Processor) holdAndDrain(ctx context.Context, msg messages.Message, inst
 		p.metrics.actions.WithLabelValues("cordon", "success").Inc()
 		p.nodeEvent(name, corev1.EventTypeWarning, "InterruptionNotice", "%s from SQS (%s): %s", msg.Interruption, msg.Kind, msg.Detail)
 		log.Info("node held", "id", ev.ID)
+		deadline := msg.Deadline
+		if action == interruption.ActionDrain {
+			deadline = drain.Deadline(msg.Deadline, p.clock.Now(), p.opts.FallbackDeadline)
+		}
+		p.opts.Notifier.Notify(notify.Notification{Phase: notify.PhaseReceived, Node: name, Instance: instanceID,
+			Kind: string(ev.Kind), Action: string(action), Source: ev.Source, Detail: msg.Detail, Deadline: deadline, Mode: mode})
 	}
 	if action == interruption.ActionCordon {
 		return queue.Done("processed")
 	}
 
-	result := p.drainOnce(ctx, msg, ev, name, log)
+	result := p.drainOnce(ctx, msg, ev, instanceID, name, log)
 	if ctx.Err() != nil {
 		return queue.Retry("interrupted", p.opts.RetryAfter)
 	}
@@ -240,7 +258,7 @@ func (p *Processor) holdAndDrain(ctx context.Context, msg messages.Message, inst
 // drainOnce drains the node unless a drain of it already succeeded (for
 // another event about the same instance), keeping the lifecycle action
 // alive meanwhile. It returns the drain's result label.
-func (p *Processor) drainOnce(ctx context.Context, msg messages.Message, ev interruption.Event, name string, log *slog.Logger) string {
+func (p *Processor) drainOnce(ctx context.Context, msg messages.Message, ev interruption.Event, instanceID, name string, log *slog.Logger) string {
 	if st, _, err := p.client.State(ctx, name); err == nil {
 		for _, h := range st.Holds {
 			if h.Drain == "success" {
@@ -282,8 +300,19 @@ func (p *Processor) drainOnce(ctx context.Context, msg messages.Message, ev inte
 	if err := p.client.RecordDrain(context.WithoutCancel(ctx), name, ev.ID, result); err != nil {
 		log.Warn("recording drain result on node failed", "err", err)
 	}
+	p.opts.Notifier.Notify(notify.Notification{Phase: notify.PhaseFinished, Node: name, Instance: instanceID,
+		Kind: string(ev.Kind), Action: string(ev.Action), Source: ev.Source, Detail: msg.Detail, Deadline: deadline,
+		Result: result, Evicted: res.Evicted, Remaining: len(res.Remaining), Took: took, Mode: mode})
 	return result
 }
+
+// mode is the processor's mode, as notifications name it.
+const mode = "queue"
+
+// noNotifier is the Notifier of a processor given none.
+type noNotifier struct{}
+
+func (noNotifier) Notify(notify.Notification) {}
 
 func (p *Processor) completeLaunch(ctx context.Context, msg messages.Message, name string, log *slog.Logger) queue.Outcome {
 	n, ok := p.nodes.Node(name)
