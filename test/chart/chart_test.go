@@ -1,0 +1,465 @@
+package chart_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/lastcall/lastcall/pkg/app"
+	"github.com/lastcall/lastcall/pkg/kubemetrics"
+	"github.com/lastcall/lastcall/test/chart"
+	"github.com/lastcall/lastcall/test/cluster"
+	"github.com/lastcall/lastcall/test/tools"
+)
+
+var env *cluster.Cluster
+
+func TestMain(m *testing.M) {
+	kubemetrics.Install()
+	os.Exit(cluster.Main(m, &env))
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func chartDir(t *testing.T) string {
+	t.Helper()
+	dir, err := chart.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func render(t *testing.T, release, ns string, values map[string]any) []*unstructured.Unstructured {
+	t.Helper()
+	out, err := chart.Template(testContext(t), release, ns, values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := chart.Documents(out)
+	if err != nil {
+		t.Fatalf("rendered YAML does not parse: %v\n%s", err, out)
+	}
+	return objs
+}
+
+const queueURL = "https://sqs.eu-west-1.amazonaws.com/123456789012/lastcall"
+
+func TestLint(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  []string
+	}{
+		{"agent defaults", nil},
+		{"queue", []string{"--set", "mode=queue", "--set", "queue.url=" + queueURL}},
+		{"everything on", []string{"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
+			"--set", "prometheusRule.enabled=true", "--set", "dashboard.enabled=true",
+			"--set", "notifications.webhook.existingSecret=hook", "--set-json", `notifications.template="{\"text\": {{ json .Node }}}"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := chart.Helm(testContext(t), append([]string{"lint", "--strict", chartDir(t)}, tc.set...)...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if !bytes.Contains(out, []byte("0 chart(s) failed")) {
+				t.Fatalf("helm lint did not pass:\n%s", out)
+			}
+		})
+	}
+}
+
+// matrix is the sets of values every rendering check runs over.
+var matrix = []struct {
+	name   string
+	values map[string]any
+}{
+	{"agent defaults", nil},
+	{"agent on a hop-limit-1 AWS fleet", map[string]any{
+		"agent":     map[string]any{"cloud": "aws", "hostNetwork": true, "rebalanceAction": "drain", "imdsSignals": []string{"spot", "rebalance"}},
+		"logFormat": "text", "logLevel": "debug", "dryRun": true, "clusterName": "prod-eu",
+	}},
+	{"agent on Azure with every monitoring object and a webhook", map[string]any{
+		"agent":          map[string]any{"cloud": "azure", "azure": map[string]any{"acknowledge": true, "drainFreeze": true}},
+		"metrics":        map[string]any{"serviceMonitor": map[string]any{"enabled": true}, "podMonitor": map[string]any{"enabled": true}},
+		"prometheusRule": map[string]any{"enabled": true, "alertLabels": map[string]any{"team": "platform"}},
+		"dashboard":      map[string]any{"enabled": true},
+		"notifications": map[string]any{"webhook": map[string]any{"existingSecret": "lastcall-webhook"},
+			"template": `{"text": {{ json .Node }}}`},
+		"image": map[string]any{"digest": "sha256:" + strings.Repeat("ab", 32)},
+	}},
+	{"agent on GCE without a Service", map[string]any{
+		"agent":   map[string]any{"cloud": "gce", "gce": map[string]any{"preemptionDeadline": "25s"}},
+		"metrics": map[string]any{"service": map[string]any{"enabled": false}, "port": 9500},
+	}},
+	{"queue defaults", map[string]any{"mode": "queue", "queue": map[string]any{"url": queueURL}}},
+	{"queue with IRSA, a managed tag and no PDB", map[string]any{
+		"mode": "queue",
+		"queue": map[string]any{"url": queueURL, "replicas": 3, "managedTag": "cluster=prod", "region": "eu-west-1",
+			"lifecycleFailureResult": "ABANDON", "podDisruptionBudget": map[string]any{"enabled": false}},
+		"serviceAccount": map[string]any{"annotations": map[string]any{"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/lastcall"}},
+		"metrics":        map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
+		"prometheusRule": map[string]any{"enabled": true},
+	}},
+	{"queue with an existing ServiceAccount", map[string]any{
+		"mode": "queue", "queue": map[string]any{"url": queueURL},
+		"serviceAccount": map[string]any{"create": false, "name": "lastcall-existing"},
+	}},
+}
+
+func TestTemplateMatrix(t *testing.T) {
+	for i, tc := range matrix {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := fmt.Sprintf("lastcall-%d", i)
+			objs := render(t, "lc", ns, tc.values)
+			mode := "agent"
+			if m, ok := tc.values["mode"]; ok {
+				mode = m.(string)
+			}
+			kinds := map[string]int{}
+			for _, o := range objs {
+				kinds[o.GetKind()]++
+				if o.GetNamespace() != "" && o.GetNamespace() != ns {
+					t.Errorf("%s %s is in namespace %q, not the release's %q", o.GetKind(), o.GetName(), o.GetNamespace(), ns)
+				}
+			}
+			want, notWant := "DaemonSet", "Deployment"
+			if mode == "queue" {
+				want, notWant = notWant, want
+			}
+			if kinds[want] != 1 || kinds[notWant] != 0 {
+				t.Fatalf("mode %s rendered %v; want one %s and no %s", mode, kinds, want, notWant)
+			}
+			if got := kinds["Role"] == 1 && kinds["RoleBinding"] == 1; got != (mode == "queue") {
+				t.Errorf("lease Role and RoleBinding rendered: %v, want %v (queue mode only)", got, mode == "queue")
+			}
+			pdbWanted := mode == "queue" && tc.name != "queue with IRSA, a managed tag and no PDB"
+			if got := kinds["PodDisruptionBudget"] == 1; got != pdbWanted {
+				t.Errorf("PodDisruptionBudget rendered: %v, want %v", got, pdbWanted)
+			}
+			workload := chart.Find(objs, want)
+			checkPodSpec(t, workload, mode)
+			checkArgs(t, objs, workload, mode)
+		})
+	}
+}
+
+// checkPodSpec checks the hardening every mode must have.
+func checkPodSpec(t *testing.T, w *unstructured.Unstructured, mode string) {
+	t.Helper()
+	pod := &corev1.PodTemplateSpec{}
+	tmpl, _, _ := unstructured.NestedMap(w.Object, "spec", "template")
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(tmpl, pod); err != nil {
+		t.Fatal(err)
+	}
+	ps := pod.Spec
+	if ps.SecurityContext == nil || ps.SecurityContext.RunAsNonRoot == nil || !*ps.SecurityContext.RunAsNonRoot {
+		t.Error("pod does not require a non-root user")
+	}
+	if len(ps.Containers) != 1 {
+		t.Fatalf("want one container, got %d", len(ps.Containers))
+	}
+	sc := ps.Containers[0].SecurityContext
+	switch {
+	case sc == nil:
+		t.Fatal("container has no securityContext")
+	case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+		t.Error("root filesystem is not read-only")
+	case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+		t.Error("privilege escalation is not disabled")
+	case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0:
+		t.Errorf("capabilities: %+v, want all dropped and none added", sc.Capabilities)
+	}
+	c := ps.Containers[0]
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Error("probes are not /healthz and /readyz")
+	}
+	if mode == "agent" {
+		if ps.PriorityClassName != "system-node-critical" {
+			t.Errorf("agent priorityClassName %q, want system-node-critical", ps.PriorityClassName)
+		}
+		if !slices.ContainsFunc(ps.Tolerations, func(tl corev1.Toleration) bool {
+			return tl.Operator == corev1.TolerationOpExists && tl.Key == "" && tl.Effect == ""
+		}) {
+			t.Errorf("agent tolerations %+v do not tolerate every taint", ps.Tolerations)
+		}
+	} else if ps.HostNetwork {
+		t.Error("the queue processor runs in the host network")
+	}
+}
+
+// checkArgs parses the container's arguments and environment exactly as
+// lastcall would, so a chart value that renders a flag lastcall does not
+// know, or a value it rejects, fails here.
+func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.Unstructured, mode string) {
+	t.Helper()
+	containers, _, _ := unstructured.NestedSlice(w.Object, "spec", "template", "spec", "containers")
+	c := &corev1.Container{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(containers[0].(map[string]any), c); err != nil {
+		t.Fatal(err)
+	}
+	envs := map[string]string{}
+	for _, e := range c.Env {
+		switch {
+		case e.Value != "":
+			envs[e.Name] = e.Value
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			envs[e.Name] = map[string]string{"spec.nodeName": "node-1", "metadata.name": "lastcall-x", "metadata.namespace": "lastcall"}[e.ValueFrom.FieldRef.FieldPath]
+		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+			envs[e.Name] = "https://hooks.example.com/services/T0/B0/x"
+		}
+		if strings.HasPrefix(e.Name, app.EnvPrefix) && envs[e.Name] == "" {
+			t.Errorf("env %s has no value or downward-API field", e.Name)
+		}
+	}
+	args := slices.Clone(c.Args)
+	// The template file is a mounted ConfigMap: check the rendered one.
+	for _, cm := range objs {
+		if cm.GetKind() != "ConfigMap" {
+			continue
+		}
+		if tmpl, ok, _ := unstructured.NestedString(cm.Object, "data", "webhook.tmpl"); ok {
+			f := filepath.Join(t.TempDir(), "webhook.tmpl")
+			if err := os.WriteFile(f, []byte(tmpl), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for i, a := range args {
+				if strings.HasPrefix(a, "--webhook-template-file=") {
+					args[i] = "--webhook-template-file=" + f
+				}
+			}
+		}
+	}
+	o := app.NewOptions()
+	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
+	o.AddFlags(fs)
+	lookup := func(k string) (string, bool) { v, ok := envs[k]; return v, ok }
+	if err := app.Parse(fs, args, lookup); err != nil {
+		t.Fatalf("lastcall rejects the rendered arguments %q: %v", args, err)
+	}
+	for name := range envs {
+		if strings.HasPrefix(name, app.EnvPrefix) && !envIsFlag(fs, name) {
+			t.Errorf("env %s matches no lastcall flag", name)
+		}
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatalf("lastcall rejects the rendered configuration %q: %v", args, err)
+	}
+	if o.Mode != mode {
+		t.Errorf("--mode %s, want %s", o.Mode, mode)
+	}
+	if mode == "agent" && o.Agent.NodeName != "node-1" {
+		t.Errorf("node name %q does not come from spec.nodeName", o.Agent.NodeName)
+	}
+}
+
+func envIsFlag(fs *pflag.FlagSet, env string) bool {
+	found := false
+	fs.VisitAll(func(f *pflag.Flag) { found = found || app.EnvName(f.Name) == env })
+	return found
+}
+
+func TestSchemaRejectsBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		values map[string]any
+		want   []string // in helm's error
+	}{
+		{"unknown mode", map[string]any{"mode": "sidecar"}, []string{"/mode", "agent", "queue"}},
+		{"queue without a URL", map[string]any{"mode": "queue"}, []string{"/queue/url"}},
+		{"queue URL not a URL", map[string]any{"mode": "queue", "queue": map[string]any{"url": "my-queue"}}, []string{"/queue/url"}},
+		{"misspelt top-level key", map[string]any{"mdoe": "queue"}, []string{"mdoe"}},
+		{"misspelt nested key", map[string]any{"agent": map[string]any{"pollIntervall": "1s"}}, []string{"pollIntervall"}},
+		{"unknown cloud", map[string]any{"agent": map[string]any{"cloud": "ibm"}}, []string{"/agent/cloud"}},
+		{"duration without unit", map[string]any{"agent": map[string]any{"pollInterval": "500"}}, []string{"/agent/pollInterval"}},
+		{"unknown IMDS signal", map[string]any{"agent": map[string]any{"imdsSignals": []string{"spot", "reboot"}}}, []string{"/agent/imdsSignals/1"}},
+		{"no eviction concurrency", map[string]any{"evictionConcurrency": 0}, []string{"/evictionConcurrency"}},
+		{"zero client QPS", map[string]any{"kubeApiQPS": 0}, []string{"/kubeApiQPS"}},
+		{"lowercase lifecycle result", map[string]any{"mode": "queue", "queue": map[string]any{"url": queueURL, "lifecycleFailureResult": "continue"}}, []string{"/queue/lifecycleFailureResult"}},
+		{"ratio above 1", map[string]any{"prometheusRule": map[string]any{"deadlineUsedRatio": 1.5}}, []string{"/prometheusRule/deadlineUsedRatio"}},
+		{"bad pull policy", map[string]any{"image": map[string]any{"pullPolicy": "Sometimes"}}, []string{"/image/pullPolicy"}},
+		{"port out of range", map[string]any{"metrics": map[string]any{"port": 70000}}, []string{"/metrics/port"}},
+		{"extra arg not a flag", map[string]any{"extraArgs": []string{"dry-run"}}, []string{"/extraArgs/0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := chart.Template(testContext(t), "lc", "lastcall", tc.values)
+			if err == nil {
+				t.Fatal("helm template accepted the values")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not name %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// installCRDs creates the Prometheus Operator's CRDs from its Go module,
+// once per test binary.
+func installCRDs(t *testing.T) {
+	t.Helper()
+	ctx := testContext(t)
+	dir, err := tools.ModuleSourceDir(ctx, tools.PrometheusOperator, tools.PrometheusOperatorModule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn := dynamic.NewForConfigOrDie(env.Config)
+	crds := dyn.Resource(crdResource)
+	for _, name := range []string{"servicemonitors", "podmonitors", "prometheusrules"} {
+		b, err := os.ReadFile(filepath.Join(dir, "example", "prometheus-operator-crd", "monitoring.coreos.com_"+name+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := chart.Documents(b)
+		if err != nil || len(objs) != 1 {
+			t.Fatalf("CRD %s: %v (%d documents)", name, err, len(objs))
+		}
+		if _, err := crds.Apply(ctx, objs[0].GetName(), objs[0], metav1.ApplyOptions{FieldManager: "lastcall-test", Force: true}); err != nil {
+			t.Fatalf("installing CRD %s: %v", objs[0].GetName(), err)
+		}
+	}
+	// Wait until the API serves them.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := env.Client.Discovery().ServerResourcesForGroupVersion("monitoring.coreos.com/v1")
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("monitoring.coreos.com/v1 not served: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+var crdResource = schemaGVR("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+
+func TestServerSideDryRun(t *testing.T) {
+	installCRDs(t)
+	ctx := testContext(t)
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(env.Client.Discovery()))
+	dyn := dynamic.NewForConfigOrDie(env.Config)
+	for i, tc := range matrix {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := createNamespace(t, fmt.Sprintf("lastcall-dry-%d", i))
+			objs := render(t, fmt.Sprintf("dry%d", i), ns, tc.values)
+			for _, o := range objs {
+				gvk := o.GroupVersionKind()
+				m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+				if err != nil {
+					t.Fatalf("%s %s: the API server does not serve it: %v", gvk, o.GetName(), err)
+				}
+				var r dynamic.ResourceInterface = dyn.Resource(m.Resource)
+				if m.Scope.Name() == meta.RESTScopeNameNamespace {
+					r = dyn.Resource(m.Resource).Namespace(ns)
+				}
+				_, err = r.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: "lastcall-test", DryRun: []string{metav1.DryRunAll}})
+				if err != nil {
+					t.Errorf("%s %s rejected by the API server: %v", o.GetKind(), o.GetName(), err)
+				}
+			}
+		})
+	}
+}
+
+func createNamespace(t *testing.T, prefix string) string {
+	t.Helper()
+	ns, err := env.CreateNamespace(testContext(t), prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		err := env.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Logf("deleting namespace %s: %v", ns, err)
+		}
+	})
+	return ns
+}
+
+func TestDeployManifestsUpToDate(t *testing.T) {
+	files, err := chart.Manifests(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := tools.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range files {
+		got, err := os.ReadFile(filepath.Join(root, "deploy", name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("deploy/%s is not what the chart renders (run make manifests): %v", name, err)
+		}
+	}
+	if len(files) < 5 {
+		t.Errorf("only %d manifests rendered", len(files))
+	}
+}
+
+func TestAlertRules(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool not found (Debian package prometheus; make tools installs it): %v", err)
+	}
+	objs := render(t, "lastcall", "lastcall", map[string]any{"prometheusRule": map[string]any{"enabled": true}})
+	rule := chart.Find(objs, "PrometheusRule")
+	if rule == nil {
+		t.Fatal("no PrometheusRule rendered")
+	}
+	rules, err := yamlOf(rule.Object["spec"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), rules, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile(filepath.Join("testdata", "alerts_test.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "alerts_test.yaml"), tests, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"check", "rules", "rules.yaml"}, {"test", "rules", "alerts_test.yaml"}} {
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		t.Logf("promtool %s:\n%s", strings.Join(args, " "), out)
+	}
+	// Every alert of the chart has a unit test.
+	for _, g := range rule.Object["spec"].(map[string]any)["groups"].([]any) {
+		for _, r := range g.(map[string]any)["rules"].([]any) {
+			name := r.(map[string]any)["alert"].(string)
+			if !bytes.Contains(tests, []byte("alertname: "+name)) {
+				t.Errorf("alert %s has no promtool unit test", name)
+			}
+		}
+	}
+}
