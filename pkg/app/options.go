@@ -131,6 +131,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.SourceStaleAfter, "source-stale-after", o.SourceStaleAfter, "/healthz fails when a source (or the queue) has not been read successfully for this long.")
 	fs.IntVar(&o.Drain.Concurrency, "eviction-concurrency", o.Drain.Concurrency, "Evictions in flight at once, per drain.")
 	fs.DurationVar(&o.Drain.DeadlineMargin, "deadline-margin", o.Drain.DeadlineMargin, "Every pod should be gone this long before the deadline; longer grace periods are shortened to fit.")
+	fs.Var(newPolicyValue(&o.Drain.Policy), "pdb-deadline-policy", "When a PodDisruptionBudget still blocks a pod as the deadline nears: graceful-override (honour it until the last moment the pod can still shut down gracefully, then delete the pod with the grace it has left) or respect (never override; the cloud kills the pod at the deadline).")
+	fs.DurationVar(&o.Drain.LBDelay, "lb-deregistration-delay", o.Drain.LBDelay, "Wait this long after taking the node out of load balancers before the first eviction, so they stop sending it connections; shortened so pods keep their grace period before the deadline.")
+	fs.BoolVar(&o.Drain.EvictDaemonSets, "evict-daemonsets", o.Drain.EvictDaemonSets, "Evict DaemonSet pods too, after every other pod is gone (log shippers then flush what the others wrote).")
 	fs.StringVar(&o.Notify.URL, "webhook-url", o.Notify.URL, "URL POSTed a JSON notification when an interruption is received and when its drain finishes (one of each per instance or node); none when empty. "+
 		"Such URLs usually hold a secret: set $"+EnvName("webhook-url")+" from a Secret rather than the flag.")
 	fs.StringVar(&o.Notify.TemplateFile, "webhook-template-file", o.Notify.TemplateFile, "Go template of the webhook's JSON body, over a notify.Notification; a built-in Slack-compatible {\"text\": ...} message when empty.")
@@ -194,6 +197,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Drain.Concurrency < 1 {
 		bad("eviction-concurrency", "must be at least 1; got %d", o.Drain.Concurrency)
+	}
+	if o.Drain.LBDelay < 0 || o.Drain.LBDelay > 10*time.Minute {
+		bad("lb-deregistration-delay", "must be between 0 and 10m; got %s", o.Drain.LBDelay)
 	}
 	if o.Drain.DeadlineMargin < 0 {
 		bad("deadline-margin", "must not be negative; got %s", o.Drain.DeadlineMargin)
@@ -297,4 +303,23 @@ func (q *QueueOptions) validate(bad func(flag, format string, args ...any)) {
 	if k, _, _ := strings.Cut(q.ManagedTag, "="); q.ManagedTag != "" && k == "" {
 		bad("managed-tag", "needs a key: key or key=value; got %q", q.ManagedTag)
 	}
+}
+
+// policyValue is a pflag.Value accepting only the known policies.
+type policyValue struct{ p *drain.Policy }
+
+func newPolicyValue(p *drain.Policy) *policyValue { return &policyValue{p} }
+
+func (v *policyValue) String() string { return string(*v.p) }
+
+func (v *policyValue) Type() string { return "policy" }
+
+func (v *policyValue) Set(s string) error {
+	for _, p := range drain.Policies {
+		if string(p) == s {
+			*v.p = p
+			return nil
+		}
+	}
+	return fmt.Errorf("must be graceful-override or respect; got %q", s)
 }

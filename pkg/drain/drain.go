@@ -31,11 +31,38 @@ type Options struct {
 	Self types.NamespacedName
 	// DryRun lists what would be evicted and changes nothing.
 	DryRun bool
+	// Policy decides what happens when a PodDisruptionBudget still blocks
+	// a pod as the deadline nears.
+	Policy Policy
+	// LBDelay is waited after the node left the load balancers and before
+	// the first eviction (see LBDelay, which shortens it).
+	LBDelay time.Duration
+	// EvictDaemonSets evicts DaemonSet pods too, after every other pod is
+	// gone (log shippers then flush what the others wrote).
+	EvictDaemonSets bool
 }
+
+// Policy is what a drain does when a PodDisruptionBudget and the deadline
+// collide.
+type Policy string
+
+const (
+	// PolicyRespect never overrides a budget: a blocked pod stays until the
+	// deadline, and the cloud kills it.
+	PolicyRespect Policy = "respect"
+	// PolicyGracefulOverride honours a budget until the last moment the pod
+	// can still shut down gracefully (OverrideAt), then deletes it with the
+	// grace it has left.
+	PolicyGracefulOverride Policy = "graceful-override"
+)
+
+// Policies lists the policies.
+var Policies = []Policy{PolicyRespect, PolicyGracefulOverride}
 
 // DefaultOptions are the defaults of the command line.
 func DefaultOptions() Options {
-	return Options{Concurrency: 100, DeadlineMargin: 5 * time.Second, RetryInitial: 200 * time.Millisecond, RetryMax: 5 * time.Second}
+	return Options{Concurrency: 100, DeadlineMargin: 5 * time.Second, RetryInitial: 200 * time.Millisecond, RetryMax: 5 * time.Second,
+		Policy: PolicyGracefulOverride}
 }
 
 // Request is one drain.

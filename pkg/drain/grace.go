@@ -25,3 +25,44 @@ func ClampGrace(p *corev1.Pod, now, deadline time.Time, margin time.Duration) *i
 	}
 	return new(max(avail, 1))
 }
+
+// NeededGrace is the time a pod asks for to shut down: its
+// terminationGracePeriodSeconds, or Kubernetes' default of 30 s.
+func NeededGrace(p *corev1.Pod) time.Duration {
+	if p.Spec.TerminationGracePeriodSeconds != nil {
+		return time.Duration(*p.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return corev1.DefaultTerminationGracePeriodSeconds * time.Second
+}
+
+// OverrideAt is, under the graceful-override policy, the moment a pod that
+// its PodDisruptionBudget still protects is deleted anyway: the last moment
+// it can still shut down gracefully before the deadline (less the margin).
+// A pod whose grace period is longer than half the window (start to
+// deadline less margin) is given half of it, so that its budget is honoured
+// for the other half; never before start.
+func OverrideAt(p *corev1.Pod, start, deadline time.Time, margin time.Duration) time.Time {
+	end := deadline.Add(-margin)
+	window := end.Sub(start)
+	at := end.Add(-min(NeededGrace(p), window/2))
+	if at.Before(start) {
+		return start
+	}
+	return at
+}
+
+// LBDelay is how long to wait, after the node has left the load balancers
+// and before the first eviction, for them to stop sending it connections:
+// the configured delay, shortened so that the pods still get their whole
+// grace period before the deadline (less the margin), and never negative.
+func LBDelay(configured time.Duration, pods []*corev1.Pod, start, deadline time.Time, margin time.Duration) time.Duration {
+	if configured <= 0 || deadline.IsZero() {
+		return max(configured, 0)
+	}
+	var longest time.Duration
+	for _, p := range pods {
+		longest = max(longest, NeededGrace(p))
+	}
+	room := deadline.Add(-margin).Sub(start) - longest
+	return max(0, min(configured, room))
+}

@@ -1,0 +1,328 @@
+// Package plan is the drain of a node worked out ahead against its deadline:
+// the groups pods go in, the grace each gets, when a PodDisruptionBudget
+// would be overridden, and what stands in the way of a clean drain. The
+// drain follows the same rules (package drain); lastcall plan prints a Plan,
+// and the drainability gauge counts its blockers.
+package plan
+
+import (
+	"encoding/json"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/lastcall/lastcall/pkg/drain"
+)
+
+// Reason is a kind of blocker: a bounded metric label.
+type Reason string
+
+// The blockers a plan reports.
+const (
+	// ReasonPDB: a PodDisruptionBudget covering the pod allows no
+	// disruption now.
+	ReasonPDB Reason = "pdb-allows-no-disruption"
+	// ReasonNoController: nothing recreates the pod once it is gone.
+	ReasonNoController Reason = "no-controller"
+	// ReasonEmptyDir: the pod's emptyDir data goes with the node.
+	ReasonEmptyDir Reason = "emptydir"
+	// ReasonNoPreStop: a Service sends the pod traffic and none of its
+	// containers has a preStop hook, so requests in flight when it gets
+	// SIGTERM fail (the 502s of a spot reclaim).
+	ReasonNoPreStop Reason = "no-prestop-behind-service"
+	// ReasonGraceTooLong: the pod's terminationGracePeriodSeconds does not
+	// fit before the deadline; it will be cut short.
+	ReasonGraceTooLong Reason = "grace-exceeds-deadline"
+)
+
+// Reasons lists every reason, in the order they are reported.
+var Reasons = []Reason{ReasonPDB, ReasonNoController, ReasonEmptyDir, ReasonNoPreStop, ReasonGraceTooLong}
+
+// Inputs are what a plan is made from: the node's pods, and the budgets and
+// Services of their namespaces (others are ignored).
+type Inputs struct {
+	Node     string
+	Now      time.Time
+	Deadline time.Time
+	Pods     []*corev1.Pod
+	Budgets  []*policyv1.PodDisruptionBudget
+	Services []*corev1.Service
+}
+
+// Plan is a drain worked out ahead.
+type Plan struct {
+	Node     string       `json:"node"`
+	Now      time.Time    `json:"now"`
+	Deadline time.Time    `json:"deadline"`
+	Margin   Seconds      `json:"marginSeconds"`
+	Policy   drain.Policy `json:"policy"`
+	// LBDelay is the wait between leaving the load balancers and the
+	// first eviction, as shortened for this deadline.
+	LBDelay Seconds   `json:"lbDelaySeconds"`
+	Groups  []Group   `json:"groups"`
+	Skipped []Skipped `json:"skipped"`
+	// Budgets are the PodDisruptionBudgets covering pods here that allow
+	// no disruption now.
+	Budgets []Budget `json:"blockingBudgets"`
+	// Finish is when the last pod would be gone if every pod used its
+	// whole grace period, which is what it asks for.
+	Finish time.Time `json:"estimatedFinish"`
+	// Fits says whether the drain finishes by Deadline less Margin with
+	// every pod shut down gracefully.
+	Fits bool `json:"fits"`
+	// Problems say why it does not fit.
+	Problems []string `json:"problems"`
+}
+
+// Group is pods evicted together.
+type Group struct {
+	Name  string    `json:"name"`
+	Start time.Time `json:"estimatedStart"`
+	Pods  []Pod     `json:"pods"`
+}
+
+// Pod is one pod's part in the plan.
+type Pod struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Controller is the kind of the pod's controller; empty when none.
+	Controller string `json:"controller"`
+	// Grace is what the pod asks for; Clamped what it gets when evicted at
+	// its group's start (equal when it fits).
+	Grace   Seconds `json:"graceSeconds"`
+	Clamped Seconds `json:"clampedGraceSeconds"`
+	// OverrideAt is set when a budget blocks the pod and the policy is
+	// graceful-override: when it is deleted anyway.
+	OverrideAt *time.Time `json:"overrideAt,omitempty"`
+	Blockers   []Blocker  `json:"blockers"`
+}
+
+// Blocker is one thing that makes the pod's drain less than clean.
+type Blocker struct {
+	Reason Reason `json:"reason"`
+	Detail string `json:"detail"`
+}
+
+// Skipped is a pod the drain leaves, and the rule that says so.
+type Skipped struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Rule      string `json:"rule"`
+}
+
+// Budget is a PodDisruptionBudget that blocks evictions now.
+type Budget struct {
+	Namespace string   `json:"namespace"`
+	Name      string   `json:"name"`
+	Pods      []string `json:"pods"`
+}
+
+// Build works out the drain of in.Node at in.Now against in.Deadline, with
+// the drain's options.
+func Build(in Inputs, o drain.Options) Plan {
+	p := Plan{Node: in.Node, Now: in.Now, Deadline: in.Deadline, Margin: Seconds(o.DeadlineMargin), Policy: o.Policy,
+		Groups: []Group{}, Skipped: []Skipped{}, Budgets: []Budget{}, Problems: []string{}}
+	sorted := drain.Sort(in.Pods, o)
+	for rule, pods := range sorted.Skipped {
+		for _, pod := range pods {
+			p.Skipped = append(p.Skipped, Skipped{Namespace: pod.Namespace, Name: pod.Name, Rule: rule})
+		}
+	}
+	slices.SortFunc(p.Skipped, func(a, b Skipped) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	var evictable []*corev1.Pod
+	for _, g := range sorted.Groups {
+		evictable = append(evictable, g.Pods...)
+	}
+	lbDelay := drain.LBDelay(o.LBDelay, evictable, in.Now, in.Deadline, o.DeadlineMargin)
+	p.LBDelay = Seconds(lbDelay)
+	end := in.Deadline.Add(-o.DeadlineMargin)
+	budgets := map[string]*Budget{}
+	start := in.Now.Add(lbDelay)
+	for _, g := range sorted.Groups {
+		group := Group{Name: g.Name, Start: start}
+		finish := start
+		for _, pod := range sortPods(g.Pods) {
+			grace := drain.NeededGrace(pod)
+			pp := Pod{Namespace: pod.Namespace, Name: pod.Name, Controller: controller(pod), Grace: Seconds(grace), Clamped: Seconds(grace)}
+			if c := drain.ClampGrace(pod, start, in.Deadline, o.DeadlineMargin); c != nil {
+				pp.Clamped = Seconds(time.Duration(*c) * time.Second)
+			}
+			pp.Blockers = blockers(pod, in, start, end)
+			gone := start.Add(grace)
+			for _, b := range blockingBudgets(pod, in.Budgets) {
+				key := b.Namespace + "/" + b.Name
+				if budgets[key] == nil {
+					budgets[key] = &Budget{Namespace: b.Namespace, Name: b.Name}
+				}
+				budgets[key].Pods = append(budgets[key].Pods, pod.Name)
+				pp.Blockers = append(pp.Blockers, Blocker{Reason: ReasonPDB,
+					Detail: "PodDisruptionBudget " + b.Name + " allows 0 disruptions"})
+			}
+			if slices.ContainsFunc(pp.Blockers, func(b Blocker) bool { return b.Reason == ReasonPDB }) {
+				switch {
+				case o.Policy == drain.PolicyGracefulOverride && !in.Deadline.IsZero():
+					at := drain.OverrideAt(pod, in.Now, in.Deadline, o.DeadlineMargin)
+					pp.OverrideAt = &at
+					gone = at.Add(min(grace, end.Sub(at)))
+				default:
+					p.Problems = append(p.Problems, "pod "+pod.Namespace+"/"+pod.Name+" is blocked by its PodDisruptionBudget and the policy is "+string(o.Policy))
+				}
+			}
+			if grace > end.Sub(start) && !in.Deadline.IsZero() {
+				p.Problems = append(p.Problems, "pod "+pod.Namespace+"/"+pod.Name+" asks for "+grace.String()+
+					" to shut down and would have "+max(0, end.Sub(start)).String())
+			}
+			finish = later(finish, gone)
+			group.Pods = append(group.Pods, pp)
+		}
+		p.Groups = append(p.Groups, group)
+		start = finish
+	}
+	p.Finish = start
+	for _, k := range slices.Sorted(maps.Keys(budgets)) {
+		slices.Sort(budgets[k].Pods)
+		p.Budgets = append(p.Budgets, *budgets[k])
+	}
+	p.Fits = len(p.Problems) == 0 && (in.Deadline.IsZero() || !p.Finish.After(end))
+	if len(p.Problems) == 0 && !p.Fits {
+		p.Problems = append(p.Problems, "the last pod would be gone at "+p.Finish.UTC().Format(time.RFC3339)+", after "+end.UTC().Format(time.RFC3339))
+	}
+	return p
+}
+
+// Counts is the number of pods blocked for each reason (every reason
+// present, zero or not).
+func (p Plan) Counts() map[Reason]int {
+	c := map[Reason]int{}
+	for _, r := range Reasons {
+		c[r] = 0
+	}
+	for _, g := range p.Groups {
+		for _, pod := range g.Pods {
+			seen := map[Reason]bool{}
+			for _, b := range pod.Blockers {
+				if !seen[b.Reason] {
+					seen[b.Reason] = true
+					c[b.Reason]++
+				}
+			}
+		}
+	}
+	return c
+}
+
+// blockers are the pod's blockers other than budgets.
+func blockers(pod *corev1.Pod, in Inputs, start, end time.Time) []Blocker {
+	var out []Blocker
+	if controller(pod) == "" {
+		out = append(out, Blocker{Reason: ReasonNoController, Detail: "no controller recreates it"})
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.EmptyDir != nil {
+			out = append(out, Blocker{Reason: ReasonEmptyDir, Detail: "emptyDir volume " + v.Name + " is lost"})
+		}
+	}
+	if svc := selectingService(pod, in.Services); svc != "" && !hasPreStop(pod) {
+		out = append(out, Blocker{Reason: ReasonNoPreStop, Detail: "Service " + svc + " sends it traffic and no container has a preStop hook"})
+	}
+	if !in.Deadline.IsZero() && drain.NeededGrace(pod) > end.Sub(start) {
+		out = append(out, Blocker{Reason: ReasonGraceTooLong,
+			Detail: "terminationGracePeriodSeconds " + drain.NeededGrace(pod).String() + " does not fit in " + max(0, end.Sub(start)).String()})
+	}
+	return out
+}
+
+// blockingBudgets are the budgets of the pod's namespace that select it
+// and allow no disruption now.
+func blockingBudgets(pod *corev1.Pod, budgets []*policyv1.PodDisruptionBudget) []*policyv1.PodDisruptionBudget {
+	var out []*policyv1.PodDisruptionBudget
+	for _, b := range budgets {
+		if b.Namespace != pod.Namespace || b.Status.DisruptionsAllowed > 0 || b.Spec.Selector == nil {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(b.Spec.Selector)
+		if err != nil || sel.Empty() || !sel.Matches(labels.Set(pod.Labels)) {
+			continue
+		}
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b *policyv1.PodDisruptionBudget) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// selectingService names a Service of the pod's namespace whose selector
+// picks the pod, or "".
+func selectingService(pod *corev1.Pod, services []*corev1.Service) string {
+	var names []string
+	for _, s := range services {
+		if s.Namespace != pod.Namespace || len(s.Spec.Selector) == 0 {
+			continue
+		}
+		if labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(pod.Labels)) {
+			names = append(names, s.Name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	slices.Sort(names)
+	return names[0]
+}
+
+func hasPreStop(pod *corev1.Pod) bool {
+	for _, c := range pod.Spec.Containers {
+		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func controller(pod *corev1.Pod) string {
+	if ref := metav1.GetControllerOf(pod); ref != nil {
+		return ref.Kind
+	}
+	return ""
+}
+
+func sortPods(pods []*corev1.Pod) []*corev1.Pod {
+	out := slices.Clone(pods)
+	slices.SortFunc(out, func(a, b *corev1.Pod) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	return out
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// Seconds is a duration that JSON gives in seconds.
+type Seconds time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (s Seconds) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(s).Seconds()) }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (s *Seconds) UnmarshalJSON(b []byte) error {
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*s = Seconds(f * float64(time.Second))
+	return nil
+}
+
+// String is the duration's.
+func (s Seconds) String() string { return time.Duration(s).String() }
