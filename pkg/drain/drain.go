@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -96,6 +97,9 @@ type Result struct {
 	// ended early.
 	Remaining []string
 	DryRun    bool
+	// Overridden are the pods deleted despite their PodDisruptionBudget
+	// (graceful-override), as namespace/name.
+	Overridden []string
 }
 
 // ErrDeadline is returned when the deadline passed with pods remaining.
@@ -142,9 +146,14 @@ func New(client kubernetes.Interface, pods PodIndex, events EventRecorder, reg p
 	return &Drainer{client: client, pods: pods, events: events, metrics: newMetrics(reg, r.deadlineUsed), log: log, clock: clk, opts: opts, running: r}
 }
 
-// Drain evicts every evictable pod of req.Node, non-critical pods before
-// critical ones, and waits for them to be gone. It returns ErrDeadline
-// (wrapped) if the deadline passes first, and ctx's error if ctx ends.
+// Drain follows the plan of req.Node (see Sort): after the load-balancer
+// delay, it evicts the evictable pods group by group (non-critical,
+// critical, then DaemonSet pods if asked), each group once the one before
+// is gone, with grace periods clamped to the deadline. Under
+// graceful-override, a pod its budget still protects at OverrideAt is
+// deleted with the grace it has left. It returns ErrDeadline (wrapped) if
+// pods remain when the deadline, less half the margin, passes, and ctx's
+// error if ctx ends.
 func (d *Drainer) Drain(ctx context.Context, req Request) (res Result, err error) {
 	d.metrics.draining.Inc()
 	start := d.clock.Now()
@@ -157,56 +166,69 @@ func (d *Drainer) Drain(ctx context.Context, req Request) (res Result, err error
 		d.metrics.duration.WithLabelValues(req.Kind, result).Observe(d.clock.Since(start).Seconds())
 	}()
 	res = Result{Skipped: map[string]int{}, DryRun: d.opts.DryRun}
-	if !req.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, req.Deadline)
-		defer cancel()
-	}
 	pods, err := d.pods.OnNode(req.Node)
 	if err != nil {
 		return res, fmt.Errorf("listing pods of node %s: %w", req.Node, err)
 	}
-	var toEvict, toWait []*corev1.Pod
-	for _, p := range pods {
-		switch v, rule := Classify(p, d.opts.Self); v {
-		case Evict:
-			toEvict = append(toEvict, p)
-		case WaitOnly:
-			toWait = append(toWait, p)
-		default:
-			res.Skipped[rule]++
-			d.metrics.skipped.WithLabelValues(rule).Inc()
-		}
+	sorted := Sort(pods, d.opts)
+	for rule, skipped := range sorted.Skipped {
+		res.Skipped[rule] += len(skipped)
+		d.metrics.skipped.WithLabelValues(rule).Add(float64(len(skipped)))
 	}
+	var evictable []*corev1.Pod
+	for _, g := range sorted.Groups {
+		evictable = append(evictable, g.Pods...)
+	}
+	delay := LBDelay(d.opts.LBDelay, evictable, start, req.Deadline, d.opts.DeadlineMargin)
 	if d.opts.DryRun {
 		now := d.clock.Now()
-		for _, g := range groupByPriority(toEvict) {
-			for _, p := range g {
-				d.log.Info("dry run: would evict pod", "pod", p.Namespace+"/"+p.Name,
-					"critical", IsCritical(p), "grace", ClampGrace(p, now, req.Deadline, d.opts.DeadlineMargin))
+		for _, g := range sorted.Groups {
+			for _, p := range g.Pods {
+				d.log.Info("dry run: would evict pod", "pod", p.Namespace+"/"+p.Name, "group", g.Name,
+					"grace", ClampGrace(p, now.Add(delay), req.Deadline, d.opts.DeadlineMargin))
 			}
 		}
 		return res, nil
 	}
+	// Nothing happens after the deadline less half the margin: give up
+	// then, so the result is reported while the node still runs.
+	if !req.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, req.Deadline.Add(-d.opts.DeadlineMargin/2))
+		defer cancel()
+	}
+	fail := func(err error) (Result, error) {
+		res.Remaining = d.remaining(pods)
+		d.metrics.overdue.Add(float64(len(res.Remaining)))
+		if ctx.Err() == context.DeadlineExceeded {
+			return res, fmt.Errorf("%w: %d pods on %s", ErrDeadline, len(res.Remaining), req.Node)
+		}
+		return res, err
+	}
+	if delay > 0 && len(evictable) > 0 {
+		d.log.Info("waiting for load balancers to stop sending the node connections", "node", req.Node,
+			"delay", delay, "configured", d.opts.LBDelay)
+		select {
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		case <-d.clock.After(delay):
+		}
+	}
 	// Pods already terminating are waited for with the first group.
-	groups := groupByPriority(toEvict)
-	if len(groups) == 0 && len(toWait) > 0 {
-		groups = [][]*corev1.Pod{nil}
+	groups := sorted.Groups
+	if len(groups) == 0 && len(sorted.Terminating) > 0 {
+		groups = []Group{{}}
 	}
 	for i, g := range groups {
-		wait := g
+		wait := g.Pods
 		if i == 0 {
-			wait = append(append([]*corev1.Pod(nil), g...), toWait...)
+			wait = append(slices.Clone(g.Pods), sorted.Terminating...)
 		}
-		n, err := d.drainGroup(ctx, req, g, wait)
+		n, overridden, err := d.drainGroup(ctx, req, start, g.Pods, wait)
 		res.Evicted += n
+		res.Overridden = append(res.Overridden, overridden...)
 		if err != nil {
-			res.Remaining = d.remaining(pods)
-			d.metrics.overdue.Add(float64(len(res.Remaining)))
-			if ctx.Err() == context.DeadlineExceeded && (req.Deadline.IsZero() || !d.clock.Now().Before(req.Deadline)) {
-				return res, fmt.Errorf("%w: %d pods on %s", ErrDeadline, len(res.Remaining), req.Node)
-			}
-			return res, err
+			return fail(err)
 		}
 	}
 	return res, nil
@@ -214,12 +236,13 @@ func (d *Drainer) Drain(ctx context.Context, req Request) (res Result, err error
 
 // drainGroup evicts pods concurrently and waits until every pod of wait is
 // gone.
-func (d *Drainer) drainGroup(ctx context.Context, req Request, pods, wait []*corev1.Pod) (int, error) {
+func (d *Drainer) drainGroup(ctx context.Context, req Request, start time.Time, pods, wait []*corev1.Pod) (int, []string, error) {
 	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		count int
-		sem   = make(chan struct{}, d.opts.Concurrency)
+		wg         sync.WaitGroup
+		mu         sync.Mutex
+		count      int
+		overridden []string
+		sem        = make(chan struct{}, d.opts.Concurrency)
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); wg.Wait() }()
@@ -233,17 +256,23 @@ func (d *Drainer) drainGroup(ctx context.Context, req Request, pods, wait []*cor
 				return
 			}
 			defer func() { <-sem }()
-			if out, err := d.evict(ctx, req, p); err == nil && out == evicted {
-				mu.Lock()
+			out, err := d.evict(ctx, req, start, p)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+			case out == evicted:
 				count++
-				mu.Unlock()
+			case out == deleted:
+				count++
+				overridden = append(overridden, p.Namespace+"/"+p.Name)
 			}
 		}()
 	}
 	err := d.waitGone(ctx, wait)
 	cancel()
 	wg.Wait()
-	return count, err
+	return count, overridden, err
 }
 
 // waitGone returns when every pod has been deleted (or replaced, or has

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/lastcall/lastcall/pkg/node"
 )
 
 // evictOutcome is how one pod's eviction ended.
@@ -20,6 +23,7 @@ type evictOutcome int
 const (
 	evicted evictOutcome = iota // the API accepted the eviction
 	gone                        // the pod was already gone or replaced
+	deleted                     // deleted despite its budget (graceful-override)
 )
 
 // evict asks the Eviction API to remove pod, with a UID precondition so that
@@ -27,9 +31,11 @@ const (
 // says no, or its status is not computed yet) and other errors are retried
 // with capped exponential backoff until ctx ends; 404 and 409 mean the pod
 // is gone.
-func (d *Drainer) evict(ctx context.Context, req Request, pod *corev1.Pod) (evictOutcome, error) {
+func (d *Drainer) evict(ctx context.Context, req Request, start time.Time, pod *corev1.Pod) (evictOutcome, error) {
 	wait := d.opts.RetryInitial
 	blocked := false
+	override := d.opts.Policy == PolicyGracefulOverride && !req.Deadline.IsZero()
+	overrideAt := OverrideAt(pod, start, req.Deadline, d.opts.DeadlineMargin)
 	for attempt := 1; ; attempt++ {
 		grace := ClampGrace(pod, d.clock.Now(), req.Deadline, d.opts.DeadlineMargin)
 		uid := pod.UID
@@ -53,21 +59,33 @@ func (d *Drainer) evict(ctx context.Context, req Request, pod *corev1.Pod) (evic
 		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 			return gone, nil
 		case apierrors.IsTooManyRequests(err):
+			if override && !d.clock.Now().Before(overrideAt) {
+				return d.override(ctx, req, pod, err)
+			}
 			if !blocked {
 				blocked = true
-				d.events.Event(pod, corev1.EventTypeWarning, "EvictionBlocked",
-					"lastcall cannot evict this pod yet: "+err.Error())
-				d.log.Info("eviction blocked, retrying", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+				msg := "lastcall cannot evict this pod yet: " + err.Error()
+				if override {
+					msg += fmt.Sprintf("; it will be deleted anyway at %s, the last moment it can still shut down gracefully before the deadline",
+						overrideAt.UTC().Format(time.RFC3339))
+				}
+				d.events.Event(pod, corev1.EventTypeWarning, "EvictionBlocked", msg)
+				d.log.Info("eviction blocked, retrying", "pod", pod.Namespace+"/"+pod.Name, "err", err, "override_at", overrideAt)
 			}
 		case ctx.Err() != nil:
 			return 0, ctx.Err()
 		default:
 			d.log.Warn("eviction failed, retrying", "pod", pod.Namespace+"/"+pod.Name, "err", err, "attempt", attempt)
 		}
+		pause := jitter(wait)
+		if override && apierrors.IsTooManyRequests(err) {
+			// Wake at the override moment rather than a backoff past it.
+			pause = max(0, min(pause, overrideAt.Sub(d.clock.Now())))
+		}
 		select {
 		case <-ctx.Done():
 			return 0, fmt.Errorf("evicting %s/%s: %w (last answer: %v)", pod.Namespace, pod.Name, ctx.Err(), err)
-		case <-d.clock.After(jitter(wait)):
+		case <-d.clock.After(pause):
 		}
 		wait = min(wait*2, d.opts.RetryMax)
 	}
@@ -89,3 +107,54 @@ func statusCode(err error) string {
 func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
+
+// override deletes a pod its budget still protects, at the last moment it
+// can shut down gracefully: the cloud is about to kill it anyway. blockedBy
+// is the eviction's refusal, which names the budget.
+func (d *Drainer) override(ctx context.Context, req Request, pod *corev1.Pod, blockedBy error) (evictOutcome, error) {
+	grace := ClampGrace(pod, d.clock.Now(), req.Deadline, d.opts.DeadlineMargin)
+	uid := pod.UID
+	err := d.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+		Preconditions: &metav1.Preconditions{UID: &uid}, GracePeriodSeconds: grace,
+	})
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		return gone, nil
+	case err != nil:
+		d.metrics.overrides.WithLabelValues("error").Inc()
+		return 0, fmt.Errorf("deleting %s/%s past its budget: %w", pod.Namespace, pod.Name, err)
+	}
+	d.metrics.overrides.WithLabelValues("deleted").Inc()
+	budget := budgetOf(blockedBy)
+	given := NeededGrace(pod)
+	if grace != nil {
+		given = time.Duration(*grace) * time.Second
+	}
+	msg := fmt.Sprintf("%s still allowed no disruption %s before the deadline: lastcall deleted the pod with %s of grace "+
+		"(policy graceful-override), as the node goes at %s anyway (%s)",
+		budget, req.Deadline.Sub(d.clock.Now()).Round(time.Second), given, req.Deadline.UTC().Format(time.RFC3339), req.Why)
+	d.events.Event(pod, corev1.EventTypeWarning, "DisruptionBudgetOverridden", msg)
+	d.events.Event(node.Ref(req.Node), corev1.EventTypeWarning, "DisruptionBudgetOverridden", pod.Namespace+"/"+pod.Name+": "+msg)
+	d.log.Warn("disruption budget overridden", "pod", pod.Namespace+"/"+pod.Name, "budget", budget, "grace", given,
+		"deadline", req.Deadline)
+	return deleted, nil
+}
+
+// budgetOf names the PodDisruptionBudget an eviction's 429 cites.
+func budgetOf(err error) string {
+	var s apierrors.APIStatus
+	if errors.As(err, &s) && s.Status().Details != nil {
+		for _, c := range s.Status().Details.Causes {
+			if c.Type == policyv1.DisruptionBudgetCause {
+				if m := budgetName.FindStringSubmatch(c.Message); m != nil {
+					return "PodDisruptionBudget " + m[1]
+				}
+			}
+		}
+	}
+	return "its PodDisruptionBudget"
+}
+
+// budgetName matches the eviction API's cause: "The disruption budget web
+// needs 2 healthy pods and has 2 currently".
+var budgetName = regexp.MustCompile(`disruption budget (\S+) needs`)

@@ -11,6 +11,7 @@ type metrics struct {
 	evictions *prometheus.CounterVec
 	skipped   *prometheus.CounterVec
 	overdue   prometheus.Counter
+	overrides *prometheus.CounterVec
 }
 
 // newMetrics registers the package's metrics; deadlineUsed is read at each
@@ -43,6 +44,13 @@ func newMetrics(reg prometheus.Registerer, deadlineUsed func() float64) *metrics
 			Help: "Pods still on a node when its drain deadline passed.",
 		}),
 	}
+	m.overrides = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "pdb_overrides_total",
+		Help: "Pods deleted despite their PodDisruptionBudget at the last moment they could still shut down gracefully " +
+			"(--pdb-deadline-policy=graceful-override), by outcome (deleted, error).",
+	}, []string{"outcome"})
+	m.overrides.WithLabelValues("deleted")
+	m.overrides.WithLabelValues("error")
 	used := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "drain_deadline_used_ratio",
 		Help: "Of the drains running now, the largest share of its window (start to deadline) already spent: 0 when none runs, 1 at the deadline.",
@@ -55,6 +63,6 @@ func newMetrics(reg prometheus.Registerer, deadlineUsed func() float64) *metrics
 	for _, c := range []string{"201", "404", "409", "429", "error"} {
 		m.evictions.WithLabelValues(c)
 	}
-	reg.MustRegister(m.duration, m.drains, m.draining, m.evictions, m.skipped, m.overdue, used)
+	reg.MustRegister(m.duration, m.drains, m.draining, m.evictions, m.skipped, m.overdue, m.overrides, used)
 	return m
 }

@@ -73,6 +73,16 @@ func TestSpotNoticeDrainsNode(t *testing.T) {
 	if last := deletions[len(deletions)-1]; last.critical == false {
 		t.Errorf("the critical pod was not evicted last: %v", deletions)
 	}
+	// No critical pod was evicted while a non-critical one still ran: in
+	// the watch's order, every non-critical pod was removed before any
+	// critical pod's eviction.
+	for _, c := range deletions {
+		for _, n := range deletions {
+			if c.critical && !n.critical && (n.goneSeq == 0 || n.goneSeq > c.seq) {
+				t.Errorf("critical pod %s evicted (watch event %d) before %s was gone (event %d)", c.name, c.seq, n.name, n.goneSeq)
+			}
+		}
+	}
 	for _, d := range deletions {
 		if d.name[:4] == "slow" {
 			if d.grace == nil || *d.grace > 25 || *d.grace < 20 {
@@ -127,6 +137,10 @@ type deletion struct {
 	critical bool
 	grace    *int64
 	at       time.Time // when the deletion was requested
+	// seq and goneSeq are the positions in the node's pod watch (ordered
+	// by resourceVersion) of the deletion's request and of the pod's
+	// removal; goneSeq is 0 until it is removed.
+	seq, goneSeq int
 }
 
 // watchDeletions records, in order, each pod of node that gets a deletion
@@ -142,19 +156,28 @@ func watchDeletions(t *testing.T, nodeName string) func() []deletion {
 	}
 	var mu sync.Mutex
 	var out []deletion
-	seen := map[string]bool{}
+	seen := map[string]int{} // name → index in out
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		seq := 0
 		for ev := range w.ResultChan() {
+			seq++
 			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || (ev.Type != watch.Modified && ev.Type != watch.Deleted) || p.DeletionTimestamp == nil || seen[p.Name] {
+			if !ok || (ev.Type != watch.Modified && ev.Type != watch.Deleted) || p.DeletionTimestamp == nil {
 				continue
 			}
-			seen[p.Name] = true
 			mu.Lock()
-			out = append(out, deletion{name: p.Name, critical: p.Spec.PriorityClassName != "", grace: p.DeletionGracePeriodSeconds,
-				at: p.DeletionTimestamp.Add(-time.Duration(ptrOr(p.DeletionGracePeriodSeconds)) * time.Second)})
+			i, known := seen[p.Name]
+			if !known {
+				i = len(out)
+				seen[p.Name] = i
+				out = append(out, deletion{name: p.Name, critical: p.Spec.PriorityClassName != "", grace: p.DeletionGracePeriodSeconds,
+					at: p.DeletionTimestamp.Add(-time.Duration(ptrOr(p.DeletionGracePeriodSeconds)) * time.Second), seq: seq})
+			}
+			if ev.Type == watch.Deleted {
+				out[i].goneSeq = seq
+			}
 			mu.Unlock()
 		}
 	}()

@@ -1,0 +1,126 @@
+package drain
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+func withGrace(s int64) func(*corev1.Pod) {
+	return func(p *corev1.Pod) { p.Spec.TerminationGracePeriodSeconds = &s }
+}
+
+func TestOverrideAt(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		grace    int64
+		deadline time.Duration
+		want     time.Duration // after start
+	}{
+		{"grace fits: the last moment it can shut down", 10, 2 * time.Minute, 2*time.Minute - 5*time.Second - 10*time.Second},
+		{"default 30 s grace, 2 min", 30, 2 * time.Minute, 85 * time.Second},
+		{"grace over half the window: half of it", 30, 30 * time.Second, 12500 * time.Millisecond},
+		{"grace far beyond the window: still half", 300, 30 * time.Second, 12500 * time.Millisecond},
+		{"deadline inside the margin: at once", 10, 3 * time.Second, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := OverrideAt(pod("p", withGrace(tc.grace)), start, start.Add(tc.deadline), 5*time.Second)
+			if want := start.Add(tc.want); !got.Equal(want) {
+				t.Errorf("OverrideAt = +%v, want +%v", got.Sub(start), tc.want)
+			}
+		})
+	}
+}
+
+func TestLBDelay(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	pods := []*corev1.Pod{pod("a", withGrace(30)), pod("b", withGrace(10))}
+	for _, tc := range []struct {
+		name       string
+		configured time.Duration
+		deadline   time.Duration // after start; 0: none
+		want       time.Duration
+	}{
+		{"off", 0, 2 * time.Minute, 0},
+		{"room for it", 15 * time.Second, 2 * time.Minute, 15 * time.Second},
+		{"a long delay that still fits", 60 * time.Second, 2 * time.Minute, 60 * time.Second},
+		{"shortened so the longest grace (30 s) still fits", 60 * time.Second, 50 * time.Second, 15 * time.Second},
+		{"no room at all", 15 * time.Second, 30 * time.Second, 0},
+		{"no deadline", 15 * time.Second, 0, 15 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var deadline time.Time
+			if tc.deadline > 0 {
+				deadline = start.Add(tc.deadline)
+			}
+			got := LBDelay(tc.configured, pods, start, deadline, 5*time.Second)
+			if got != tc.want {
+				t.Errorf("LBDelay = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSort(t *testing.T) {
+	ds := func(p *corev1.Pod) {
+		p.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", Name: "logs", Controller: new(true)}}
+	}
+	critical := func(p *corev1.Pod) { p.Spec.PriorityClassName = "system-node-critical" }
+	terminating := func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{} }
+	pods := []*corev1.Pod{pod("web"), pod("dns", critical), pod("logs", ds), pod("old", terminating)}
+	for _, tc := range []struct {
+		name   string
+		opts   Options
+		groups []string
+	}{
+		{"daemonsets stay", Options{}, []string{GroupNonCritical + ":web", GroupCritical + ":dns"}},
+		{"daemonsets last", Options{EvictDaemonSets: true}, []string{GroupNonCritical + ":web", GroupCritical + ":dns", GroupDaemonSet + ":logs"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := Sort(pods, tc.opts)
+			var got []string
+			for _, g := range s.Groups {
+				for _, p := range g.Pods {
+					got = append(got, g.Name+":"+p.Name)
+				}
+			}
+			if len(got) != len(tc.groups) {
+				t.Fatalf("groups %v, want %v", got, tc.groups)
+			}
+			for i := range got {
+				if got[i] != tc.groups[i] {
+					t.Errorf("groups %v, want %v", got, tc.groups)
+				}
+			}
+			if len(s.Terminating) != 1 || s.Terminating[0].Name != "old" {
+				t.Errorf("terminating %v, want old", s.Terminating)
+			}
+			if _, skipped := s.Skipped["daemonset"]; skipped == tc.opts.EvictDaemonSets {
+				t.Errorf("daemonset skipped: %v with EvictDaemonSets %v", skipped, tc.opts.EvictDaemonSets)
+			}
+		})
+	}
+}
+
+func TestBudgetOf(t *testing.T) {
+	refused := apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 0)
+	refused.ErrStatus.Details = &metav1.StatusDetails{Causes: []metav1.StatusCause{{
+		Type: policyv1.DisruptionBudgetCause, Message: "The disruption budget web needs 2 healthy pods and has 2 currently",
+	}}}
+	if got := budgetOf(refused); got != "PodDisruptionBudget web" {
+		t.Errorf("budgetOf = %q", got)
+	}
+	for _, err := range []error{errors.New("x"), apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, "p"),
+		apierrors.NewTooManyRequests("no causes", 1)} {
+		if got := budgetOf(err); got != "its PodDisruptionBudget" {
+			t.Errorf("budgetOf(%v) = %q", err, got)
+		}
+	}
+}

@@ -1,0 +1,146 @@
+package plan
+
+import (
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/lastcall/lastcall/pkg/drain"
+)
+
+var now = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+func mkPod(name string, grace int64, mutate ...func(*corev1.Pod)) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: map[string]string{"app": name},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: name + "-rs", Controller: new(true)}}},
+		Spec:   corev1.PodSpec{TerminationGracePeriodSeconds: &grace, Containers: []corev1.Container{{Name: "c"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	for _, m := range mutate {
+		m(p)
+	}
+	return p
+}
+
+func budget(app string, allowed int32) *policyv1.PodDisruptionBudget {
+	return &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "shop"},
+		Spec:       policyv1.PodDisruptionBudgetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}},
+		Status:     policyv1.PodDisruptionBudgetStatus{DisruptionsAllowed: allowed},
+	}
+}
+
+func service(app string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "shop"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": app}}}
+}
+
+func reasons(p Pod) []Reason {
+	var out []Reason
+	for _, b := range p.Blockers {
+		out = append(out, b.Reason)
+	}
+	return out
+}
+
+func TestBuild(t *testing.T) {
+	preStop := func(p *corev1.Pod) {
+		p.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 5}}}
+	}
+	bare := func(p *corev1.Pod) { p.OwnerReferences = nil }
+	scratch := func(p *corev1.Pod) {
+		p.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	}
+	critical := func(p *corev1.Pod) { p.Spec.PriorityClassName = "system-cluster-critical" }
+	in := Inputs{
+		Node: "n1", Now: now, Deadline: now.Add(2 * time.Minute),
+		Pods: []*corev1.Pod{
+			mkPod("web", 30, preStop), mkPod("api", 20), mkPod("stuck", 10), mkPod("job", 30, bare),
+			mkPod("cache", 30, scratch, preStop), mkPod("batch", 300), mkPod("dns", 30, critical),
+		},
+		Budgets:  []*policyv1.PodDisruptionBudget{budget("stuck", 0), budget("web", 1), {ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: "elsewhere"}}},
+		Services: []*corev1.Service{service("web"), service("api")},
+	}
+	o := drain.DefaultOptions()
+	p := Build(in, o)
+
+	got := map[string][]Reason{}
+	for _, g := range p.Groups {
+		for _, pod := range g.Pods {
+			got[pod.Name] = reasons(pod)
+		}
+	}
+	want := map[string][]Reason{
+		"web": nil, "api": {ReasonNoPreStop}, "stuck": {ReasonPDB}, "job": {ReasonNoController},
+		"cache": {ReasonEmptyDir}, "batch": {ReasonGraceTooLong},
+		// Critical pods go once the others are gone, and batch may take
+		// the whole window: dns would be cut short too.
+		"dns": {ReasonGraceTooLong},
+	}
+	for name, w := range want {
+		if !slices.Equal(got[name], w) {
+			t.Errorf("%s: blockers %v, want %v", name, got[name], w)
+		}
+	}
+	if len(p.Groups) != 2 || p.Groups[0].Name != drain.GroupNonCritical || p.Groups[1].Name != drain.GroupCritical {
+		t.Fatalf("groups %+v", p.Groups)
+	}
+	// batch asks for 300 s and would have 115, leaving dns nothing: the
+	// plan does not fit.
+	if p.Fits || len(p.Problems) != 2 {
+		t.Errorf("fits %v, problems %q; want two (batch's and dns's grace)", p.Fits, p.Problems)
+	}
+	for _, pod := range p.Groups[0].Pods {
+		switch pod.Name {
+		case "batch":
+			if time.Duration(pod.Clamped) != 115*time.Second {
+				t.Errorf("batch clamped to %v, want 1m55s", pod.Clamped)
+			}
+		case "stuck":
+			if pod.OverrideAt == nil || !pod.OverrideAt.Equal(now.Add(105*time.Second)) {
+				t.Errorf("stuck overridden at %v, want +1m45s", pod.OverrideAt)
+			}
+		}
+	}
+	if len(p.Budgets) != 1 || p.Budgets[0].Name != "stuck" || !slices.Equal(p.Budgets[0].Pods, []string{"stuck"}) {
+		t.Errorf("blocking budgets %+v, want stuck", p.Budgets)
+	}
+	c := p.Counts()
+	if len(c) != len(Reasons) || c[ReasonPDB] != 1 || c[ReasonNoPreStop] != 1 || c[ReasonGraceTooLong] != 2 {
+		t.Errorf("counts %v", c)
+	}
+
+	// Under respect the budget is a problem too; without batch and the
+	// budget, the plan fits.
+	o.Policy = drain.PolicyRespect
+	if p := Build(in, o); p.Fits || len(p.Problems) != 3 {
+		t.Errorf("respect: fits %v, problems %q; want three", p.Fits, p.Problems)
+	}
+	in.Pods = in.Pods[:2]
+	if p := Build(in, o); !p.Fits || len(p.Problems) != 0 || !p.Finish.Equal(now.Add(30*time.Second)) {
+		t.Errorf("clean node: fits %v, finish +%v, problems %q", p.Fits, p.Finish.Sub(now), p.Problems)
+	}
+
+	// Durations are seconds in JSON.
+	b, err := json.Marshal(Build(in, o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back struct {
+		Margin float64 `json:"marginSeconds"`
+		Groups []struct {
+			Pods []struct {
+				Grace float64 `json:"graceSeconds"`
+			} `json:"pods"`
+		} `json:"groups"`
+	}
+	if err := json.Unmarshal(b, &back); err != nil || back.Margin != 5 || back.Groups[0].Pods[0].Grace == 0 {
+		t.Errorf("JSON %s: %v", b, err)
+	}
+}
