@@ -273,8 +273,8 @@ func (a *Agent) finish(ctx context.Context, out drainOutcome) {
 	case "success", "dry_run":
 		a.drained[out.event.ID] = true
 		log.Info("drain finished")
-		a.nodeEvent(corev1.EventTypeNormal, "DrainCompleted", "drained in %s: %d pods evicted%s",
-			out.took.Round(time.Millisecond), out.res.Evicted, skipped(out.res.Skipped))
+		a.nodeEvent(corev1.EventTypeNormal, "DrainCompleted", "drained in %s: %s",
+			out.took.Round(time.Millisecond), out.res.Summary())
 		if result == "success" {
 			a.acknowledge(ctx, out.event)
 		}
@@ -383,19 +383,6 @@ func changes(ch node.Change) string {
 		return "nothing to change"
 	}
 	return strings.Join(parts, ", ")
-}
-
-func skipped(m map[string]int) string {
-	if len(m) == 0 {
-		return ""
-	}
-	var parts []string
-	for _, rule := range []string{"daemonset", "mirror", "self", "completed"} {
-		if n := m[rule]; n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n, rule))
-		}
-	}
-	return ", left in place: " + strings.Join(parts, ", ")
 }
 
 func first(s []string, n int) []string { return s[:min(len(s), n)] }

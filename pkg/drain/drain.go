@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -313,4 +314,23 @@ func (d *Drainer) remaining(pods []*corev1.Pod) []string {
 		}
 	}
 	return left
+}
+
+// Summary says what a drain did, for Events: "14 pods evicted, 1 deleted
+// past its PodDisruptionBudget (shop/db-0), left in place: 2 daemonset".
+func (r Result) Summary() string {
+	s := fmt.Sprintf("%d pods evicted", r.Evicted-len(r.Overridden))
+	if n := len(r.Overridden); n > 0 {
+		s += fmt.Sprintf(", %d deleted past its PodDisruptionBudget (%s)", n, strings.Join(r.Overridden[:min(n, 5)], ", "))
+	}
+	var left []string
+	for _, rule := range []string{"daemonset", "mirror", "self", "completed"} {
+		if n := r.Skipped[rule]; n > 0 {
+			left = append(left, fmt.Sprintf("%d %s", n, rule))
+		}
+	}
+	if len(left) > 0 {
+		s += ", left in place: " + strings.Join(left, ", ")
+	}
+	return s
 }

@@ -124,3 +124,18 @@ func TestBudgetOf(t *testing.T) {
 		}
 	}
 }
+
+func TestResultSummary(t *testing.T) {
+	for _, tc := range []struct {
+		res  Result
+		want string
+	}{
+		{Result{Evicted: 3}, "3 pods evicted"},
+		{Result{Evicted: 4, Overridden: []string{"shop/db-0"}, Skipped: map[string]int{"daemonset": 2, "self": 1}},
+			"3 pods evicted, 1 deleted past its PodDisruptionBudget (shop/db-0), left in place: 2 daemonset, 1 self"},
+	} {
+		if got := tc.res.Summary(); got != tc.want {
+			t.Errorf("Summary = %q, want %q", got, tc.want)
+		}
+	}
+}

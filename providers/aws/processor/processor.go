@@ -295,7 +295,7 @@ func (p *Processor) drainOnce(ctx context.Context, msg messages.Message, ev inte
 		p.nodeEvent(name, corev1.EventTypeWarning, "DrainFailed", "drain ended after %s with %d pods left: %v", took.Round(time.Millisecond), len(res.Remaining), err)
 	} else {
 		log.Info("drain finished", "took", took, "evicted", res.Evicted)
-		p.nodeEvent(name, corev1.EventTypeNormal, "DrainCompleted", "drained in %s: %d pods evicted", took.Round(time.Millisecond), res.Evicted)
+		p.nodeEvent(name, corev1.EventTypeNormal, "DrainCompleted", "drained in %s: %s", took.Round(time.Millisecond), res.Summary())
 	}
 	if err := p.client.RecordDrain(context.WithoutCancel(ctx), name, ev.ID, result); err != nil {
 		log.Warn("recording drain result on node failed", "err", err)
