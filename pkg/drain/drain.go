@@ -182,11 +182,11 @@ func (d *Drainer) Drain(ctx context.Context, req Request) (res Result, err error
 	}
 	delay := LBDelay(d.opts.LBDelay, evictable, start, req.Deadline, d.opts.DeadlineMargin)
 	if d.opts.DryRun {
-		now := d.clock.Now()
-		for _, g := range sorted.Groups {
+		ends := GroupEnds(sorted.Groups, start, req.Deadline, d.opts.DeadlineMargin)
+		for i, g := range sorted.Groups {
 			for _, p := range g.Pods {
 				d.log.Info("dry run: would evict pod", "pod", p.Namespace+"/"+p.Name, "group", g.Name,
-					"grace", ClampGrace(p, now.Add(delay), req.Deadline, d.opts.DeadlineMargin))
+					"grace", ClampGrace(p, start.Add(delay), ends[i], 0))
 			}
 		}
 		return res, nil
@@ -220,12 +220,13 @@ func (d *Drainer) Drain(ctx context.Context, req Request) (res Result, err error
 	if len(groups) == 0 && len(sorted.Terminating) > 0 {
 		groups = []Group{{}}
 	}
+	ends := GroupEnds(groups, start, req.Deadline, d.opts.DeadlineMargin)
 	for i, g := range groups {
 		wait := g.Pods
 		if i == 0 {
 			wait = append(slices.Clone(g.Pods), sorted.Terminating...)
 		}
-		n, overridden, err := d.drainGroup(ctx, req, start, g.Pods, wait)
+		n, overridden, err := d.drainGroup(ctx, req, start, ends[i], g.Pods, wait)
 		res.Evicted += n
 		res.Overridden = append(res.Overridden, overridden...)
 		if err != nil {
@@ -235,9 +236,9 @@ func (d *Drainer) Drain(ctx context.Context, req Request) (res Result, err error
 	return res, nil
 }
 
-// drainGroup evicts pods concurrently and waits until every pod of wait is
-// gone.
-func (d *Drainer) drainGroup(ctx context.Context, req Request, start time.Time, pods, wait []*corev1.Pod) (int, []string, error) {
+// drainGroup evicts pods concurrently, each gone by end (see GroupEnds), and
+// waits until every pod of wait is gone.
+func (d *Drainer) drainGroup(ctx context.Context, req Request, start, end time.Time, pods, wait []*corev1.Pod) (int, []string, error) {
 	var (
 		wg         sync.WaitGroup
 		mu         sync.Mutex
@@ -257,7 +258,7 @@ func (d *Drainer) drainGroup(ctx context.Context, req Request, start time.Time, 
 				return
 			}
 			defer func() { <-sem }()
-			out, err := d.evict(ctx, req, start, p)
+			out, err := d.evict(ctx, req, start, end, p)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

@@ -26,18 +26,19 @@ const (
 	deleted                     // deleted despite its budget (graceful-override)
 )
 
-// evict asks the Eviction API to remove pod, with a UID precondition so that
+// evict asks the Eviction API to remove pod, with a grace period that ends
+// by end (the pod's group's end: see GroupEnds), with a UID precondition so that
 // a replacement of the same name is never hit. A 429 (a PodDisruptionBudget
 // says no, or its status is not computed yet) and other errors are retried
 // with capped exponential backoff until ctx ends; 404 and 409 mean the pod
 // is gone.
-func (d *Drainer) evict(ctx context.Context, req Request, start time.Time, pod *corev1.Pod) (evictOutcome, error) {
+func (d *Drainer) evict(ctx context.Context, req Request, start, end time.Time, pod *corev1.Pod) (evictOutcome, error) {
 	wait := d.opts.RetryInitial
 	blocked := false
-	override := d.opts.Policy == PolicyGracefulOverride && !req.Deadline.IsZero()
-	overrideAt := OverrideAt(pod, start, req.Deadline, d.opts.DeadlineMargin)
+	override := d.opts.Policy == PolicyGracefulOverride && !end.IsZero()
+	overrideAt := OverrideAt(pod, start, end, 0)
 	for attempt := 1; ; attempt++ {
-		grace := ClampGrace(pod, d.clock.Now(), req.Deadline, d.opts.DeadlineMargin)
+		grace := ClampGrace(pod, d.clock.Now(), end, 0)
 		uid := pod.UID
 		err := d.client.PolicyV1().Evictions(pod.Namespace).Evict(ctx, &policyv1.Eviction{
 			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
@@ -60,7 +61,7 @@ func (d *Drainer) evict(ctx context.Context, req Request, start time.Time, pod *
 			return gone, nil
 		case apierrors.IsTooManyRequests(err):
 			if override && !d.clock.Now().Before(overrideAt) {
-				return d.override(ctx, req, pod, err)
+				return d.override(ctx, req, end, pod, err)
 			}
 			if !blocked {
 				blocked = true
@@ -111,8 +112,8 @@ func jitter(d time.Duration) time.Duration {
 // override deletes a pod its budget still protects, at the last moment it
 // can shut down gracefully: the cloud is about to kill it anyway. blockedBy
 // is the eviction's refusal, which names the budget.
-func (d *Drainer) override(ctx context.Context, req Request, pod *corev1.Pod, blockedBy error) (evictOutcome, error) {
-	grace := ClampGrace(pod, d.clock.Now(), req.Deadline, d.opts.DeadlineMargin)
+func (d *Drainer) override(ctx context.Context, req Request, end time.Time, pod *corev1.Pod, blockedBy error) (evictOutcome, error) {
+	grace := ClampGrace(pod, d.clock.Now(), end, 0)
 	uid := pod.UID
 	err := d.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
 		Preconditions: &metav1.Preconditions{UID: &uid}, GracePeriodSeconds: grace,

@@ -66,3 +66,27 @@ func LBDelay(configured time.Duration, pods []*corev1.Pod, start, deadline time.
 	room := deadline.Add(-margin).Sub(start) - longest
 	return max(0, min(configured, room))
 }
+
+// GroupEnds is, for each group, when its pods must be gone: the deadline
+// less the margin, less the grace periods the later groups need (the
+// longest of each), so that critical pods still shut down gracefully after
+// the others. The reserve is at most half the window (start to the
+// deadline less the margin). Without a deadline every end is zero.
+func GroupEnds(groups []Group, start, deadline time.Time, margin time.Duration) []time.Time {
+	ends := make([]time.Time, len(groups))
+	if deadline.IsZero() {
+		return ends
+	}
+	end := deadline.Add(-margin)
+	half := max(0, end.Sub(start)/2)
+	var reserve time.Duration
+	for i := len(groups) - 1; i >= 0; i-- {
+		ends[i] = end.Add(-min(reserve, half))
+		var longest time.Duration
+		for _, p := range groups[i].Pods {
+			longest = max(longest, NeededGrace(p))
+		}
+		reserve += longest
+	}
+	return ends
+}

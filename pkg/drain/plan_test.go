@@ -139,3 +139,36 @@ func TestResultSummary(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupEnds(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	groups := []Group{
+		{Name: GroupNonCritical, Pods: []*corev1.Pod{pod("a", withGrace(10)), pod("b", withGrace(60))}},
+		{Name: GroupCritical, Pods: []*corev1.Pod{pod("dns", withGrace(30))}},
+		{Name: GroupDaemonSet, Pods: []*corev1.Pod{pod("logs", withGrace(5))}},
+	}
+	for _, tc := range []struct {
+		name     string
+		deadline time.Duration
+		want     []time.Duration // after start
+	}{
+		// 115 s window: the daemonset group gets 5 s, critical 30 s more.
+		{"2 min", 2 * time.Minute, []time.Duration{80 * time.Second, 110 * time.Second, 115 * time.Second}},
+		// 25 s window: reserves are capped at half of it.
+		{"30 s", 30 * time.Second, []time.Duration{12500 * time.Millisecond, 20 * time.Second, 25 * time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := GroupEnds(groups, start, start.Add(tc.deadline), 5*time.Second)
+			for i := range got {
+				if want := start.Add(tc.want[i]); !got[i].Equal(want) {
+					t.Errorf("group %s ends at +%v, want +%v", groups[i].Name, got[i].Sub(start), tc.want[i])
+				}
+			}
+		})
+	}
+	for _, end := range GroupEnds(groups, start, time.Time{}, 5*time.Second) {
+		if !end.IsZero() {
+			t.Errorf("no deadline: end %v, want zero", end)
+		}
+	}
+}

@@ -67,11 +67,14 @@ type Plan struct {
 	LBDelay Seconds   `json:"lbDelaySeconds"`
 	Groups  []Group   `json:"groups"`
 	Skipped []Skipped `json:"skipped"`
+	// Terminating pods are already going; the first group waits for them.
+	Terminating []Skipped `json:"terminating"`
 	// Budgets are the PodDisruptionBudgets covering pods here that allow
 	// no disruption now.
 	Budgets []Budget `json:"blockingBudgets"`
 	// Finish is when the last pod would be gone if every pod used its
-	// whole grace period, which is what it asks for.
+	// whole grace period, which is what it asks for, each group starting
+	// once the one before is gone (cut short at its end).
 	Finish time.Time `json:"estimatedFinish"`
 	// Fits says whether the drain finishes by Deadline less Margin with
 	// every pod shut down gracefully.
@@ -84,7 +87,10 @@ type Plan struct {
 type Group struct {
 	Name  string    `json:"name"`
 	Start time.Time `json:"estimatedStart"`
-	Pods  []Pod     `json:"pods"`
+	// End is when the group's pods must be gone, leaving the later
+	// groups their grace periods (zero without a deadline).
+	End  time.Time `json:"end"`
+	Pods []Pod     `json:"pods"`
 }
 
 // Pod is one pod's part in the plan.
@@ -127,7 +133,7 @@ type Budget struct {
 // the drain's options.
 func Build(in Inputs, o drain.Options) Plan {
 	p := Plan{Node: in.Node, Now: in.Now, Deadline: in.Deadline, Margin: Seconds(o.DeadlineMargin), Policy: o.Policy,
-		Groups: []Group{}, Skipped: []Skipped{}, Budgets: []Budget{}, Problems: []string{}}
+		Groups: []Group{}, Skipped: []Skipped{}, Terminating: []Skipped{}, Budgets: []Budget{}, Problems: []string{}}
 	sorted := drain.Sort(in.Pods, o)
 	for rule, pods := range sorted.Skipped {
 		for _, pod := range pods {
@@ -143,20 +149,36 @@ func Build(in Inputs, o drain.Options) Plan {
 	}
 	lbDelay := drain.LBDelay(o.LBDelay, evictable, in.Now, in.Deadline, o.DeadlineMargin)
 	p.LBDelay = Seconds(lbDelay)
-	end := in.Deadline.Add(-o.DeadlineMargin)
 	budgets := map[string]*Budget{}
 	start := in.Now.Add(lbDelay)
-	for _, g := range sorted.Groups {
-		group := Group{Name: g.Name, Start: start}
-		finish := start
+	ends := drain.GroupEnds(sorted.Groups, in.Now, in.Deadline, o.DeadlineMargin)
+	// A pod already terminating holds the first group until it is gone.
+	for _, pod := range sorted.Terminating {
+		p.Terminating = append(p.Terminating, Skipped{Namespace: pod.Namespace, Name: pod.Name, Rule: "terminating"})
+	}
+	slices.SortFunc(p.Terminating, func(a, b Skipped) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	finish := start // every pod gone, each using its whole grace
+	for gi, g := range sorted.Groups {
+		end := ends[gi]
+		group := Group{Name: g.Name, Start: start, End: end}
+		next := start // when the drain moves on: pods gone, cut at end
+		if gi == 0 {
+			for _, pod := range sorted.Terminating {
+				if pod.DeletionTimestamp != nil {
+					next = later(next, pod.DeletionTimestamp.Time)
+				}
+			}
+		}
 		for _, pod := range sortPods(g.Pods) {
 			grace := drain.NeededGrace(pod)
 			pp := Pod{Namespace: pod.Namespace, Name: pod.Name, Controller: controller(pod), Grace: Seconds(grace), Clamped: Seconds(grace)}
-			if c := drain.ClampGrace(pod, start, in.Deadline, o.DeadlineMargin); c != nil {
+			if c := drain.ClampGrace(pod, start, end, 0); c != nil {
 				pp.Clamped = Seconds(time.Duration(*c) * time.Second)
 			}
 			pp.Blockers = blockers(pod, in, start, end)
-			gone := start.Add(grace)
+			from := start // when the pod is told to stop
 			for _, b := range blockingBudgets(pod, in.Budgets) {
 				key := b.Namespace + "/" + b.Name
 				if budgets[key] == nil {
@@ -169,28 +191,39 @@ func Build(in Inputs, o drain.Options) Plan {
 			if slices.ContainsFunc(pp.Blockers, func(b Blocker) bool { return b.Reason == ReasonPDB }) {
 				switch {
 				case o.Policy == drain.PolicyGracefulOverride && !in.Deadline.IsZero():
-					at := drain.OverrideAt(pod, in.Now, in.Deadline, o.DeadlineMargin)
+					at := drain.OverrideAt(pod, in.Now, end, 0)
 					pp.OverrideAt = &at
-					gone = at.Add(min(grace, end.Sub(at)))
+					from = at
+					left := max(0, end.Sub(at))
+					pp.Clamped = Seconds(min(grace, left))
+					if grace > left {
+						p.Problems = append(p.Problems, "pod "+pod.Namespace+"/"+pod.Name+" is blocked by its PodDisruptionBudget until "+
+							at.Sub(in.Now).Round(time.Second).String()+" from now, then has "+left.Round(time.Second).String()+" of the "+grace.String()+" it asks for")
+					}
 				default:
 					p.Problems = append(p.Problems, "pod "+pod.Namespace+"/"+pod.Name+" is blocked by its PodDisruptionBudget and the policy is "+string(o.Policy))
 				}
-			}
-			if grace > end.Sub(start) && !in.Deadline.IsZero() {
+			} else if !in.Deadline.IsZero() && grace > end.Sub(start) {
 				p.Problems = append(p.Problems, "pod "+pod.Namespace+"/"+pod.Name+" asks for "+grace.String()+
 					" to shut down and would have "+max(0, end.Sub(start)).String())
 			}
-			finish = later(finish, gone)
+			finish = later(finish, from.Add(grace))
+			gone := from.Add(time.Duration(pp.Clamped))
+			if !in.Deadline.IsZero() && gone.After(end) {
+				gone = later(end, from)
+			}
+			next = later(next, gone)
 			group.Pods = append(group.Pods, pp)
 		}
 		p.Groups = append(p.Groups, group)
-		start = finish
+		start = next
 	}
-	p.Finish = start
+	p.Finish = finish
 	for _, k := range slices.Sorted(maps.Keys(budgets)) {
 		slices.Sort(budgets[k].Pods)
 		p.Budgets = append(p.Budgets, *budgets[k])
 	}
+	end := in.Deadline.Add(-o.DeadlineMargin)
 	p.Fits = len(p.Problems) == 0 && (in.Deadline.IsZero() || !p.Finish.After(end))
 	if len(p.Problems) == 0 && !p.Fits {
 		p.Problems = append(p.Problems, "the last pod would be gone at "+p.Finish.UTC().Format(time.RFC3339)+", after "+end.UTC().Format(time.RFC3339))
@@ -249,7 +282,8 @@ func blockingBudgets(pod *corev1.Pod, budgets []*policyv1.PodDisruptionBudget) [
 			continue
 		}
 		sel, err := metav1.LabelSelectorAsSelector(b.Spec.Selector)
-		if err != nil || sel.Empty() || !sel.Matches(labels.Set(pod.Labels)) {
+		// A nil selector matches nothing; an empty one, every pod.
+		if err != nil || !sel.Matches(labels.Set(pod.Labels)) {
 			continue
 		}
 		out = append(out, b)

@@ -79,9 +79,9 @@ func TestBuild(t *testing.T) {
 	want := map[string][]Reason{
 		"web": nil, "api": {ReasonNoPreStop}, "stuck": {ReasonPDB}, "job": {ReasonNoController},
 		"cache": {ReasonEmptyDir}, "batch": {ReasonGraceTooLong},
-		// Critical pods go once the others are gone, and batch may take
-		// the whole window: dns would be cut short too.
-		"dns": {ReasonGraceTooLong},
+		// Critical pods go once the others are gone: the non-critical
+		// group must be gone 30 s early so that dns keeps its grace.
+		"dns": nil,
 	}
 	for name, w := range want {
 		if !slices.Equal(got[name], w) {
@@ -91,20 +91,26 @@ func TestBuild(t *testing.T) {
 	if len(p.Groups) != 2 || p.Groups[0].Name != drain.GroupNonCritical || p.Groups[1].Name != drain.GroupCritical {
 		t.Fatalf("groups %+v", p.Groups)
 	}
-	// batch asks for 300 s and would have 115, leaving dns nothing: the
-	// plan does not fit.
-	if p.Fits || len(p.Problems) != 2 {
-		t.Errorf("fits %v, problems %q; want two (batch's and dns's grace)", p.Fits, p.Problems)
+	// batch asks for 300 s and would have 85: the plan does not fit.
+	if p.Fits || len(p.Problems) != 1 {
+		t.Errorf("fits %v, problems %q; want one (batch's grace)", p.Fits, p.Problems)
+	}
+	if want := now.Add(85 * time.Second); !p.Groups[0].End.Equal(want) || !p.Groups[1].End.Equal(now.Add(115*time.Second)) {
+		t.Errorf("group ends +%v, +%v; want +1m25s, +1m55s", p.Groups[0].End.Sub(now), p.Groups[1].End.Sub(now))
+	}
+	// The critical group starts once batch is cut short.
+	if !p.Groups[1].Start.Equal(now.Add(85 * time.Second)) {
+		t.Errorf("critical group starts at +%v, want +1m25s", p.Groups[1].Start.Sub(now))
 	}
 	for _, pod := range p.Groups[0].Pods {
 		switch pod.Name {
 		case "batch":
-			if time.Duration(pod.Clamped) != 115*time.Second {
-				t.Errorf("batch clamped to %v, want 1m55s", pod.Clamped)
+			if time.Duration(pod.Clamped) != 85*time.Second {
+				t.Errorf("batch clamped to %v, want 1m25s", pod.Clamped)
 			}
 		case "stuck":
-			if pod.OverrideAt == nil || !pod.OverrideAt.Equal(now.Add(105*time.Second)) {
-				t.Errorf("stuck overridden at %v, want +1m45s", pod.OverrideAt)
+			if pod.OverrideAt == nil || !pod.OverrideAt.Equal(now.Add(75*time.Second)) {
+				t.Errorf("stuck overridden at %v, want +1m15s", pod.OverrideAt)
 			}
 		}
 	}
@@ -112,15 +118,15 @@ func TestBuild(t *testing.T) {
 		t.Errorf("blocking budgets %+v, want stuck", p.Budgets)
 	}
 	c := p.Counts()
-	if len(c) != len(Reasons) || c[ReasonPDB] != 1 || c[ReasonNoPreStop] != 1 || c[ReasonGraceTooLong] != 2 {
+	if len(c) != len(Reasons) || c[ReasonPDB] != 1 || c[ReasonNoPreStop] != 1 || c[ReasonGraceTooLong] != 1 {
 		t.Errorf("counts %v", c)
 	}
 
 	// Under respect the budget is a problem too; without batch and the
 	// budget, the plan fits.
 	o.Policy = drain.PolicyRespect
-	if p := Build(in, o); p.Fits || len(p.Problems) != 3 {
-		t.Errorf("respect: fits %v, problems %q; want three", p.Fits, p.Problems)
+	if p := Build(in, o); p.Fits || len(p.Problems) != 2 {
+		t.Errorf("respect: fits %v, problems %q; want two", p.Fits, p.Problems)
 	}
 	in.Pods = in.Pods[:2]
 	if p := Build(in, o); !p.Fits || len(p.Problems) != 0 || !p.Finish.Equal(now.Add(30*time.Second)) {

@@ -1,0 +1,95 @@
+package render
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastcall/lastcall/pkg/drain"
+	"github.com/lastcall/lastcall/pkg/plan"
+)
+
+var now = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+
+func TestTable(t *testing.T) {
+	at := now.Add(-3 * time.Second)
+	for _, tc := range []struct {
+		name string
+		p    plan.Plan
+		want []string // lines, in order, among the output's
+	}{
+		{"empty node", plan.Plan{Node: "n", Now: now, Deadline: now.Add(time.Minute), Margin: plan.Seconds(5 * time.Second),
+			Policy: drain.PolicyRespect, Finish: now, Fits: true},
+			[]string{"Deadline:                 2026-03-04T05:07:07Z (in 1m0s)", "Eviction groups", "  none",
+				"PodDisruptionBudgets allowing 0 disruptions", "  none", "Skipped", "  none",
+				"Estimated finish: +0s of 1m0s (deadline less margin at +55s): fits"}},
+		{"no deadline", plan.Plan{Node: "n", Now: now, Finish: now.Add(30 * time.Second), Fits: true},
+			[]string{"Deadline:                 none", "Estimated finish: +30s (no deadline): fits"}},
+		{"each reason once, override in the past", plan.Plan{Node: "n", Now: now, Deadline: now.Add(time.Minute),
+			Groups: []plan.Group{{Name: "non-critical", Start: now, Pods: []plan.Pod{{Namespace: "a", Name: "p", OverrideAt: &at,
+				Blockers: []plan.Blocker{{Reason: plan.ReasonEmptyDir, Detail: "emptyDir volume x is lost"}, {Reason: plan.ReasonPDB},
+					{Reason: plan.ReasonEmptyDir, Detail: "emptyDir volume y is lost"}, {Reason: plan.ReasonPDB}}}}}},
+			Problems: []string{"100% wrong"}},
+			[]string{"a/p             -           0s     0s       pdb-allows-no-disruption (overridden at -3s), emptydir",
+				"a/p             emptyDir volume x is lost", "a/p             emptyDir volume y is lost",
+				"does NOT fit", "  - 100% wrong"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := Write(&b, tc.p, FormatTable); err != nil {
+				t.Fatal(err)
+			}
+			rest := b.String()
+			for _, w := range tc.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("%q missing, or out of order, in:\n%s", w, b.String())
+				}
+				rest = rest[i+len(w):]
+			}
+		})
+	}
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	at := now.Add(85 * time.Second)
+	p := plan.Plan{Node: "n", Now: now, Deadline: now.Add(2 * time.Minute), Margin: plan.Seconds(5 * time.Second), Policy: drain.PolicyGracefulOverride,
+		Groups: []plan.Group{{Name: "non-critical", Start: now, Pods: []plan.Pod{{Namespace: "a", Name: "p", Controller: "ReplicaSet",
+			Grace: plan.Seconds(30 * time.Second), Clamped: plan.Seconds(30 * time.Second), OverrideAt: &at,
+			Blockers: []plan.Blocker{{Reason: plan.ReasonPDB, Detail: "d"}}}}}},
+		Skipped: []plan.Skipped{}, Budgets: []plan.Budget{{Namespace: "a", Name: "b", Pods: []string{"p"}}},
+		Finish: now.Add(2 * time.Minute), Fits: true, Problems: []string{}}
+	var b bytes.Buffer
+	if err := Write(&b, p, FormatJSON); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\n  \"node\": \"n\",\n") || !strings.Contains(b.String(), `"clampedGraceSeconds": 30,`) {
+		t.Errorf("not indented by two spaces, or durations not in seconds:\n%s", b.String())
+	}
+	var back plan.Plan
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, p) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", back, p)
+	}
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+func TestWriteErrors(t *testing.T) {
+	if err := Write(&bytes.Buffer{}, plan.Plan{}, "yaml"); err == nil || !strings.Contains(err.Error(), `"yaml"`) {
+		t.Errorf("unknown format: %v", err)
+	}
+	for _, f := range Formats {
+		if err := Write(failingWriter{}, plan.Plan{Now: now}, f); err == nil {
+			t.Errorf("%s to a broken writer: no error", f)
+		}
+	}
+}
