@@ -17,6 +17,9 @@ import (
 
 func main() {
 	kubemetrics.Install() // before any Kubernetes request
+	if len(os.Args) > 1 && os.Args[1] == "plan" {
+		os.Exit(plan())
+	}
 	opts := app.NewOptions()
 	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
 	opts.AddFlags(fs)
@@ -37,4 +40,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "lastcall:", err)
 		os.Exit(1)
 	}
+}
+
+// plan runs "lastcall plan" (see app.PlanMain) and returns its exit status.
+func plan() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return app.PlanMain(ctx, os.Args[2:], os.Stdout, os.Stderr, os.LookupEnv)
 }

@@ -1,0 +1,276 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/lastcall/lastcall/pkg/drain"
+	"github.com/lastcall/lastcall/pkg/plan"
+	"github.com/lastcall/lastcall/pkg/plan/render"
+	"github.com/lastcall/lastcall/pkg/version"
+)
+
+// The exit statuses of lastcall plan.
+const (
+	// PlanExitFits: the drain would finish before the deadline less the
+	// margin, every pod shut down gracefully.
+	PlanExitFits = 0
+	// PlanExitNoFit: it would not; the plan's problems say why.
+	PlanExitNoFit = 1
+	// PlanExitUsage: bad flags, or no such node.
+	PlanExitUsage = 2
+	// PlanExitCluster: the cluster could not be read (no usable
+	// configuration, an unreachable or refusing API server), or the plan
+	// could not be written.
+	PlanExitCluster = 3
+)
+
+const planUsage = `Usage: lastcall plan --node NAME [--deadline 2m] [-o table|json] [flags]
+
+Prints the drain lastcall would follow right now if node NAME had to be
+empty --deadline from now: the groups its pods are evicted in, the grace
+each gets, the PodDisruptionBudgets that block them, and what else stands
+in the way of a clean drain. It reads the node, its pods, and the
+PodDisruptionBudgets and Services of their namespaces; it changes nothing.
+
+Exit status:
+  0  the drain would finish before the deadline less the margin
+  1  it would not (the plan says why)
+  2  bad usage, or no such node
+  3  the cluster could not be read
+
+Flags:
+`
+
+// planDrainFlags are the daemon's flags that change a plan. lastcall plan
+// takes them from the same Options, so they keep their defaults, their
+// validation and their environment variables: run in lastcall's own pod,
+// it plans as the daemon drains.
+var planDrainFlags = []string{"deadline-margin", "pdb-deadline-policy", "lb-deregistration-delay", "evict-daemonsets", "pod-name", "pod-namespace"}
+
+// PlanOptions configure lastcall plan.
+type PlanOptions struct {
+	Node string
+	// Deadline is how long from now the node has.
+	Deadline time.Duration
+	// Output is render.FormatTable or render.FormatJSON.
+	Output string
+	// Kubeconfig is the path of a kubeconfig; $KUBECONFIG when empty,
+	// then the in-cluster configuration.
+	Kubeconfig string
+	Drain      drain.Options
+}
+
+// PlanEnv is what lastcall plan takes from outside. PlanMain leaves it
+// zero; tests pass a client and pin the clock.
+type PlanEnv struct {
+	// Client reads the cluster; nil: one from the options.
+	Client kubernetes.Interface
+	// Now is when the plan is made; zero: time.Now().
+	Now time.Time
+}
+
+// ErrNodeNotFound is returned by RunPlan when the node does not exist.
+var ErrNodeNotFound = errors.New("node not found")
+
+// PlanMain runs lastcall plan with args (those after "plan") and returns
+// its exit status (PlanExit*).
+func PlanMain(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	return PlanCommand(ctx, args, PlanEnv{}, stdout, stderr, lookupEnv)
+}
+
+// PlanCommand is PlanMain with env.
+func PlanCommand(ctx context.Context, args []string, env PlanEnv, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	o, err := ParsePlan(args, stdout, lookupEnv)
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "lastcall plan: %v\nSee lastcall plan --help.\n", err)
+		return PlanExitUsage
+	}
+	if env.Client == nil {
+		cfg, err := planRestConfig(o.Kubeconfig, lookupEnv)
+		if err == nil {
+			env.Client, err = kubernetes.NewForConfig(cfg)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "lastcall plan:", err)
+			return PlanExitCluster
+		}
+	}
+	if env.Now.IsZero() {
+		env.Now = time.Now()
+	}
+	p, err := RunPlan(ctx, env.Client, o, env.Now, stdout)
+	switch {
+	case errors.Is(err, ErrNodeNotFound):
+		fmt.Fprintln(stderr, "lastcall plan:", err)
+		return PlanExitUsage
+	case err != nil:
+		fmt.Fprintln(stderr, "lastcall plan:", err)
+		return PlanExitCluster
+	case !p.Fits:
+		return PlanExitNoFit
+	default:
+		return PlanExitFits
+	}
+}
+
+// ParsePlan parses the arguments of lastcall plan; each flag not given
+// takes its value from its environment variable, if set (see Parse).
+// --help writes the usage to stdout and returns pflag.ErrHelp. Errors name
+// their flag.
+func ParsePlan(args []string, stdout io.Writer, lookupEnv func(string) (string, bool)) (*PlanOptions, error) {
+	base := NewOptions()
+	daemon := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
+	base.AddFlags(daemon)
+
+	o := &PlanOptions{Deadline: 2 * time.Minute, Output: render.FormatTable}
+	fs := pflag.NewFlagSet("lastcall plan", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(stdout) // with ContinueOnError, only --help writes
+	fs.Usage = func() { fmt.Fprint(stdout, planUsage, fs.FlagUsages()) }
+	fs.StringVar(&o.Node, "node", o.Node, "Name of the node whose drain to plan. Required.")
+	fs.DurationVar(&o.Deadline, "deadline", o.Deadline, "How long from now the node has (the interruption notice's deadline).")
+	fs.StringVarP(&o.Output, "output", "o", o.Output, "Output format: table or json.")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path of a kubeconfig; when empty, $KUBECONFIG, and without it the in-cluster configuration.")
+	for _, name := range planDrainFlags {
+		fs.AddFlag(daemon.Lookup(name))
+	}
+	if err := Parse(fs, args, lookupEnv); err != nil {
+		return nil, err
+	}
+
+	var errs []error
+	if o.Node == "" {
+		errs = append(errs, fmt.Errorf("--node: required: the node whose drain to plan"))
+	}
+	if o.Deadline <= 0 {
+		errs = append(errs, fmt.Errorf("--deadline: must be positive; got %s", o.Deadline))
+	}
+	if !slices.Contains(render.Formats, o.Output) {
+		errs = append(errs, fmt.Errorf("--output: must be %s; got %q", strings.Join(render.Formats, " or "), o.Output))
+	}
+	// Validate checks every option of the daemon, most of which plan does
+	// not take (and some of which are required, such as --node-name):
+	// keep the errors of the flags plan has.
+	if err := base.Validate(); err != nil {
+		for _, e := range joinedErrors(err) {
+			if slices.ContainsFunc(planDrainFlags, func(name string) bool { return strings.HasPrefix(e.Error(), "--"+name+":") }) {
+				errs = append(errs, e)
+			}
+		}
+	}
+	o.Drain = base.Drain // Validate fills Self from --pod-name and --pod-namespace
+	return o, errors.Join(errs...)
+}
+
+// joinedErrors are the errors errors.Join put together, or err alone.
+func joinedErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// RunPlan reads the node o.Node, its pods, and the PodDisruptionBudgets
+// and Services of their namespaces; works out their drain at now against
+// now+o.Deadline; and writes the plan to stdout in o.Output. It returns
+// ErrNodeNotFound (wrapped) when the node does not exist.
+func RunPlan(ctx context.Context, client kubernetes.Interface, o *PlanOptions, now time.Time, stdout io.Writer) (plan.Plan, error) {
+	in, err := readPlanInputs(ctx, client, o.Node)
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	in.Now, in.Deadline = now, now.Add(o.Deadline)
+	p := plan.Build(in, o.Drain)
+	if err := render.Write(stdout, p, o.Output); err != nil {
+		return p, fmt.Errorf("writing the plan: %w", err)
+	}
+	return p, nil
+}
+
+// readPlanInputs reads what a plan of node is made from. The pods are
+// those bound to the node; budgets and Services are listed in their
+// namespaces only.
+func readPlanInputs(ctx context.Context, client kubernetes.Interface, node string) (plan.Inputs, error) {
+	in := plan.Inputs{Node: node}
+	if _, err := client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		return in, fmt.Errorf("%w: %s", ErrNodeNotFound, node)
+	} else if err != nil {
+		return in, fmt.Errorf("reading node %s: %w", node, err)
+	}
+	pods, err := client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node).String(),
+	})
+	if err != nil {
+		return in, fmt.Errorf("listing the pods of node %s: %w", node, err)
+	}
+	var namespaces []string
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Spec.NodeName != node { // a server ignoring the field selector
+			continue
+		}
+		in.Pods = append(in.Pods, p)
+		namespaces = append(namespaces, p.Namespace)
+	}
+	slices.Sort(namespaces)
+	for _, ns := range slices.Compact(namespaces) {
+		budgets, err := client.PolicyV1().PodDisruptionBudgets(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return in, fmt.Errorf("listing the PodDisruptionBudgets of namespace %s: %w", ns, err)
+		}
+		for i := range budgets.Items {
+			in.Budgets = append(in.Budgets, &budgets.Items[i])
+		}
+		services, err := client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return in, fmt.Errorf("listing the Services of namespace %s: %w", ns, err)
+		}
+		for i := range services.Items {
+			in.Services = append(in.Services, &services.Items[i])
+		}
+	}
+	return in, nil
+}
+
+// planRestConfig is the client configuration of lastcall plan: the file
+// --kubeconfig names; else $KUBECONFIG (a list of files, merged as kubectl
+// merges them); else the in-cluster configuration.
+func planRestConfig(kubeconfig string, lookupEnv func(string) (string, bool)) (*rest.Config, error) {
+	o := NewOptions()
+	o.Kubeconfig = kubeconfig
+	env, _ := lookupEnv("KUBECONFIG")
+	if kubeconfig != "" || env == "" {
+		return restConfig(o)
+	}
+	// Not the deferred loader: it would fall back to the in-cluster
+	// configuration when the files are missing.
+	merged, err := (&clientcmd.ClientConfigLoadingRules{Precedence: filepath.SplitList(env)}).Load()
+	var cfg *rest.Config
+	if err == nil {
+		cfg, err = clientcmd.NewDefaultClientConfig(*merged, &clientcmd.ConfigOverrides{}).ClientConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading Kubernetes client configuration ($KUBECONFIG %q): %w", env, err)
+	}
+	cfg.QPS, cfg.Burst = o.KubeQPS, o.KubeBurst
+	cfg.UserAgent = "lastcall/" + version.Version
+	return cfg, nil
+}
