@@ -43,6 +43,14 @@ func runAgent(ctx context.Context, o *Options, env Env) error {
 	if err != nil {
 		return err
 	}
+	planInformers, err := newPlanInformers(env.Client)
+	if err != nil {
+		return err
+	}
+	drainable := drainabilityWiring{
+		nodes:       func() ([]string, error) { return []string{name}, nil },
+		podInformer: podInformer, pods: podIndex, plan: planInformers,
+	}
 	nodes := node.NewClient(env.Client, corelisters.NewNodeLister(nodeInformer.GetIndexer()).Get, env.Clock, o.DryRun, log.With("component", "node"))
 	drainer := drain.New(env.Client, podIndex, c.recorder, c.reg, log.With("component", "drain"), env.Clock, o.Drain)
 	sourceHealth := health.NewSources(c.reg, env.Clock, o.SourceStaleAfter)
@@ -75,9 +83,11 @@ func runAgent(ctx context.Context, o *Options, env Env) error {
 		}
 		ag := agent.New(agent.Options{Node: name, FallbackDeadline: o.FallbackDeadline, Notifier: notifier},
 			sources, nodes, drainer, c.recorder, sourceHealth.Synced(), c.reg, log.With("component", "agent"), env.Clock)
-		return ag.Run(ctx)
+		ctrl := newDrainability(o, drainable, noticeWindow(which, o), c, log, env)
+		return beside(ag.Run, func(ctx context.Context) { runDrainability(ctx, ctrl, drainable, log) })(ctx)
 	}
-	return c.serve(ctx, env, healthz, []cache.SharedIndexInformer{nodeInformer, podInformer}, withNotifier(notifier, main))
+	informers := append([]cache.SharedIndexInformer{nodeInformer, podInformer}, planInformers.all()...)
+	return c.serve(ctx, env, healthz, informers, withNotifier(notifier, main))
 }
 
 // withNotifier runs the notifier's delivery loop beside main. Once main has
@@ -123,6 +133,27 @@ func detectCloud(ctx context.Context, o *Options, log *slog.Logger, status *atom
 		case <-time.After(detectEvery):
 		}
 	}
+}
+
+// awsSpotNotice is the notice of an EC2 spot interruption.
+const awsSpotNotice = 2 * time.Minute
+
+// azureEvictionNotice is the least notice of an Azure Spot eviction or
+// Preempt scheduled event.
+const azureEvictionNotice = 30 * time.Second
+
+// noticeWindow is the notice an interruption of this node would most likely
+// give, as its cloud goes: the drain the drainability gauge plans against.
+func noticeWindow(which string, o *Options) time.Duration {
+	switch which {
+	case cloud.AWS:
+		return awsSpotNotice
+	case cloud.GCE:
+		return o.Agent.GCE.SpotDeadline
+	case cloud.Azure:
+		return azureEvictionNotice
+	}
+	return o.FallbackDeadline
 }
 
 func cloudSources(which string, o *Options, h *health.Sources, log *slog.Logger, env Env) ([]interruption.Source, error) {

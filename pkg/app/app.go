@@ -10,22 +10,28 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	policylisters "k8s.io/client-go/listers/policy/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
+	"github.com/lastcall/lastcall/pkg/drain"
+	"github.com/lastcall/lastcall/pkg/drainability"
 	"github.com/lastcall/lastcall/pkg/kubemetrics"
 	"github.com/lastcall/lastcall/pkg/logging"
 	"github.com/lastcall/lastcall/pkg/server"
@@ -149,6 +155,116 @@ func (c *common) serve(ctx context.Context, env Env, healthz server.Check, infor
 func informer(c cache.Getter, resource string, obj runtime.Object, sel fields.Selector) cache.SharedIndexInformer {
 	lw := cache.NewListWatchFromClient(c, resource, metav1.NamespaceAll, sel)
 	return cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+}
+
+// planInformers watch what a plan of a drain reads besides pods: every
+// PodDisruptionBudget and Service of the cluster (a node's pods may be in
+// any namespace).
+type planInformers struct {
+	budgets, services cache.SharedIndexInformer
+}
+
+// Every agent holds them all, so only what a plan reads is kept.
+func newPlanInformers(client kubernetes.Interface) (planInformers, error) {
+	p := planInformers{
+		budgets:  informer(client.PolicyV1().RESTClient(), "poddisruptionbudgets", &policyv1.PodDisruptionBudget{}, fields.Everything()),
+		services: informer(client.CoreV1().RESTClient(), "services", &corev1.Service{}, fields.Everything()),
+	}
+	if err := p.budgets.SetTransform(slimBudget); err != nil {
+		return p, fmt.Errorf("watching PodDisruptionBudgets: %w", err)
+	}
+	if err := p.services.SetTransform(slimService); err != nil {
+		return p, fmt.Errorf("watching Services: %w", err)
+	}
+	return p, nil
+}
+
+// slimBudget keeps a budget's identity, selector and status.
+func slimBudget(obj any) (any, error) {
+	if b, ok := obj.(*policyv1.PodDisruptionBudget); ok {
+		return &policyv1.PodDisruptionBudget{ObjectMeta: slimMeta(b.ObjectMeta), Spec: b.Spec, Status: b.Status}, nil
+	}
+	return obj, nil
+}
+
+// slimService keeps a Service's identity and selector.
+func slimService(obj any) (any, error) {
+	if s, ok := obj.(*corev1.Service); ok {
+		return &corev1.Service{ObjectMeta: slimMeta(s.ObjectMeta), Spec: corev1.ServiceSpec{Selector: s.Spec.Selector}}, nil
+	}
+	return obj, nil
+}
+
+func slimMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion, Generation: m.Generation}
+}
+
+func (p planInformers) all() []cache.SharedIndexInformer {
+	return []cache.SharedIndexInformer{p.budgets, p.services}
+}
+
+// drainabilityWiring is what the drainability controller reads and is told
+// changes by.
+type drainabilityWiring struct {
+	nodes drainability.Nodes
+	// nodeInformer, when set, tells of nodes coming and going (queue mode;
+	// the agent evaluates its own node only).
+	nodeInformer cache.SharedIndexInformer
+	podInformer  cache.SharedIndexInformer
+	pods         *drain.InformerIndex
+	plan         planInformers
+}
+
+// newDrainability builds the drainability controller of a mode, planning
+// drains against window.
+func newDrainability(o *Options, w drainabilityWiring, window time.Duration, c *common, log *slog.Logger, env Env) *drainability.Controller {
+	return drainability.New(drainability.Options{Window: window, Drain: o.Drain}, drainability.Sources{
+		Nodes:    w.nodes,
+		Pods:     w.pods,
+		Budgets:  policylisters.NewPodDisruptionBudgetLister(w.plan.budgets.GetIndexer()),
+		Services: corelisters.NewServiceLister(w.plan.services.GetIndexer()),
+	}, c.recorder, c.reg, log.With("component", "drainability"), env.Clock)
+}
+
+// runDrainability subscribes ctrl to the informers' changes and runs it
+// until ctx ends, then unsubscribes. The informers may be running already:
+// a new subscription is told of every object they hold.
+func runDrainability(ctx context.Context, ctrl *drainability.Controller, w drainabilityWiring, log *slog.Logger) {
+	type subscription struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}
+	subs := []subscription{{w.podInformer, ctrl.PodHandler()}, {w.plan.budgets, ctrl.NamespacedHandler()}, {w.plan.services, ctrl.NamespacedHandler()}}
+	if w.nodeInformer != nil {
+		subs = append(subs, subscription{w.nodeInformer, ctrl.NodeHandler()})
+	}
+	for _, s := range subs {
+		reg, err := s.inf.AddEventHandler(s.h)
+		if err != nil {
+			log.Error("drainability not evaluated: subscribing to changes", "err", err)
+			return
+		}
+		defer func() { _ = s.inf.RemoveEventHandler(reg) }()
+	}
+	_ = ctrl.Run(ctx)
+}
+
+// beside runs side in the background while main runs, and stops it (and
+// waits for it) once main has returned.
+func beside(main func(context.Context) error, side func(context.Context)) func(context.Context) error {
+	return func(ctx context.Context) error {
+		sctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			side(sctx)
+		}()
+		defer func() {
+			stop()
+			<-done
+		}()
+		return main(ctx)
+	}
 }
 
 func restConfig(o *Options) (*rest.Config, error) {

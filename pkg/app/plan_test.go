@@ -286,11 +286,11 @@ func TestPlanJSON(t *testing.T) {
 		}
 	}
 	want := map[string][]plan.Reason{
-		"shop/api-5f6c7d-k9z2m":          {plan.ReasonPDB},
-		"shop/bare":                      {plan.ReasonNoController},
-		"shop/cache-0":                   {plan.ReasonEmptyDir},
-		"shop/slow-0":                    {plan.ReasonGraceTooLong},
-		"shop/web-7d4b9c-x2x4q":          {plan.ReasonNoPreStop},
+		"shop/api-5f6c7d-k9z2m": {plan.ReasonPDB},
+		"shop/bare":             {plan.ReasonNoController},
+		"shop/cache-0":          {plan.ReasonEmptyDir},
+		"shop/slow-0":           {plan.ReasonGraceTooLong},
+		"shop/web-7d4b9c-x2x4q": {plan.ReasonNoPreStop},
 		// The non-critical group must be gone 30 s early, leaving coredns its grace.
 		"kube-system/coredns-6b7d-p8q7r": {},
 	}

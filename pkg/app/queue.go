@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -58,10 +59,22 @@ func runQueue(ctx context.Context, o *Options, env Env) error {
 	if err != nil {
 		return err
 	}
+	planInformers, err := newPlanInformers(env.Client)
+	if err != nil {
+		return err
+	}
+	nodeLister := corelisters.NewNodeLister(nodeInformer.GetIndexer())
+	drainable := drainabilityWiring{
+		nodes:        func() ([]string, error) { return nodeNames(nodeLister) },
+		nodeInformer: nodeInformer, podInformer: podInformer, pods: podIndex, plan: planInformers,
+	}
+	// A spot notice gives 2 minutes, as does the fallback deadline of
+	// lifecycle hooks and state changes by default.
+	ctrl := newDrainability(o, drainable, o.FallbackDeadline, c, log, env)
 
 	sourceHealth := health.NewSources(c.reg, env.Clock, o.SourceStaleAfter)
 	sourceHealth.Register(queue.SourceName)
-	nodes := node.NewClient(env.Client, corelisters.NewNodeLister(nodeInformer.GetIndexer()).Get, env.Clock, o.DryRun, log.With("component", "node"))
+	nodes := node.NewClient(env.Client, nodeLister.Get, env.Clock, o.DryRun, log.With("component", "node"))
 	drainer := drain.New(env.Client, podIndex, c.recorder, c.reg, log.With("component", "drain"), env.Clock, o.Drain)
 	leases := lease.NewLocker(env.Client, q.LeaseNamespace, holder, q.LeaseDuration, env.Clock, log.With("component", "lease"))
 	notifier, err := notify.New(o.Notify, c.reg, log.With("component", "notify"), env.Clock)
@@ -78,7 +91,22 @@ func runQueue(ctx context.Context, o *Options, env Env) error {
 		MaxReceives: q.MaxReceives, Health: sourceHealth,
 	}, c.reg, log.With("component", "consumer"), env.Clock)
 	log.Info("queue processor ready", "holder", holder, "workers", q.Workers, "managed_tag", q.ManagedTag)
-	return c.serve(ctx, env, sourceHealth.Check, []cache.SharedIndexInformer{nodeInformer, podInformer}, withNotifier(notifier, consumer.Run))
+	informers := append([]cache.SharedIndexInformer{nodeInformer, podInformer}, planInformers.all()...)
+	main := beside(consumer.Run, func(ctx context.Context) { runDrainability(ctx, ctrl, drainable, log) })
+	return c.serve(ctx, env, sourceHealth.Check, informers, withNotifier(notifier, main))
+}
+
+// nodeNames lists the names of every node.
+func nodeNames(l corelisters.NodeLister) ([]string, error) {
+	nodes, err := l.List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		names = append(names, n.Name)
+	}
+	return names, nil
 }
 
 // queueWait is SQS's longest long poll.

@@ -109,9 +109,10 @@ var matrix = []struct {
 			"template": `{"text": {{ json .Node }}}`},
 		"image": map[string]any{"digest": "sha256:" + strings.Repeat("ab", 32)},
 	}},
-	{"agent on GCE without a Service", map[string]any{
-		"agent":   map[string]any{"cloud": "gce", "gce": map[string]any{"preemptionDeadline": "25s"}},
-		"metrics": map[string]any{"service": map[string]any{"enabled": false}, "port": 9500},
+	{"agent on GCE without a Service, respecting budgets, evicting DaemonSets", map[string]any{
+		"agent":             map[string]any{"cloud": "gce", "gce": map[string]any{"preemptionDeadline": "25s"}},
+		"metrics":           map[string]any{"service": map[string]any{"enabled": false}, "port": 9500},
+		"pdbDeadlinePolicy": "respect", "lbDeregistrationDelay": "15s", "evictDaemonSets": true,
 	}},
 	{"queue defaults", map[string]any{"mode": "queue", "queue": map[string]any{"url": queueURL}}},
 	{"queue with IRSA, a managed tag and no PDB", map[string]any{
@@ -160,7 +161,7 @@ func TestTemplateMatrix(t *testing.T) {
 			}
 			workload := chart.Find(objs, want)
 			checkPodSpec(t, workload, mode)
-			checkArgs(t, objs, workload, mode)
+			checkArgs(t, objs, workload, mode, tc.values)
 		})
 	}
 }
@@ -212,7 +213,7 @@ func checkPodSpec(t *testing.T, w *unstructured.Unstructured, mode string) {
 // checkArgs parses the container's arguments and environment exactly as
 // lastcall would, so a chart value that renders a flag lastcall does not
 // know, or a value it rejects, fails here.
-func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.Unstructured, mode string) {
+func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.Unstructured, mode string, values map[string]any) {
 	t.Helper()
 	containers, _, _ := unstructured.NestedSlice(w.Object, "spec", "template", "spec", "containers")
 	c := &corev1.Container{}
@@ -272,6 +273,21 @@ func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.
 	if mode == "agent" && o.Agent.NodeName != "node-1" {
 		t.Errorf("node name %q does not come from spec.nodeName", o.Agent.NodeName)
 	}
+	// The drain's values reach its options, defaults included.
+	policy, lbDelay, daemonSets := "graceful-override", "0s", false
+	if v, ok := values["pdbDeadlinePolicy"].(string); ok {
+		policy = v
+	}
+	if v, ok := values["lbDeregistrationDelay"].(string); ok {
+		lbDelay = v
+	}
+	if v, ok := values["evictDaemonSets"].(bool); ok {
+		daemonSets = v
+	}
+	if string(o.Drain.Policy) != policy || o.Drain.LBDelay.String() != lbDelay || o.Drain.EvictDaemonSets != daemonSets {
+		t.Errorf("drain options: policy %s, LB delay %s, evict DaemonSets %v; want %s, %s, %v",
+			o.Drain.Policy, o.Drain.LBDelay, o.Drain.EvictDaemonSets, policy, lbDelay, daemonSets)
+	}
 }
 
 func envIsFlag(fs *pflag.FlagSet, env string) bool {
@@ -301,6 +317,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"bad pull policy", map[string]any{"image": map[string]any{"pullPolicy": "Sometimes"}}, []string{"/image/pullPolicy"}},
 		{"port out of range", map[string]any{"metrics": map[string]any{"port": 70000}}, []string{"/metrics/port"}},
 		{"extra arg not a flag", map[string]any{"extraArgs": []string{"dry-run"}}, []string{"/extraArgs/0"}},
+		{"unknown PDB deadline policy", map[string]any{"pdbDeadlinePolicy": "override"}, []string{"/pdbDeadlinePolicy", "graceful-override", "respect"}},
+		{"LB delay without unit", map[string]any{"lbDeregistrationDelay": "15"}, []string{"/lbDeregistrationDelay"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := chart.Template(testContext(t), "lc", "lastcall", tc.values)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/lastcall/lastcall/pkg/agent"
 	"github.com/lastcall/lastcall/pkg/drain"
+	"github.com/lastcall/lastcall/pkg/drainability"
 	"github.com/lastcall/lastcall/pkg/health"
 	"github.com/lastcall/lastcall/pkg/kubemetrics"
 	"github.com/lastcall/lastcall/pkg/notify"
@@ -66,7 +67,7 @@ func TestAlertAndDashboardMetricsExist(t *testing.T) {
 		min  int
 	}{
 		{"dashboard.json", fromDashboard, 10},
-		{"prometheusrule.yaml", fromRules, 6},
+		{"prometheusrule.yaml", fromRules, 7},
 	} {
 		if n := len(distinct(c.refs)); n < c.min {
 			t.Errorf("%s references %d distinct metrics, want at least %d: %v", c.file, n, c.min, distinct(c.refs))
@@ -185,12 +186,14 @@ func exposedMetrics(t *testing.T) metricSet {
 			common(rec)
 			health.NewSources(rec, clk, time.Minute)
 			drain.New(fake.NewClientset(), nil, nil, rec, log, clk, drain.DefaultOptions())
+			drainability.New(drainability.Options{}, drainability.Sources{}, nil, rec, log, clk)
 			agent.New(agent.Options{Node: "node-a"}, nil, nil, nil, nil, nil, rec, log, clk)
 		}},
 		{"queue", func(rec *recorder) {
 			common(rec)
 			health.NewSources(rec, clk, time.Minute)
 			drain.New(fake.NewClientset(), nil, nil, rec, log, clk, drain.DefaultOptions())
+			drainability.New(drainability.Options{}, drainability.Sources{}, nil, rec, log, clk)
 			lifecycle.NewCompleter(nil, rec, log, clk, time.Minute)
 			processor.New(processor.Options{}, nil, nil, nil, nil, nil, nil, rec, log, clk)
 			queue.NewConsumer(nil, nil, queue.Options{QueueURL: "https://sqs.us-east-1.amazonaws.com/1/q", Workers: 1}, rec, log, clk)

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
@@ -33,6 +34,7 @@ import (
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/lease"
 	"github.com/lastcall/lastcall/pkg/node"
+	"github.com/lastcall/lastcall/pkg/plan"
 )
 
 func schemaGVR(group, version, resource string) schema.GroupVersionResource {
@@ -133,18 +135,23 @@ func TestRBACAllowsADrainAndNothingMore(t *testing.T) {
 			must := []access{
 				{"get", "", "nodes", "", ""}, {"list", "", "nodes", "", ""}, {"watch", "", "nodes", "", ""}, {"patch", "", "nodes", "", ""},
 				{"get", "", "pods", "", "default"}, {"list", "", "pods", "", ""}, {"watch", "", "pods", "", ""},
+				{"delete", "", "pods", "", "default"}, {"delete", "", "pods", "", other}, // graceful-override
 				{"create", "", "pods", "eviction", "default"}, {"create", "", "pods", "eviction", other},
+				{"list", "policy", "poddisruptionbudgets", "", ""}, {"watch", "policy", "poddisruptionbudgets", "", ""},
+				{"list", "", "services", "", ""}, {"watch", "", "services", "", ""},
 				{"create", "", "events", "", "default"}, {"patch", "", "events", "", "default"},
 			}
 			mustNot := []access{
 				{"update", "", "nodes", "", ""}, {"delete", "", "nodes", "", ""}, {"create", "", "nodes", "", ""},
 				{"patch", "", "nodes", "status", ""}, {"get", "", "nodes", "proxy", ""},
-				{"delete", "", "pods", "", "default"}, {"create", "", "pods", "", "default"}, {"update", "", "pods", "", "default"},
+				{"create", "", "pods", "", "default"}, {"update", "", "pods", "", "default"},
 				{"patch", "", "pods", "", "default"}, {"create", "", "pods", "exec", "default"}, {"get", "", "pods", "log", "default"},
 				{"get", "", "secrets", "", ns}, {"list", "", "secrets", "", ""}, {"get", "", "configmaps", "", ns},
 				{"delete", "", "events", "", "default"},
 				{"update", "apps", "daemonsets", "", ns}, {"delete", "apps", "deployments", "", "default"},
-				{"update", "policy", "poddisruptionbudgets", "", "default"},
+				{"update", "policy", "poddisruptionbudgets", "", "default"}, {"delete", "policy", "poddisruptionbudgets", "", "default"},
+				{"create", "policy", "poddisruptionbudgets", "", "default"}, {"update", "", "services", "", "default"},
+				{"delete", "", "services", "", "default"}, {"list", "", "endpoints", "", ""},
 				{"create", "rbac.authorization.k8s.io", "clusterrolebindings", "", ""},
 				{"delete", "coordination.k8s.io", "leases", "", ns}, {"get", "coordination.k8s.io", "leases", "", other},
 				{"create", "coordination.k8s.io", "leases", "", other}, {"update", "coordination.k8s.io", "leases", "", "default"},
@@ -223,6 +230,39 @@ func drainAs(t *testing.T, client kubernetes.Interface, ns string, withLease boo
 	index, err := drain.NewInformerIndex(podInformer)
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	// Plan the drain as the drainability gauge and lastcall plan do, from
+	// every PodDisruptionBudget and Service of the cluster, listed and
+	// watched under the ServiceAccount. A Service sends the pods traffic and
+	// they have no preStop hook: a blocker each.
+	_, err = env.Client.CoreV1().Services(podNS).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "rbac"},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "rbac"}, Ports: []corev1.ServicePort{{Port: 80}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	planFactory := informers.NewSharedInformerFactory(client, 0)
+	budgets, services := planFactory.Policy().V1().PodDisruptionBudgets(), planFactory.Core().V1().Services()
+	budgetsSynced, servicesSynced := budgets.Informer().HasSynced, services.Informer().HasSynced
+	planFactory.Start(ictx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), budgetsSynced, servicesSynced) {
+		t.Fatal("PodDisruptionBudget and Service informers under the ServiceAccount did not sync (list/watch refused?)")
+	}
+	pods, err := index.OnNode(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := plan.Inputs{Node: name, Now: time.Now(), Deadline: time.Now().Add(time.Minute), Pods: pods}
+	if in.Budgets, err = budgets.Lister().List(labels.Everything()); err != nil {
+		t.Fatal(err)
+	}
+	if in.Services, err = services.Lister().List(labels.Everything()); err != nil {
+		t.Fatal(err)
+	}
+	if got := plan.Build(in, drain.DefaultOptions()).Counts()[plan.ReasonNoPreStop]; got != 3 {
+		t.Errorf("planned under the ServiceAccount: %d pods behind a Service without a preStop hook, want 3", got)
 	}
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))

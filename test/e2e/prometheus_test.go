@@ -207,8 +207,8 @@ func TestPrometheusScrapesADrain(t *testing.T) {
 	// The chart's rules loaded, evaluated without error, and none fires.
 	eventually(t, "every alerting rule evaluated", func() bool {
 		rules := prom.rules(t)
-		if len(rules) != 6 {
-			t.Fatalf("Prometheus loaded %d rules, want the chart's 6", len(rules))
+		if len(rules) != 7 {
+			t.Fatalf("Prometheus loaded %d rules, want the chart's 7", len(rules))
 		}
 		for _, r := range rules {
 			if r.Health != "ok" {

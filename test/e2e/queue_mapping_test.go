@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/lastcall/lastcall/pkg/app"
+	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
 
@@ -39,9 +40,9 @@ func TestQueueMapsByPrivateDNSName(t *testing.T) {
 	eventually(t, "the message deleted", func() bool { return e.depth(t) == 0 })
 }
 
-// A drain that cannot finish (a PDB that never allows a disruption) ends at
-// its deadline, and the lifecycle action is completed with ABANDON when the
-// operator asked for that.
+// A drain that cannot finish (a PDB that never allows a disruption, under
+// the respect policy) ends at its deadline, and the lifecycle action is
+// completed with ABANDON when the operator asked for that.
 func TestQueueAbandonsWhenDrainFails(t *testing.T) {
 	e := newAWSEnv(t)
 	ns := newNamespace(t)
@@ -52,6 +53,7 @@ func TestQueueAbandonsWhenDrainFails(t *testing.T) {
 	p := e.startProcessor(t, "abandon", func(o *app.Options) {
 		o.Queue.FailureResult = "ABANDON"
 		o.FallbackDeadline = 3 * time.Second
+		o.Drain.Policy = drain.PolicyRespect
 	})
 	eventually(t, "the lifecycle action completed", func() bool { _, ok := e.proxy.Completed(m.instance); return ok })
 	if c, _ := e.proxy.Completion(m.instance); c.Result != "ABANDON" || c.Token != m.token {

@@ -62,6 +62,11 @@ app.kubernetes.io/part-of: lastcall
 - --deadline-margin={{ .Values.deadlineMargin }}
 - --eviction-concurrency={{ .Values.evictionConcurrency }}
 - --kube-api-qps={{ .Values.kubeApiQPS }}
+- --pdb-deadline-policy={{ .Values.pdbDeadlinePolicy }}
+- --lb-deregistration-delay={{ .Values.lbDeregistrationDelay }}
+{{- if .Values.evictDaemonSets }}
+- --evict-daemonsets
+{{- end }}
 {{- if .Values.dryRun }}
 - --dry-run
 {{- end }}

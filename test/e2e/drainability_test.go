@@ -1,0 +1,95 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/lastcall/lastcall/test/emulators/aemm"
+)
+
+// With no interruption at all, the agent tells what would block a drain of
+// its node now: a PodDisruptionBudget that allows no disruption shows in
+// lastcall_drain_blockers and a DrainBlocked Event on the node, and its
+// removal brings the gauge back to 0 with a DrainUnblocked Event.
+func TestDrainabilityFollowsABudget(t *testing.T) {
+	ns := newNamespace(t)
+	name := newNode(t, "drainable", nil)
+	on := map[string]string{"kubernetes.io/hostname": name}
+	create(t, deployment(ns, "web", 2, on, 30), env.Client.AppsV1().Deployments(ns).Create)
+	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, name)) == 2 })
+
+	quiet := quietAEMM()
+	quiet.Events = &aemm.ScheduledEvent{State: "completed"} // no drain starts
+	imds := startAEMM(t, quiet)
+	a := startAgent(t, name, imds.URL())
+
+	pdbBlocked := map[string]string{"node": name, "reason": "pdb-allows-no-disruption"}
+	eventually(t, "every reason's series at 0", func() bool {
+		for _, r := range []string{"pdb-allows-no-disruption", "no-controller", "emptydir", "no-prestop-behind-service", "grace-exceeds-deadline"} {
+			if v, ok := a.gauge(t, "lastcall_drain_blockers", map[string]string{"node": name, "reason": r}); !ok || v != 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	budgets := env.Client.PolicyV1().PodDisruptionBudgets(ns)
+	create(t, pdb(ns, "web", 2), budgets.Create)
+	eventually(t, "both pods blocked by the budget", func() bool {
+		v, ok := a.gauge(t, "lastcall_drain_blockers", pdbBlocked)
+		return ok && v == 2
+	})
+	for _, e := range waitEvents(t, "default", name, "DrainBlocked") {
+		if e.Reason == "DrainBlocked" {
+			if e.Type != corev1.EventTypeWarning || !strings.Contains(e.Message, "pdb-allows-no-disruption: "+ns+"/web-") ||
+				!strings.Contains(e.Message, "PodDisruptionBudget web allows 0 disruptions") {
+				t.Errorf("DrainBlocked Event: %s %q", e.Type, e.Message)
+			}
+		}
+	}
+
+	if err := budgets.Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the budget's blockers gone", func() bool {
+		v, ok := a.gauge(t, "lastcall_drain_blockers", pdbBlocked)
+		return ok && v == 0
+	})
+	for _, e := range waitEvents(t, "default", name, "DrainUnblocked") {
+		switch e.Reason {
+		case "DrainUnblocked":
+			if e.Type != corev1.EventTypeNormal {
+				t.Errorf("DrainUnblocked Event of type %s", e.Type)
+			}
+		case "DrainBlocked":
+			if e.Count > 1 {
+				t.Errorf("DrainBlocked recorded %d times for one change", e.Count)
+			}
+		case "DrainStarted", "Cordoned":
+			t.Errorf("a drain started: %s %q", e.Reason, e.Message)
+		}
+	}
+	if v := a.metric(t, "lastcall_drainability_evaluations_total", nil); v < 3 {
+		t.Errorf("lastcall_drainability_evaluations_total = %v, want at least 3", v)
+	}
+}
+
+// gauge returns the value of the one series of name with exactly the
+// given labels, and whether it is there.
+func (a *agent) gauge(t *testing.T, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	mf, ok := a.metrics(t)[name]
+	if !ok {
+		return 0, false
+	}
+	for _, m := range mf.Metric {
+		if len(m.Label) == len(labels) && hasLabels(m, labels) && m.Gauge != nil {
+			return m.Gauge.GetValue(), true
+		}
+	}
+	return 0, false
+}
