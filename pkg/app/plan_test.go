@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,9 +21,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/lastcall/lastcall/pkg/plan"
+	"github.com/lastcall/lastcall/test/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/plan.golden from what lastcall plan prints")
 
 // planNow is the pinned moment of every plan here.
 var planNow = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
@@ -238,26 +235,7 @@ func TestPlanTableGolden(t *testing.T) {
 	if r.code != PlanExitNoFit || r.stderr != "" {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
-	golden(t, filepath.Join("testdata", "plan.golden"), r.stdout)
-}
-
-func golden(t *testing.T, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to write it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
+	golden.Check(t, filepath.Join("testdata", "plan.golden"), r.stdout)
 }
 
 func TestPlanJSON(t *testing.T) {

@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"maps"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -23,9 +21,8 @@ import (
 	"github.com/lastcall/lastcall/pkg/plan"
 	"github.com/lastcall/lastcall/pkg/plan/render"
 	"github.com/lastcall/lastcall/test/agentproc"
+	"github.com/lastcall/lastcall/test/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/plan/*.golden from what lastcall plan prints")
 
 // planNow pins the clock of the plans made in this process, so that their
 // tables do not change from run to run.
@@ -94,7 +91,7 @@ func TestPlanBlockers(t *testing.T) {
 	if err := render.Table(&table, p); err != nil {
 		t.Fatal(err)
 	}
-	planGolden(t, "blockers.golden", table.String())
+	golden.Check(t, filepath.Join("testdata", "plan", "blockers.golden"), table.String())
 
 	// Under respect, the budget is a problem of its own.
 	code, p = planJSON(t, "--node", node, "-o", "json", "--pdb-deadline-policy", "respect")
@@ -307,24 +304,4 @@ func equalReasonMaps(a, b map[string][]plan.Reason) bool {
 		}
 	}
 	return true
-}
-
-func planGolden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", "plan", name)
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test -update writes it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("table differs from %s (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
 }
