@@ -25,6 +25,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/lastcall/lastcall/test/tools"
+
+	"github.com/lastcall/lastcall/test/emulators/child"
 )
 
 // The names of the components, which also name their log files.
@@ -279,7 +281,7 @@ func (c *Cluster) prepare() error {
 			return fmt.Errorf("making the cluster directory: %w", err)
 		}
 	}
-	ports, err := freePorts(4)
+	ports, err := child.FreePorts(4)
 	if err != nil {
 		return err
 	}

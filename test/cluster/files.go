@@ -7,11 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
-	mrand "math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"k8s.io/client-go/tools/clientcmd"
@@ -20,58 +17,6 @@ import (
 
 // localhost is the only address anything of the cluster binds.
 const localhost = "127.0.0.1"
-
-// Ports are picked at random from [portFloor, start of the kernel's
-// ephemeral range), so that the outgoing connections of the cluster's own
-// programs, which take ephemeral ports, cannot take them between the pick
-// and the bind.
-const (
-	portFloor          = 10000
-	ephemeralRangeFile = "/proc/sys/net/ipv4/ip_local_port_range"
-	defaultEphemeral   = 32768
-	portTries          = 200
-)
-
-// freePorts returns n distinct TCP ports that were free on 127.0.0.1 a moment
-// ago. All listeners stay open until every port is picked, so the ports
-// differ from each other.
-func freePorts(n int) ([]int, error) {
-	ceiling := ephemeralStart()
-	ports := make([]int, 0, n)
-	for try := 0; len(ports) < n; try++ {
-		port := 0 // let the kernel choose, if no room below the ephemeral range
-		if ceiling-portFloor > 1000 && try < portTries {
-			port = portFloor + mrand.IntN(ceiling-portFloor)
-		}
-		l, err := net.Listen("tcp", net.JoinHostPort(localhost, strconv.Itoa(port)))
-		if err != nil {
-			if port == 0 {
-				return nil, fmt.Errorf("picking a free port: %w", err)
-			}
-			continue
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// ephemeralStart returns the first port of the kernel's ephemeral range.
-func ephemeralStart() int {
-	b, err := os.ReadFile(ephemeralRangeFile)
-	if err != nil {
-		return defaultEphemeral
-	}
-	fields := strings.Fields(string(b))
-	if len(fields) == 0 {
-		return defaultEphemeral
-	}
-	low, err := strconv.Atoi(fields[0])
-	if err != nil {
-		return defaultEphemeral
-	}
-	return low
-}
 
 // randomToken returns 32 random hex characters.
 func randomToken() (string, error) {

@@ -8,24 +8,6 @@ import (
 	"testing"
 )
 
-func TestFreePortsAreDistinctAndBelowEphemeralRange(t *testing.T) {
-	ports, err := freePorts(20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[int]bool{}
-	ceiling := ephemeralStart()
-	for _, p := range ports {
-		if seen[p] {
-			t.Errorf("port %d picked twice", p)
-		}
-		seen[p] = true
-		if ceiling-portFloor > 1000 && (p < portFloor || p >= ceiling) {
-			t.Errorf("port %d outside [%d, %d)", p, portFloor, ceiling)
-		}
-	}
-}
-
 func TestComponentErrorMarksPortInUse(t *testing.T) {
 	for _, tc := range []struct {
 		log       string

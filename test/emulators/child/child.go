@@ -7,10 +7,11 @@ package child
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,16 +45,6 @@ type Server struct {
 	stopOnce sync.Once
 }
 
-// FreePort asks the kernel for a free TCP port on Localhost.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(Localhost, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Start runs spec and returns once the server answers HTTP. If it does
 // not, it is killed and the error ends with the tail of its log. ctx
 // bounds the start only.
@@ -78,6 +69,18 @@ func Start(ctx context.Context, spec Spec) (*Server, error) {
 	if err := s.waitReady(ctx); err != nil {
 		s.Kill()
 		return nil, fmt.Errorf("%s %s: %w\n%s", spec.Bin, strings.Join(spec.Args, " "), err, s.Tail(20))
+	}
+	// Another program may have bound the port between its pick and this
+	// server's bind, and answered the readiness check; this server then
+	// exits, or would serve nothing. Callers retry on another port.
+	if u, err := url.Parse(spec.URL); err == nil {
+		if port, err := strconv.Atoi(u.Port()); err == nil {
+			owned, err := listenerOwned(port, cmd.Process.Pid)
+			if err == nil && !owned {
+				s.Kill()
+				return nil, fmt.Errorf("%s: address already in use: port %d answers, but not from this server\n%s", spec.Bin, port, s.Tail(20))
+			}
+		}
 	}
 	return s, nil
 }
