@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/lastcall/lastcall/test/chart"
+	"github.com/lastcall/lastcall/test/emulators/child"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 )
 
@@ -66,40 +67,33 @@ scrape_configs:
 			t.Fatal(err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Prometheus needs up to a few seconds to open its storage: the
+	// readiness path answers 503 until then.
+	var srv *child.Server
+	for attempt := 0; srv == nil; attempt++ {
+		port, err := child.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := net.JoinHostPort(child.Localhost, strconv.Itoa(port))
+		srv, err = child.Start(ctx, child.Spec{
+			Bin: bin, Dir: dir, LogPath: filepath.Join(dir, fmt.Sprintf("prometheus-%d.log", attempt)),
+			Args: []string{"--config.file=" + filepath.Join(dir, "prometheus.yml"),
+				"--storage.tsdb.path=" + filepath.Join(dir, "data"), "--web.listen-address=" + addr},
+			URL: "http://" + addr, ReadyPath: "/-/ready",
+		})
+		if err != nil && (attempt >= 3 || !strings.Contains(err.Error(), "address already in use")) {
+			t.Fatalf("starting prometheus: %v", err)
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		logf.Close()
 		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("prometheus log:\n%s", tailLines(string(b), 30))
+			t.Logf("prometheus log:\n%s", srv.Tail(30))
 		}
+		srv.Stop()
 	})
-	p := &prometheus{url: "http://" + addr}
+	p := &prometheus{url: srv.URL()}
 	eventually(t, "Prometheus ready", func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("prometheus exited at start")
-		default:
-		}
 		resp, err := http.Get(p.url + "/-/ready")
 		if err != nil {
 			return false
@@ -262,9 +256,4 @@ func (p *prometheus) rules(t *testing.T) []rule {
 		out = append(out, g.Rules...)
 	}
 	return out
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
