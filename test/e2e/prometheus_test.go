@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/lastcall/lastcall/test/chart"
-	"github.com/lastcall/lastcall/test/emulators/child"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
+	"github.com/lastcall/lastcall/test/emulators/child"
 )
 
 // prometheus is a real Prometheus (Debian's package) scraping lastcall.
