@@ -18,7 +18,6 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
-	"text/template"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -126,7 +125,7 @@ const (
 type Notifier struct {
 	url       string // never logged: it often holds a secret
 	host      string
-	tmpl      *template.Template
+	tmpl      *Template
 	client    *http.Client
 	headers   http.Header
 	timeout   time.Duration

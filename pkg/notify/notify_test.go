@@ -383,7 +383,7 @@ func TestNewErrors(t *testing.T) {
 		{"unparsable", Options{URL: "://hooks.example/secret"}, "webhook URL: not a valid URL: missing protocol scheme"},
 		{"missing template", Options{TemplateFile: "/no/such/hook.tmpl"}, "webhook template: open /no/such/hook.tmpl: no such file or directory"},
 		{"template does not parse", Options{TemplateFile: writeTemplate(t, `{"text": {{json .Node}`)}, "webhook template: template: hook.tmpl:1:"},
-		{"template with an unknown field", Options{TemplateFile: writeTemplate(t, `{"text": {{json .Pod}}}`)}, "can't evaluate field Pod"},
+		{"template with an unknown field", Options{TemplateFile: writeTemplate(t, `{"text": {{json .Pod}}}`)}, "has no field or method Pod"},
 		{"template does not give JSON", Options{TemplateFile: writeTemplate(t, `{"text": "{{.Detail}}"}`)}, "output is not valid JSON"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

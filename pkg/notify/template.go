@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/template"
 	"time"
 )
 
@@ -23,7 +22,7 @@ var DefaultTemplate string
 // default when file is empty, and renders a sample notification of each
 // phase, so that a template that fails or does not give JSON is reported
 // at startup rather than at the first interruption.
-func LoadTemplate(file string) (*template.Template, error) {
+func LoadTemplate(file string) (*Template, error) {
 	name, text := "slack.tmpl", DefaultTemplate
 	if file != "" {
 		b, err := os.ReadFile(file)
@@ -44,25 +43,11 @@ func LoadTemplate(file string) (*template.Template, error) {
 	return t, nil
 }
 
-func parseTemplate(name, text string) (*template.Template, error) {
-	t := template.New(name)
-	t.Funcs(template.FuncMap{
-		"json":     toJSON,
-		"duration": roundDuration,
-		"include": func(name string, data any) (string, error) {
-			var b strings.Builder
-			err := t.ExecuteTemplate(&b, name, data)
-			return b.String(), err
-		},
-	})
-	return t.Parse(text)
-}
-
 // errNotJSON says a template's output is not a JSON document.
 var errNotJSON = errors.New("output is not valid JSON")
 
 // render executes t for m and checks that the output is JSON.
-func render(t *template.Template, m Notification) ([]byte, error) {
+func render(t *Template, m Notification) ([]byte, error) {
 	var b bytes.Buffer
 	if err := t.Execute(&b, m); err != nil {
 		return b.Bytes(), err
