@@ -54,9 +54,15 @@ func spotAt(trigger, deadline time.Time) aemm.Config {
 
 func startAgent(b *testing.B, node, imdsURL string) *agentproc.Agent {
 	b.Helper()
+	return startAgentEnv(b, node, imdsURL)
+}
+
+// startAgentEnv starts the agent with extra environment variables.
+func startAgentEnv(b *testing.B, node, imdsURL string, extra ...string) *agentproc.Agent {
+	b.Helper()
 	a, err := agentproc.Start(context.Background(), agentproc.Config{
 		Binary: lastcallBinary(b), Node: node, Kubeconfig: env.Kubeconfig, IMDS: imdsURL,
-		LogPath: filepath.Join(env.Dir, "logs", "lastcall-"+node+".log"),
+		LogPath: filepath.Join(env.Dir, "logs", "lastcall-"+node+".log"), Env: extra,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -102,6 +108,8 @@ func watchPods(b *testing.B, ctx context.Context, ns string) <-chan stamped[*cor
 	}()
 	return out
 }
+
+type nodeObj = *corev1.Node
 
 type stamped[T any] struct {
 	at  time.Time

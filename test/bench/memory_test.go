@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,14 +34,19 @@ func BenchmarkAgentIdle(b *testing.B) {
 		}
 		start := time.Now()
 		var maxRSS int64
+		var split rssSplit
 		for range 10 {
 			time.Sleep(time.Second)
 			rss, _, err := a.Memory()
 			if err != nil {
 				b.Fatal(err)
 			}
-			maxRSS = max(maxRSS, rss)
+			if rss > maxRSS {
+				maxRSS = rss
+				split = readRSSSplit(b, a.PID())
+			}
 		}
+		heap := scrapeGauge(b, "http://"+a.Addr+"/metrics", "go_memstats_heap_inuse_bytes")
 		cpu1, _ := a.CPUTime()
 		cpu := float64(cpu1-cpu0) / float64(time.Since(start))
 		a.Stop()
@@ -50,6 +56,8 @@ func BenchmarkAgentIdle(b *testing.B) {
 		b.ReportMetric(float64(floor)/(1<<20), "floor-rss-MiB")
 		b.ReportMetric(cpu*100, "idle-cpu-%")
 		results.add("agent idle RSS (max over 10 s, 4 signals polled every 250 ms)", mib(maxRSS), "48 MiB (aws-node-termination-handler)", "≤ 24 MiB")
+		results.add("  of which anonymous (heap, stacks) / the binary's pages", mib(split.anon)+" / "+mib(split.file), "", "")
+		results.add("  Go heap in use", mib(int64(heap)), "", "")
 		results.add("floor: client-go clientset + the same 2 informers, nothing else", mib(floor), "", "")
 		results.add("agent idle CPU", fmt.Sprintf("%.2f%% of a core", cpu*100), "", "")
 	}
@@ -97,4 +105,84 @@ func floorRSS(b *testing.B, node string) int64 {
 	}
 	b.Fatal("no VmRSS")
 	return 0
+}
+
+// rssSplit is a process's resident memory by kind.
+type rssSplit struct{ anon, file int64 }
+
+func readRSSSplit(b *testing.B, pid int) rssSplit {
+	b.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var r rssSplit
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		k, v, ok := strings.Cut(s.Text(), ":")
+		if !ok {
+			continue
+		}
+		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "RssAnon":
+			r.anon = kb << 10
+		case "RssFile":
+			r.file = kb << 10
+		}
+	}
+	return r
+}
+
+// scrapeGauge reads one unlabelled sample from a /metrics page.
+func scrapeGauge(b *testing.B, url, name string) float64 {
+	b.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return f
+		}
+	}
+	b.Fatalf("%s not on %s", name, url)
+	return 0
+}
+
+// BenchmarkBinarySize reports the size of the binary as shipped (linux,
+// CGO off, -trimpath, -s -w), for this machine's architecture and for the
+// other one the image is built for. The image adds the distroless static
+// base to it; it is not built here (no container engine).
+func BenchmarkBinarySize(b *testing.B) {
+	root, err := tools.RepoRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range b.N {
+		var sizes []string
+		for _, arch := range []string{"amd64", "arm64"} {
+			out := filepath.Join(b.TempDir(), "lastcall-"+arch)
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./cmd/lastcall")
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
+			if msg, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("building for %s: %v\n%s", arch, err, msg)
+			}
+			fi, err := os.Stat(out)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(fi.Size())/(1<<20), arch+"-MiB")
+			sizes = append(sizes, fmt.Sprintf("%s %s", arch, mib(fi.Size())))
+		}
+		results.add("binary size (linux, stripped)", strings.Join(sizes, ", "), "", "")
+	}
 }

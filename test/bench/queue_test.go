@@ -25,17 +25,27 @@ import (
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
 
-// BenchmarkQueueTerminateHooks: N kwok nodes (500 by default, or
+// BenchmarkQueueTerminateHooks: N kwok nodes (100, then 500; or only
 // $LASTCALL_BENCH_NODES) with 10 pods each, every one with a terminate
 // lifecycle hook at once; the queue processor, its binary with default
 // settings, drains them all. It measures the time from the processor's
 // start to the last CompleteLifecycleAction, the Kubernetes API request
-// rate it reached, and its memory.
+// rate it reached, and its memory. Each size's nodes are deleted after it.
 func BenchmarkQueueTerminateHooks(b *testing.B) {
-	nodes := 500
+	sizes := []int{100, 500}
 	if v, err := strconv.Atoi(os.Getenv("LASTCALL_BENCH_NODES")); err == nil && v > 0 {
-		nodes = v
+		sizes = []int{v}
 	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			for range b.N {
+				queueHooks(b, n)
+			}
+		})
+	}
+}
+
+func queueHooks(b *testing.B, nodes int) {
 	const podsPerNode = 10
 	ctx := context.Background()
 	bin := lastcallBinary(b)
@@ -61,6 +71,14 @@ func BenchmarkQueueTerminateHooks(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer func() {
+		// The next size runs on a cluster without these nodes and pods.
+		_ = env.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+		parallel(b, 25, ids, func(id string) error {
+			_ = env.Client.CoreV1().Nodes().Delete(ctx, "ip-"+id, metav1.DeleteOptions{})
+			return nil
+		})
+	}()
 	parallel(b, 25, ids, func(id string) error {
 		if _, err := env.AddNode(ctx, "ip-"+id, cluster.WithProviderID("aws:///"+moto.Region+"a/"+id)); err != nil {
 			return err
@@ -152,9 +170,9 @@ func BenchmarkQueueTerminateHooks(b *testing.B) {
 	b.ReportMetric(float64(peak)/(1<<20), "peak-rss-MiB")
 	results.add(fmt.Sprintf("queue: %d terminate hooks (%d pods) at once → last CompleteLifecycleAction", nodes, nodes*podsPerNode),
 		secs(took), "", "")
-	results.add("queue: Kubernetes API requests, rate over that time", fmt.Sprintf("%.0f requests, %.0f/s", requests, rate), "", "")
-	results.add("queue: processor peak RSS, CPU time", fmt.Sprintf("%s, %.1f s CPU", mib(peak), cpu.Seconds()), "", "")
-	results.add("queue: requests answered 429 by API Priority and Fairness", fmt.Sprintf("%.0f", throttled), "", "")
+	results.add(fmt.Sprintf("  %d hooks: Kubernetes API requests, rate over that time", nodes), fmt.Sprintf("%.0f requests, %.0f/s", requests, rate), "", "")
+	results.add(fmt.Sprintf("  %d hooks: processor peak RSS, CPU time", nodes), fmt.Sprintf("%s, %.1f s CPU", mib(peak), cpu.Seconds()), "", "")
+	results.add(fmt.Sprintf("  %d hooks: requests answered 429 by API Priority and Fairness", nodes), fmt.Sprintf("%.0f", throttled), "", "")
 	var used []string
 	total := cpu.Seconds()
 	for _, c := range components {
@@ -162,7 +180,7 @@ func BenchmarkQueueTerminateHooks(b *testing.B) {
 		total += d
 		used = append(used, fmt.Sprintf("%s %.1f s", c, d))
 	}
-	results.add("queue: CPU used over that time (2 cores)", fmt.Sprintf("%s; lastcall %.1f s; %.0f%% of the machine",
+	results.add(fmt.Sprintf("  %d hooks: CPU used over that time (2 cores)", nodes), fmt.Sprintf("%s; lastcall %.1f s; %.0f%% of the machine",
 		strings.Join(used, ", "), cpu.Seconds(), 100*total/(2*took.Seconds())), "", "")
 }
 
