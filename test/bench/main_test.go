@@ -13,6 +13,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -79,9 +82,40 @@ func (t *table) print(w *os.File) {
 		return
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Machine:", machine())
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| measure | lastcall | anchor | target |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- |")
 	for _, r := range t.rows {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.what, r.lastcall, r.anchor, r.target)
 	}
+}
+
+// machine describes where the benchmarks ran: CPU model and count, memory,
+// kernel and Go.
+func machine() string {
+	model, cpus := "unknown CPU", 0
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			switch strings.TrimSpace(k) {
+			case "model name":
+				model = strings.TrimSpace(v)
+			case "processor":
+				cpus++
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				mem = fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("%s, %d CPUs, %s memory, Linux %s, %s %s/%s", model, cpus, mem,
+		strings.TrimSpace(string(kernel)), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }

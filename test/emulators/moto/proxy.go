@@ -131,6 +131,7 @@ type LifecycleProxy struct {
 	heartbeats  map[string]int
 	calls       []Call
 	faults      map[string][]*fault
+	requests    map[string]int
 	srv         *http.Server
 	url         string
 	closed      bool
@@ -163,6 +164,7 @@ func NewLifecycleProxy(upstream string) *LifecycleProxy {
 		completions: map[string]Completion{},
 		heartbeats:  map[string]int{},
 		faults:      map[string][]*fault{},
+		requests:    map[string]int{},
 	}
 	u, err := url.Parse(upstream)
 	if err == nil && (u.Scheme == "" || u.Host == "") {
@@ -258,7 +260,10 @@ func (p *LifecycleProxy) Register(a LifecycleActionState) string {
 // query action, or an SQS action such as ReceiveMessage) fail with the HTTP
 // status and error code, before any other processing: e.g. 400
 // "ValidationError", 400 "Throttling" or 500 "InternalFailure". Faults for
-// the same action queue up.
+// the same action queue up. An injected ValidationError for a lifecycle call
+// carries Auto Scaling's message for an action that is no longer active
+// ("No active Lifecycle Action found with token ..."). faults.go names the
+// faults AWS answers (Fault, Inject).
 func (p *LifecycleProxy) FailNext(action string, status int, code string, n int) {
 	if n <= 0 {
 		return
@@ -266,6 +271,15 @@ func (p *LifecycleProxy) FailNext(action string, status int, code string, n int)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.faults[action] = append(p.faults[action], &fault{status: status, code: code, remaining: n})
+}
+
+// Requests returns how many requests for action (an SQS, Auto Scaling or
+// EC2 action) the proxy has received, whoever answered them: the proxy,
+// an injected fault or moto. Each attempt of the SDK's counts.
+func (p *LifecycleProxy) Requests(action string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.requests[action]
 }
 
 // Calls returns every request the proxy answered itself, oldest first.
@@ -336,9 +350,14 @@ func (p *LifecycleProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	if req.action != "" {
+		p.mu.Lock()
+		p.requests[req.action]++
+		p.mu.Unlock()
+	}
 	if req.proto != protoOther {
 		if f, ok := p.takeFault(req); ok {
-			writeError(w, req.proto, f.status, f.code, faultMessage(f.code))
+			writeError(w, req.proto, f.status, f.code, faultMessage(req, f.code))
 			return
 		}
 	}
@@ -532,9 +551,17 @@ func (p *LifecycleProxy) expireLocked() {
 	}
 }
 
-// faultMessage is the message of an injected error.
-func faultMessage(code string) string {
+// faultMessage is the message of an injected error for req.
+func faultMessage(req request, code string) string {
 	switch code {
+	case "ValidationError":
+		if req.action != ActionCompleteLifecycleAction && req.action != ActionRecordLifecycleActionHeartbeat {
+			break
+		}
+		if t := req.params.Get("LifecycleActionToken"); t != "" {
+			return "No active Lifecycle Action found with token " + t
+		}
+		return "No active Lifecycle Action found with instance ID " + req.params.Get("InstanceId")
 	case "Throttling", "ThrottlingException", "RequestLimitExceeded":
 		return "Rate exceeded"
 	case "InternalFailure", "InternalError", "ServiceUnavailable":
