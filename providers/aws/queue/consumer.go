@@ -223,15 +223,19 @@ func (c *Consumer) work(ctx context.Context, m types.Message) {
 }
 
 // keepInvisible extends the message's visibility every third of the
-// visibility timeout until ctx ends.
+// visibility timeout until ctx ends. After a failed extension (the SDK's
+// retries spent) it tries again after a second, not a third of the
+// timeout, so that a short timeout does not lapse mid-work.
 func (c *Consumer) keepInvisible(ctx context.Context, receipt *string, log *slog.Logger) {
 	every := c.opts.Visibility / 3
+	wait := every
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-c.clock.After(every):
+		case <-c.clock.After(wait):
 		}
+		wait = every
 		_, err := c.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
 			QueueUrl: &c.opts.QueueURL, ReceiptHandle: receipt, VisibilityTimeout: int32(c.opts.Visibility / time.Second),
 		})
@@ -242,10 +246,14 @@ func (c *Consumer) keepInvisible(ctx context.Context, receipt *string, log *slog
 			return
 		default:
 			c.metrics.errors.WithLabelValues("change_visibility").Inc()
-			log.Warn("extending message visibility failed", "err", err)
+			wait = min(every, extensionRetry)
+			log.Warn("extending message visibility failed; retrying", "err", err, "retry_in", wait)
 		}
 	}
 }
+
+// extensionRetry is the wait before retrying a failed visibility extension.
+const extensionRetry = time.Second
 
 // Validate checks the options.
 func (o Options) Validate() error {
