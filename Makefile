@@ -8,6 +8,11 @@ BIN         := bin
 IMAGE       ?= lastcall:$(VERSION)
 PLATFORMS   ?= linux/amd64,linux/arm64
 TEST_TIMEOUT ?= 40m
+FUZZTIME    ?= 30s
+FUZZTIME_SHORT ?= 3s
+# The packages whose parsers are fuzzed; every func FuzzX(f *testing.F) in
+# their tests is a target.
+FUZZ_PKGS   := ./providers/aws/messages ./providers/aws/imds ./providers/gce ./providers/azure ./pkg/app
 DEB_PACKAGES := prometheus
 comma       := ,
 
@@ -57,8 +62,29 @@ vet: ## Check formatting and run go vet
 	$(GO) vet ./...
 
 .PHONY: test
-test: vet tools ## Run every test, unit and integration (real control plane and emulators), under -race
+test: vet tools fuzz-short ## Run every test, unit and integration (real control plane and emulators), under -race; fuzz each parser briefly
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# fuzz-each runs every fuzz target of $(FUZZ_PKGS) for $(1), one go test
+# per target (-fuzz takes one). What the fuzzer finds interesting stays in
+# its cache ($(GOCACHE)/fuzz); only a failing input is written, to the
+# package's testdata/fuzz/, to be kept as a regression seed once fixed.
+define fuzz-each
+	@set -e; for pkg in $(FUZZ_PKGS); do \
+	  for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(f \*testing\.F).*/\1/p' $$pkg/*_test.go); do \
+	    echo "$$pkg $$target ($(1))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(1) $$pkg; \
+	  done; \
+	done
+endef
+
+.PHONY: fuzz
+fuzz: ## Fuzz every parser (AWS messages and IMDS, GCE, Azure, flags), FUZZTIME=30s per target
+	$(call fuzz-each,$(FUZZTIME))
+
+.PHONY: fuzz-short
+fuzz-short: ## Fuzz every parser for FUZZTIME_SHORT=3s per target, as make test does
+	$(call fuzz-each,$(FUZZTIME_SHORT))
 
 .PHONY: demo
 demo: tools ## Run lastcall end to end: a spot notice drains a node of a local control plane
