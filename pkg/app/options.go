@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -177,7 +178,7 @@ func (o *Options) Validate() error {
 	bad := func(flag, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
 	}
-	if o.KubeQPS == 0 || (o.KubeQPS < 0 && o.KubeQPS != -1) {
+	if q := float64(o.KubeQPS); q == 0 || (q < 0 && q != -1) || math.IsNaN(q) || math.IsInf(q, 0) {
 		bad("kube-api-qps", "must be positive, or -1 for no client-side limit; got %v", o.KubeQPS)
 	}
 	if o.KubeBurst < 1 {

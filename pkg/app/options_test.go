@@ -111,6 +111,8 @@ func TestBadValuesNameTheirFlag(t *testing.T) {
 		{[]string{"--node-name=n", "--log-format=xml"}, nil, "--log-format"},
 		{[]string{"--node-name=n", "--log-level=loud"}, nil, "--log-level"},
 		{[]string{"--node-name=n", "--kube-api-qps=0"}, nil, "--kube-api-qps"},
+		{[]string{"--node-name=n", "--kube-api-qps=NaN"}, nil, "--kube-api-qps"},
+		{[]string{"--node-name=n", "--kube-api-qps=+Inf"}, nil, "--kube-api-qps"},
 		{[]string{"--node-name=n", "--eviction-concurrency=0"}, nil, "--eviction-concurrency"},
 		{[]string{"--node-name=n", "--deadline-margin=-1s"}, nil, "--deadline-margin"},
 		{[]string{"--node-name=n", "--fallback-deadline=0s"}, nil, "--fallback-deadline"},

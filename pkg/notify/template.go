@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +26,7 @@ var DefaultTemplate string
 func LoadTemplate(file string) (*Template, error) {
 	name, text := "slack.tmpl", DefaultTemplate
 	if file != "" {
-		b, err := os.ReadFile(file)
+		b, err := readLimited(file, maxTemplateSize)
 		if err != nil {
 			return nil, err
 		}
@@ -106,4 +107,24 @@ func excerpt(b []byte) string {
 		return strings.ToValidUTF8(string(b[:n]), "") + "..."
 	}
 	return string(b)
+}
+
+// maxTemplateSize bounds a template file: a body template has no reason to
+// be large, and the flag may name anything (/dev/zero).
+const maxTemplateSize = 1 << 20
+
+func readLimited(file string, limit int64) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", file, limit)
+	}
+	return b, nil
 }
