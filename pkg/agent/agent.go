@@ -128,6 +128,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	synced := a.synced
+	var reconcileNow <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -137,21 +138,41 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			return nil
 		case ev := <-in:
-			a.metrics.received.WithLabelValues(ev.Source, string(ev.Kind), string(ev.Action)).Inc()
-			a.log.Info("interruption notice", "source", ev.Source, "kind", ev.Kind, "action", ev.Action,
-				"id", ev.ID, "deadline", ev.Deadline, "detail", ev.Detail)
-			a.handle(ctx, ev)
+			a.receive(ctx, ev)
 		case ev := <-a.retry:
 			if _, ok := a.active[ev.ID]; ok || ev.Action == interruption.ActionCancel {
 				a.handle(ctx, ev) // a hold whose notice was withdrawn meanwhile is dropped
 			}
 		case <-synced:
+			// Sources report their first read after sending what it
+			// found, so those notices are queued by now: handle them
+			// before deciding which holds are stale.
 			synced = nil
-			a.reconcile(ctx)
+			reconcileNow = a.clock.After(0)
+		case <-reconcileNow:
+			reconcileNow = nil
+			for pending := true; pending; {
+				select {
+				case ev := <-in:
+					a.receive(ctx, ev)
+				default:
+					pending = false
+				}
+			}
+			if !a.reconcile(ctx) {
+				reconcileNow = a.clock.After(a.opts.RetryInterval)
+			}
 		case out := <-a.done:
 			a.finish(ctx, out)
 		}
 	}
+}
+
+func (a *Agent) receive(ctx context.Context, ev interruption.Event) {
+	a.metrics.received.WithLabelValues(ev.Source, string(ev.Kind), string(ev.Action)).Inc()
+	a.log.Info("interruption notice", "source", ev.Source, "kind", ev.Kind, "action", ev.Action,
+		"id", ev.ID, "deadline", ev.Deadline, "detail", ev.Detail)
+	a.handle(ctx, ev)
 }
 
 func (a *Agent) handle(ctx context.Context, ev interruption.Event) {
@@ -226,12 +247,13 @@ func (a *Agent) cancel(ctx context.Context, ev interruption.Event) {
 }
 
 // reconcile releases holds left on the node by an earlier run (before a
-// restart or a reboot) whose notice is no longer in force.
-func (a *Agent) reconcile(ctx context.Context) {
+// restart or a reboot) whose notice is no longer in force. It returns false
+// if the node's state could not be read, to be tried again.
+func (a *Agent) reconcile(ctx context.Context) bool {
 	st, _, err := a.nodes.State(ctx, a.opts.Node)
 	if err != nil {
-		a.log.Error("reading lastcall state from node failed", "node", a.opts.Node, "err", err)
-		return
+		a.log.Error("reading lastcall state from node failed, will retry", "node", a.opts.Node, "err", err, "retry_in", a.opts.RetryInterval)
+		return false
 	}
 	for _, h := range st.Holds {
 		if _, ok := a.active[h.ID]; ok {
@@ -240,6 +262,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.log.Info("notice no longer in force, releasing its hold", "node", a.opts.Node, "id", h.ID, "kind", h.Kind, "since", h.Since)
 		a.cancel(ctx, interruption.Event{ID: h.ID, Kind: h.Kind, Action: interruption.ActionCancel, Source: "reconcile"})
 	}
+	return true
 }
 
 func (a *Agent) startDrain(ctx context.Context, ev interruption.Event) {

@@ -122,7 +122,6 @@ func (p *Poller) Run(ctx context.Context, out chan<- Event) error {
 				log.Info("reading signal recovered", "after_failures", failures)
 			}
 			failures = 0
-			health.Success(p.SourceName)
 			now := clk.Now()
 			for _, e := range events {
 				if !sent.Fresh(e) {
@@ -138,6 +137,9 @@ func (p *Poller) Run(ctx context.Context, out chan<- Event) error {
 					return ctx.Err()
 				}
 			}
+			// Reported after the events are sent: a consumer that waits
+			// for every source's first read then has its notices.
+			health.Success(p.SourceName)
 		}
 		select {
 		case <-ctx.Done():

@@ -259,8 +259,8 @@ func (r *run) watch(ctx context.Context) error {
 	}
 }
 
-// answer handles one value read from the path: it reports the read, and
-// sends each new (ID, Action). It returns only ctx's error.
+// answer handles one value read from the path: it sends each new (ID,
+// Action), then reports the read. It returns only ctx's error.
 func (r *run) answer(ctx context.Context, value string) error {
 	events, err := r.parse(strings.TrimSpace(value), *r.inst, r.active)
 	if err != nil {
@@ -275,7 +275,6 @@ func (r *run) answer(ctx context.Context, value string) error {
 		r.log.Info("reading signal recovered", "after_failures", r.failures)
 		r.failures = 0
 	}
-	r.health.Success(r.name)
 	now := r.clk.Now()
 	for _, e := range events {
 		if !r.sent.Fresh(e) {
@@ -300,6 +299,9 @@ func (r *run) answer(ctx context.Context, value string) error {
 			return ctx.Err()
 		}
 	}
+	// Reported after the events are sent: a consumer that waits for every
+	// source's first read then has its notices.
+	r.health.Success(r.name)
 	return nil
 }
 
