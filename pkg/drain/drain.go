@@ -246,6 +246,10 @@ func (d *Drainer) drainGroup(ctx context.Context, req Request, start, end time.T
 		overridden []string
 		sem        = make(chan struct{}, d.opts.Concurrency)
 	)
+	// stop ends the evictions' retries once every pod is gone; an eviction
+	// in flight then still gets its answer (and its Event) rather than
+	// being cut off. cancel is for a drain that ends early.
+	stop := make(chan struct{})
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); wg.Wait() }()
 	for _, p := range pods {
@@ -256,9 +260,11 @@ func (d *Drainer) drainGroup(ctx context.Context, req Request, start, end time.T
 			case sem <- struct{}{}:
 			case <-ctx.Done():
 				return
+			case <-stop:
+				return
 			}
 			defer func() { <-sem }()
-			out, err := d.evict(ctx, req, start, end, p)
+			out, err := d.evict(ctx, stop, req, start, end, p)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -272,7 +278,10 @@ func (d *Drainer) drainGroup(ctx context.Context, req Request, start, end time.T
 		}()
 	}
 	err := d.waitGone(ctx, wait)
-	cancel()
+	close(stop)
+	if err != nil {
+		cancel()
+	}
 	wg.Wait()
 	return count, overridden, err
 }

@@ -27,12 +27,12 @@ const (
 )
 
 // evict asks the Eviction API to remove pod, with a grace period that ends
-// by end (the pod's group's end: see GroupEnds), with a UID precondition so that
-// a replacement of the same name is never hit. A 429 (a PodDisruptionBudget
-// says no, or its status is not computed yet) and other errors are retried
-// with capped exponential backoff until ctx ends; 404 and 409 mean the pod
-// is gone.
-func (d *Drainer) evict(ctx context.Context, req Request, start, end time.Time, pod *corev1.Pod) (evictOutcome, error) {
+// by end (the pod's group's end: see GroupEnds) and a UID precondition so
+// that a replacement of the same name is never hit. A 429 (a
+// PodDisruptionBudget says no, or its status is not computed yet) and other
+// errors are retried with capped exponential backoff until ctx ends or stop
+// closes (every pod is gone); 404 and 409 mean the pod is gone.
+func (d *Drainer) evict(ctx context.Context, stop <-chan struct{}, req Request, start, end time.Time, pod *corev1.Pod) (evictOutcome, error) {
 	wait := d.opts.RetryInitial
 	blocked := false
 	override := d.opts.Policy == PolicyGracefulOverride && !end.IsZero()
@@ -86,6 +86,8 @@ func (d *Drainer) evict(ctx context.Context, req Request, start, end time.Time, 
 		select {
 		case <-ctx.Done():
 			return 0, fmt.Errorf("evicting %s/%s: %w (last answer: %v)", pod.Namespace, pod.Name, ctx.Err(), err)
+		case <-stop: // the pod is gone: nothing left to retry
+			return gone, nil
 		case <-d.clock.After(pause):
 		}
 		wait = min(wait*2, d.opts.RetryMax)
