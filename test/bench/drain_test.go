@@ -149,7 +149,10 @@ func deleteAll(b *testing.B, n int) time.Duration {
 		select {
 		case <-ctx.Done():
 			b.Fatalf("%d of %d pods gone", gone, len(list.Items))
-		case u := <-pods:
+		case u, ok := <-pods:
+			if !ok {
+				b.Fatalf("pod watch ended: %d of %d pods gone", gone, len(list.Items))
+			}
 			if u.typ == watch.Deleted {
 				gone++
 				last = u.at
@@ -191,7 +194,10 @@ func drainWithLastcall(b *testing.B, n int) drainResult {
 				}
 				doneAt = u.at
 			}
-		case u := <-pods:
+		case u, ok := <-pods:
+			if !ok {
+				b.Fatalf("pod watch ended: %d of %d pods gone", gone, n)
+			}
 			if u.typ == watch.Deleted && u.obj.Spec.NodeName == name {
 				gone++
 				lastGone = u.at

@@ -90,20 +90,35 @@ func watchNode(b *testing.B, ctx context.Context, name string) <-chan stamped[*c
 	return out
 }
 
+// watchPods delivers the namespace's pod events with the time each arrived.
+// A watch the API server ends (under load it may) is resumed from the last
+// resourceVersion seen, so no event is lost.
 func watchPods(b *testing.B, ctx context.Context, ns string) <-chan stamped[*corev1.Pod] {
 	b.Helper()
-	w, err := env.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
+	list, err := env.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	out := make(chan stamped[*corev1.Pod], 4096)
+	rv := list.ResourceVersion
+	out := make(chan stamped[*corev1.Pod], 16384)
 	go func() {
 		defer close(out)
-		defer w.Stop()
-		for ev := range w.ResultChan() {
-			if p, ok := ev.Object.(*corev1.Pod); ok {
-				out <- stamped[*corev1.Pod]{at: time.Now(), obj: p, typ: ev.Type}
+		for ctx.Err() == nil {
+			w, err := env.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true})
+			if err != nil {
+				return
 			}
+			for ev := range w.ResultChan() {
+				p, ok := ev.Object.(*corev1.Pod)
+				if !ok {
+					continue // an error status: resume below
+				}
+				rv = p.ResourceVersion
+				if ev.Type != watch.Bookmark {
+					out <- stamped[*corev1.Pod]{at: time.Now(), obj: p, typ: ev.Type}
+				}
+			}
+			w.Stop()
 		}
 	}()
 	return out
