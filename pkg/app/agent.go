@@ -94,19 +94,7 @@ func runAgent(ctx context.Context, o *Options, env Env) error {
 // returned (its drains stopped), the loop is stopped and flushes what is
 // queued, for at most notify.FlushTimeout, before this returns.
 func withNotifier(n *notify.Notifier, main func(context.Context) error) func(context.Context) error {
-	return func(ctx context.Context) error {
-		nctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = n.Run(nctx)
-		}()
-		defer func() {
-			stop()
-			<-done
-		}()
-		return main(ctx)
-	}
+	return beside(main, func(ctx context.Context) { _ = n.Run(ctx) })
 }
 
 // detectCloud returns --cloud, or asks every metadata service until one

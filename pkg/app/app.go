@@ -250,10 +250,11 @@ func runDrainability(ctx context.Context, ctrl *drainability.Controller, w drain
 }
 
 // beside runs side in the background while main runs, and stops it (and
-// waits for it) once main has returned.
+// waits for it) once main has returned: side outlives ctx until then, so
+// it sees what main does while shutting down.
 func beside(main func(context.Context) error, side func(context.Context)) func(context.Context) error {
 	return func(ctx context.Context) error {
-		sctx, stop := context.WithCancel(ctx)
+		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
 		go func() {
 			defer close(done)

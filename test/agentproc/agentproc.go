@@ -126,26 +126,28 @@ func (a *Agent) PID() int { return a.cmd.Process.Pid }
 
 // Memory reads the agent's resident set size now and its peak, in bytes.
 func (a *Agent) Memory() (rss, peak int64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", a.PID()))
+	st, err := Status(a.PID())
+	return st["VmRSS"], st["VmHWM"], err
+}
+
+// Status reads the sizes /proc/<pid>/status gives in kB (VmRSS, VmHWM,
+// RssAnon, RssFile, …), in bytes.
+func Status(pid int) (map[string]int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer f.Close()
+	out := map[string]int64{}
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		k, v, ok := strings.Cut(s.Text(), ":")
-		if !ok {
-			continue
-		}
-		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		switch k {
-		case "VmRSS":
-			rss = kb << 10
-		case "VmHWM":
-			peak = kb << 10
+		if kb, found := strings.CutSuffix(strings.TrimSpace(v), " kB"); ok && found {
+			n, _ := strconv.ParseInt(kb, 10, 64)
+			out[k] = n << 10
 		}
 	}
-	return rss, peak, s.Err()
+	return out, s.Err()
 }
 
 // CPUTime is the agent's user plus system CPU time so far.

@@ -124,8 +124,6 @@ func watchPods(b *testing.B, ctx context.Context, ns string) <-chan stamped[*cor
 	return out
 }
 
-type nodeObj = *corev1.Node
-
 type stamped[T any] struct {
 	at  time.Time
 	obj T

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/lastcall/lastcall/test/agentproc"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 	"github.com/lastcall/lastcall/test/emulators/azuremeta"
@@ -54,12 +56,11 @@ func BenchmarkNoticeToCordon(b *testing.B) {
 }
 
 // cordonedAfter waits for the node to be cordoned after the notice at t0.
-func cordonedAfter(b *testing.B, ctx context.Context, updates <-chan stamped[nodeObj], name string, t0 func() time.Time) time.Duration {
+func cordonedAfter(b *testing.B, ctx context.Context, updates <-chan stamped[*corev1.Node], name string, at time.Time) time.Duration {
 	b.Helper()
 	for u := range updates {
 		if u.obj.Spec.Unschedulable {
-			at := t0()
-			if at.IsZero() || u.at.Before(at) {
+			if u.at.Before(at) {
 				b.Fatalf("node %s cordoned before the notice appeared", name)
 			}
 			return u.at.Sub(at)
@@ -84,7 +85,7 @@ func noticeToCordonAWS(b *testing.B) time.Duration {
 	if time.Now().After(trigger) {
 		b.Fatalf("the agent took until after the notice to start; widen the trigger margin")
 	}
-	return cordonedAfter(b, ctx, updates, name, func() time.Time { return trigger })
+	return cordonedAfter(b, ctx, updates, name, trigger)
 }
 
 func noticeToCordonGCE(b *testing.B) time.Duration {
@@ -104,7 +105,7 @@ func noticeToCordonGCE(b *testing.B) time.Duration {
 	waitSourceUp(b, a, "gce-preempted")
 	at := time.Now()
 	g.Set("instance/preempted", "TRUE")
-	return cordonedAfter(b, ctx, updates, name, func() time.Time { return at })
+	return cordonedAfter(b, ctx, updates, name, at)
 }
 
 func noticeToCordonAzure(b *testing.B) time.Duration {
@@ -125,7 +126,7 @@ func noticeToCordonAzure(b *testing.B) time.Duration {
 	at := time.Now()
 	az.SetEvents(azuremeta.Event{EventID: "bench-" + name, EventType: "Preempt", ResourceType: "VirtualMachine",
 		Resources: []string{name}, EventStatus: "Scheduled", NotBefore: at.Add(30 * time.Second).UTC().Format(http.TimeFormat)})
-	return cordonedAfter(b, ctx, updates, name, func() time.Time { return at })
+	return cordonedAfter(b, ctx, updates, name, at)
 }
 
 // waitSourceUp waits until the agent reports the source read successfully:

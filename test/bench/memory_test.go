@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lastcall/lastcall/test/agentproc"
 	"github.com/lastcall/lastcall/test/tools"
 )
 
@@ -112,27 +113,11 @@ type rssSplit struct{ anon, file int64 }
 
 func readRSSSplit(b *testing.B, pid int) rssSplit {
 	b.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := agentproc.Status(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
-	var r rssSplit
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		k, v, ok := strings.Cut(s.Text(), ":")
-		if !ok {
-			continue
-		}
-		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		switch k {
-		case "RssAnon":
-			r.anon = kb << 10
-		case "RssFile":
-			r.file = kb << 10
-		}
-	}
-	return r
+	return rssSplit{anon: st["RssAnon"], file: st["RssFile"]}
 }
 
 // scrapeGauge reads one unlabelled sample from a /metrics page.

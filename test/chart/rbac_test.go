@@ -26,7 +26,6 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,8 +39,6 @@ import (
 func schemaGVR(group, version, resource string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: group, Version: version, Resource: resource}
 }
-
-func yamlOf(v any) ([]byte, error) { return yaml.Marshal(v) }
 
 // installRBAC creates the chart's ServiceAccount and RBAC objects for real
 // and returns a client impersonating the ServiceAccount.

@@ -111,6 +111,29 @@ func Find(objs []*unstructured.Unstructured, kind string) *unstructured.Unstruct
 	return nil
 }
 
+// Rules renders the chart's alerting rules (default thresholds) as a plain
+// Prometheus rules file: the spec of its PrometheusRule.
+func Rules(ctx context.Context) ([]byte, error) {
+	out, err := Template(ctx, "lastcall", "lastcall", map[string]any{"prometheusRule": map[string]any{"enabled": true}})
+	if err != nil {
+		return nil, err
+	}
+	objs, err := Documents(out)
+	if err != nil {
+		return nil, err
+	}
+	rule := Find(objs, "PrometheusRule")
+	if rule == nil {
+		return nil, errors.New("the chart rendered no PrometheusRule")
+	}
+	return rulesFile(rule)
+}
+
+// rulesFile is a PrometheusRule's spec as a Prometheus rules file.
+func rulesFile(rule *unstructured.Unstructured) ([]byte, error) {
+	return yaml.Marshal(rule.Object["spec"])
+}
+
 // QueueURLPlaceholder is the queue URL of the queue-mode manifests under
 // deploy/, to be replaced with the real one.
 const QueueURLPlaceholder = "https://sqs.us-east-1.amazonaws.com/123456789012/lastcall"
@@ -150,7 +173,7 @@ func Manifests(ctx context.Context) (map[string][]byte, error) {
 	}
 	// The rules as a plain Prometheus rules file, for Prometheus without the
 	// Operator.
-	rules, err := yaml.Marshal(rule.Object["spec"])
+	rules, err := rulesFile(rule)
 	if err != nil {
 		return nil, err
 	}

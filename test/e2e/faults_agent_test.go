@@ -305,20 +305,12 @@ func TestFaultAgentKilledMidDrain(t *testing.T) {
 		t.Errorf("the node was released during the drain, %d times: %v", len(l), l)
 	}
 	s.checkEvictedOnce(t)
-	for _, m := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
+	a2.checkMetrics(t, []metricWant{
 		{"lastcall_actions_total", map[string]string{"action": "cordon", "result": "success"}, 0}, // already held
 		{"lastcall_actions_total", map[string]string{"action": "uncordon"}, 0},
 		{"lastcall_actions_total", map[string]string{"action": "drain", "result": "success"}, 1},
 		{"lastcall_evictions_total", map[string]string{"code": "201"}, 1}, // the guarded pod only
-	} {
-		if got := a2.metric(t, m.name, m.labels); got != m.want {
-			t.Errorf("second process: %s%v = %v, want %v", m.name, m.labels, got, m.want)
-		}
-	}
+	})
 	if n := nodeEventCount(t, s.node, "Cordoned"); n != 1 {
 		t.Errorf("%d Cordoned Events, want 1", n)
 	}
@@ -560,20 +552,12 @@ func TestFaultAgentMetadataFlapping(t *testing.T) {
 		return len(st.Holds) == 1 && st.Holds[0].Drain == "success"
 	})
 	eventually(t, "/healthz to pass again", func() bool { return a.probe(t, "/healthz") == http.StatusOK })
-	for _, m := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
+	a.checkMetrics(t, []metricWant{
 		{"lastcall_events_received_total", map[string]string{"source": "imds-spot", "kind": "spot-interruption"}, 1},
 		{"lastcall_actions_total", map[string]string{"action": "cordon", "result": "success"}, 1},
 		{"lastcall_actions_total", map[string]string{"action": "drain", "result": "success"}, 1},
 		{"lastcall_evictions_total", map[string]string{"code": "201"}, 2},
 		{"lastcall_source_up", map[string]string{"source": "imds-spot"}, 1},
 		{"lastcall_source_up", map[string]string{"source": "imds-rebalance"}, 1},
-	} {
-		if got := a.metric(t, m.name, m.labels); got != m.want {
-			t.Errorf("%s%v = %v, want %v", m.name, m.labels, got, m.want)
-		}
-	}
+	})
 }

@@ -39,12 +39,7 @@ import (
 // deleted, never redelivered.
 func TestFaultQueueSQSThrottlingAndErrors(t *testing.T) {
 	e := newAWSEnv(t)
-	ns := newNamespace(t)
-	pool := map[string]string{"pool": ns}
-	m := e.group(t, 1, pool)[0]
-	guardedPod(t, ns, m.node, pool)
-	newNode(t, "spare", pool)
-	e.send(t, terminateHook(m))
+	m, ns := e.guardedHook(t)
 
 	e.proxy.Inject("ReceiveMessage", moto.SQSThrottled, 3)
 	e.proxy.Inject("ChangeMessageVisibility", moto.InternalFailure, 3)
@@ -77,11 +72,7 @@ func TestFaultQueueSQSThrottlingAndErrors(t *testing.T) {
 		t.Errorf("DeleteMessage: %d requests, %d injected faults; want 3 and 2 (the SDK's retries got past them)", n, inj)
 	}
 	wantCompletedOnce(t, e, m, "CONTINUE")
-	for _, mt := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
+	p.checkMetrics(t, []metricWant{
 		{"lastcall_queue_errors_total", map[string]string{"operation": "receive"}, 1},
 		{"lastcall_queue_errors_total", map[string]string{"operation": "change_visibility"}, 1},
 		{"lastcall_queue_errors_total", map[string]string{"operation": "delete"}, 0},
@@ -90,11 +81,7 @@ func TestFaultQueueSQSThrottlingAndErrors(t *testing.T) {
 		{"lastcall_drain_duration_seconds", map[string]string{"result": "success"}, 1},
 		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "success"}, 1},
 		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "error"}, 0},
-	} {
-		if got := p.metric(t, mt.name, mt.labels); got != mt.want {
-			t.Errorf("%s%v = %v, want %v", mt.name, mt.labels, got, mt.want)
-		}
-	}
+	})
 	eventually(t, "the queue source up and the processor healthy", func() bool {
 		return p.metric(t, "lastcall_source_up", map[string]string{"source": "sqs"}) == 1 && p.probe(t, "/healthz") == 200
 	})
@@ -150,11 +137,7 @@ func TestFaultQueueDeleteFailsPastRetries(t *testing.T) {
 	if c, _ := e.proxy.Completion(m.instance); c.Result != "CONTINUE" || c.Token != m.token || c.Source != moto.SourceAPI || !c.At.Equal(completes[0].At) {
 		t.Errorf("completion %+v, want CONTINUE with token %s by the first call", c, m.token)
 	}
-	for _, mt := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
+	p.checkMetrics(t, []metricWant{
 		{"lastcall_queue_messages_received_total", map[string]string{"kind": "asg-terminate"}, 2},
 		{"lastcall_drain_duration_seconds", nil, 1},
 		{"lastcall_actions_total", map[string]string{"action": "drain"}, 1},
@@ -165,11 +148,7 @@ func TestFaultQueueDeleteFailsPastRetries(t *testing.T) {
 		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "error"}, 0},
 		{"lastcall_lifecycle_completions_total", map[string]string{"drain": "finished"}, 1},
 		{"lastcall_lifecycle_heartbeats_total", map[string]string{"outcome": "gone"}, 0},
-	} {
-		if got := p.metric(t, mt.name, mt.labels); got != mt.want {
-			t.Errorf("%s%v = %v, want %v", mt.name, mt.labels, got, mt.want)
-		}
-	}
+	})
 }
 
 // The lifecycle action is completed by someone else (an operator, another
@@ -181,12 +160,7 @@ func TestFaultQueueDeleteFailsPastRetries(t *testing.T) {
 // deletes the message.
 func TestFaultQueueLifecycleActionGone(t *testing.T) {
 	e := newAWSEnv(t)
-	ns := newNamespace(t)
-	pool := map[string]string{"pool": ns}
-	m := e.group(t, 1, pool)[0]
-	guardedPod(t, ns, m.node, pool)
-	newNode(t, "spare", pool)
-	e.send(t, terminateHook(m))
+	m, ns := e.guardedHook(t)
 	p := e.startProcessor(t, "replica-a")
 
 	eventually(t, "heartbeats while the PDB blocks the drain", func() bool { return e.proxy.Heartbeats(m.instance) >= 2 })
@@ -231,22 +205,14 @@ func TestFaultQueueLifecycleActionGone(t *testing.T) {
 		t.Errorf("lastcall: %d CompleteLifecycleAction calls, %d rejected heartbeats, %d heartbeats after that; want 1, 1, 0",
 			lastcallCompletes, goneHeartbeats, afterGone)
 	}
-	for _, mt := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
+	p.checkMetrics(t, []metricWant{
 		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "gone"}, 1},
 		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "success"}, 0},
 		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "error"}, 0},
 		{"lastcall_lifecycle_completions_total", nil, 0},
 		{"lastcall_drain_duration_seconds", map[string]string{"result": "success"}, 1},
 		{"lastcall_queue_receives_total", nil, 1},
-	} {
-		if got := p.metric(t, mt.name, mt.labels); got != mt.want {
-			t.Errorf("%s%v = %v, want %v", mt.name, mt.labels, got, mt.want)
-		}
-	}
+	})
 }
 
 // The queue processor, a real process, gets SIGTERM in the middle of a
@@ -257,12 +223,7 @@ func TestFaultQueueLifecycleActionGone(t *testing.T) {
 // the action, once.
 func TestFaultQueueSIGTERMMidDrain(t *testing.T) {
 	e := newAWSEnv(t)
-	ns := newNamespace(t)
-	pool := map[string]string{"pool": ns}
-	m := e.group(t, 1, pool)[0]
-	guardedPod(t, ns, m.node, pool)
-	newNode(t, "spare", pool)
-	e.send(t, terminateHook(m))
+	m, ns := e.guardedHook(t)
 
 	bin, err := agentproc.Build(context.Background(), t.TempDir())
 	if err != nil {

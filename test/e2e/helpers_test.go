@@ -155,6 +155,23 @@ func (a *agent) metric(t *testing.T, name string, labels map[string]string) floa
 	return sum
 }
 
+// metricWant is a value the agent's /metrics should show.
+type metricWant struct {
+	name   string
+	labels map[string]string
+	want   float64
+}
+
+// checkMetrics reports each metric whose value is not what is wanted.
+func (a *agent) checkMetrics(t *testing.T, wants []metricWant) {
+	t.Helper()
+	for _, m := range wants {
+		if got := a.metric(t, m.name, m.labels); got != m.want {
+			t.Errorf("%s%v = %v, want %v", m.name, m.labels, got, m.want)
+		}
+	}
+}
+
 func hasLabels(m *dto.Metric, want map[string]string) bool {
 	for k, v := range want {
 		found := false

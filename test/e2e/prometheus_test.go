@@ -17,7 +17,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/lastcall/lastcall/test/chart"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
@@ -39,15 +38,7 @@ func startPrometheus(t *testing.T, target string) *prometheus {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rendered, err := chart.Template(ctx, "lastcall", "lastcall", map[string]any{"prometheusRule": map[string]any{"enabled": true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs, err := chart.Documents(rendered)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := yaml.Marshal(chart.Find(objs, "PrometheusRule").Object["spec"])
+	rules, err := chart.Rules(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

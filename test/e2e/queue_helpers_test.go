@@ -103,6 +103,21 @@ func (e *awsEnv) group(t *testing.T, n int32, labels map[string]string) []member
 }
 
 // send puts a message body on the queue.
+// guardedHook sets the scene most queue tests share: one instance whose
+// node runs a pod its PodDisruptionBudget lets go only once a replacement
+// is Ready on a spare node, and the instance's terminate hook on the queue.
+// It returns the instance and the pods' namespace.
+func (e *awsEnv) guardedHook(t *testing.T) (member, string) {
+	t.Helper()
+	ns := newNamespace(t)
+	pool := map[string]string{"pool": ns}
+	m := e.group(t, 1, pool)[0]
+	guardedPod(t, ns, m.node, pool)
+	newNode(t, "spare", pool)
+	e.send(t, terminateHook(m))
+	return m, ns
+}
+
 func (e *awsEnv) send(t *testing.T, body string) {
 	t.Helper()
 	if _, err := e.sqs.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &e.queueURL, MessageBody: &body}); err != nil {

@@ -59,12 +59,7 @@ func TestQueueTwoReplicasDrainEachNodeOnce(t *testing.T) {
 // once, and nothing is lost.
 func TestQueueReplicaKilledMidDrain(t *testing.T) {
 	e := newAWSEnv(t)
-	ns := newNamespace(t)
-	pool := map[string]string{"pool": ns}
-	m := e.group(t, 1, pool)[0]
-	guardedPod(t, ns, m.node, pool)
-	newNode(t, "spare", pool)
-	e.send(t, terminateHook(m))
+	m, ns := e.guardedHook(t)
 
 	bin, err := agentproc.Build(context.Background(), t.TempDir())
 	if err != nil {

@@ -11,13 +11,7 @@ import (
 // CONTINUE and the right token; the message is deleted.
 func TestQueueTerminateHookDrainsAndCompletes(t *testing.T) {
 	e := newAWSEnv(t)
-	ns := newNamespace(t)
-	pool := map[string]string{"pool": ns}
-	m := e.group(t, 1, pool)[0]
-	guardedPod(t, ns, m.node, pool)
-	newNode(t, "spare", pool)
-
-	e.send(t, terminateHook(m))
+	m, ns := e.guardedHook(t)
 	p := e.startProcessor(t, "replica-a")
 
 	waitNode(t, m.node, func(n *corev1.Node) bool { return n.Spec.Unschedulable && hasTaint(n, "lastcall.io/asg-termination") })

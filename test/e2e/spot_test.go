@@ -98,11 +98,7 @@ func TestSpotNoticeDrainsNode(t *testing.T) {
 	waitEvents(t, "default", name, "InterruptionNotice", "Cordoned", "DrainStarted", "DrainCompleted")
 	waitEvents(t, ns, deletions[0].name, "Evicted")
 
-	for _, m := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
+	a.checkMetrics(t, []metricWant{
 		{"lastcall_events_received_total", map[string]string{"source": "imds-spot", "kind": "spot-interruption", "action": "drain"}, 1},
 		{"lastcall_actions_total", map[string]string{"action": "cordon", "result": "success"}, 1},
 		{"lastcall_actions_total", map[string]string{"action": "drain", "result": "success"}, 1},
@@ -111,11 +107,7 @@ func TestSpotNoticeDrainsNode(t *testing.T) {
 		{"lastcall_pods_skipped_total", map[string]string{"rule": "daemonset"}, 1},
 		{"lastcall_source_up", map[string]string{"source": "imds-spot"}, 1},
 		{"lastcall_notice_to_cordon_seconds", nil, 1},
-	} {
-		if got := a.metric(t, m.name, m.labels); got != m.want {
-			t.Errorf("%s%v = %v, want %v", m.name, m.labels, got, m.want)
-		}
-	}
+	})
 	if code := a.probe(t, "/healthz"); code != 200 {
 		t.Errorf("/healthz = %d", code)
 	}
