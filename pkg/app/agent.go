@@ -87,7 +87,7 @@ func runAgent(ctx context.Context, o *Options, env Env) error {
 		return beside(ag.Run, func(ctx context.Context) { runDrainability(ctx, ctrl, drainable, log) })(ctx)
 	}
 	informers := append([]cache.SharedIndexInformer{nodeInformer, podInformer}, planInformers.all()...)
-	return c.serve(ctx, env, healthz, informers, withNotifier(notifier, main))
+	return c.serve(ctx, env, healthz, informers, sourceHealth.Synced(), withNotifier(notifier, main))
 }
 
 // withNotifier runs the notifier's delivery loop beside main. Once main has
