@@ -57,6 +57,9 @@ type Config struct {
 	IMDS       string
 	LogPath    string
 	Env        []string
+	// Cgroup, when set, is the directory of a cgroup the process joins
+	// before lastcall starts, so all its memory is charged there.
+	Cgroup string
 }
 
 // Start runs the agent with its default settings but for cfg, and returns
@@ -74,6 +77,10 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	defer logf.Close()
 	cmd := exec.Command(cfg.Binary)
+	if cfg.Cgroup != "" {
+		// The shell joins the cgroup, then becomes lastcall (same PID).
+		cmd = exec.Command("/bin/sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$1"`, cfg.Cgroup, cfg.Binary)
+	}
 	cmd.Env = append(os.Environ(),
 		"LASTCALL_NODE_NAME="+cfg.Node,
 		"LASTCALL_KUBECONFIG="+cfg.Kubeconfig,
