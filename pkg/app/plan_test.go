@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -272,7 +273,7 @@ func TestPlanJSON(t *testing.T) {
 		// The non-critical group must be gone 30 s early, leaving coredns its grace.
 		"kube-system/coredns-6b7d-p8q7r": {},
 	}
-	if !equalReasons(got, want) {
+	if !maps.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("blockers:\n got %v\nwant %v", got, want)
 	}
 	if !slices.Equal(groups, []string{"non-critical", "critical"}) {
@@ -302,18 +303,6 @@ func TestPlanJSON(t *testing.T) {
 	if want := []string{"kube-system/kube-proxy-node-a:mirror", "shop/logs-h4k2n:daemonset", "shop/report-29xk1:completed"}; !slices.Equal(skipped, want) {
 		t.Errorf("skipped %v, want %v", skipped, want)
 	}
-}
-
-func equalReasons(a, b map[string][]plan.Reason) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || !slices.Equal(v, w) {
-			return false
-		}
-	}
-	return true
 }
 
 // The drain flags reach the plan with the daemon's meaning.

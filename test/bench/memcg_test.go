@@ -80,17 +80,31 @@ func (m *memcg) usage() (usage, workingSet int64, err error) {
 	return 0, 0, fmt.Errorf("%s/memory.stat has no %s", m.dir, inactive)
 }
 
-// dropFromPageCache asks the kernel to drop path's pages from the page
-// cache, so a process started from it reads them again, charged to its
-// own cgroup, as after an image pull whose pages were since reclaimed.
-func dropFromPageCache(b *testing.B, path string) {
+// coldCopy copies the binary at src to disk and drops the copy from the
+// page cache, so a process started from it reads its pages again, charged
+// to its own cgroup, as after an image pull whose pages were since
+// reclaimed, and has page cache of its own.
+func coldCopy(b *testing.B, src string) string {
 	b.Helper()
-	f, err := os.Open(path)
+	data, err := os.ReadFile(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dst := filepath.Join(b.TempDir(), "lastcall")
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		b.Fatalf("fadvise(DONTNEED) %s: %v", path, err)
+	if _, err := f.Write(data); err != nil {
+		b.Fatal(err)
 	}
+	// Written back first: only clean pages can be dropped.
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		b.Fatalf("fadvise(DONTNEED) %s: %v", dst, err)
+	}
+	return dst
 }

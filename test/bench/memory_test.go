@@ -55,8 +55,7 @@ func BenchmarkAgentIdle(b *testing.B) {
 			addNode(b, name, nil)
 			imds := startAEMM(b, spotAt(time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2099, 1, 1, 0, 2, 0, 0, time.UTC)))
 			b.Cleanup(imds.Stop)
-			bin := copyBinary(b, lastcallBinary(b))
-			dropFromPageCache(b, bin)
+			bin := coldCopy(b, lastcallBinary(b))
 			cg, why := newMemcg(b, name)
 			r := &run{cg: cg}
 			cfg := agentproc.Config{Binary: bin, Node: name, Kubeconfig: env.Kubeconfig, IMDS: imds.URL(),
@@ -147,33 +146,6 @@ func sampleIdle(b *testing.B, pid int, window time.Duration) idleSample {
 	cpu1, _ := agentproc.ProcessCPU(pid)
 	s.cpu = float64(cpu1-cpu0) / float64(time.Since(start))
 	return s
-}
-
-// copyBinary copies the binary to disk, so a process run from the copy
-// has page cache of its own.
-func copyBinary(b *testing.B, src string) string {
-	b.Helper()
-	data, err := os.ReadFile(src)
-	if err != nil {
-		b.Fatal(err)
-	}
-	dst := filepath.Join(b.TempDir(), "lastcall")
-	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		b.Fatal(err)
-	}
-	// Written back to disk, so that its pages are clean and can be
-	// dropped from the page cache.
-	if _, err := f.Write(data); err != nil {
-		b.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		b.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		b.Fatal(err)
-	}
-	return dst
 }
 
 // startFloor builds and runs test/bench/floor on a node of its own, waits

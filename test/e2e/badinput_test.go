@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/lastcall/lastcall/pkg/app"
-	"github.com/lastcall/lastcall/test/agentproc"
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
 
@@ -144,10 +143,7 @@ func badFlags(t *testing.T) (cases []badFlag, queueFlags map[string]bool) {
 func TestBadInputFlags(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel) // after the parallel subtests
-	bin, err := agentproc.Build(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildLastcall(t)
 	cases, queueFlags := badFlags(t)
 	// The base of each case: a valid command line of the mode that reads
 	// the flag, without the flag itself.

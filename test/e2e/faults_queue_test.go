@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/lease"
-	"github.com/lastcall/lastcall/test/agentproc"
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
 
@@ -225,21 +223,7 @@ func TestFaultQueueSIGTERMMidDrain(t *testing.T) {
 	e := newAWSEnv(t)
 	m, ns := e.guardedHook(t)
 
-	bin, err := agentproc.Build(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agentproc.Start(context.Background(), agentproc.Config{
-		Binary: bin, Kubeconfig: env.Kubeconfig, LogPath: filepath.Join(t.TempDir(), "replica-a.log"),
-		Env: []string{"LASTCALL_MODE=queue", "LASTCALL_QUEUE_URL=" + e.queueURL, "LASTCALL_REGION=" + moto.Region,
-			"LASTCALL_AWS_ENDPOINT=" + e.proxy.URL(), "LASTCALL_POD_NAME=replica-a", "LASTCALL_POD_NAMESPACE=default",
-			"LASTCALL_HEARTBEAT_INTERVAL=1s", "LASTCALL_VISIBILITY_TIMEOUT=30s", "LASTCALL_LEASE_DURATION=15s",
-			"LASTCALL_RETRY_AFTER=1s", "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Kill)
+	a := e.startProcessorProcess(t, "replica-a", "LASTCALL_VISIBILITY_TIMEOUT=30s", "LASTCALL_LEASE_DURATION=15s")
 	waitNode(t, m.node, func(n *corev1.Node) bool { return n.Spec.Unschedulable && hasTaint(n, "lastcall.io/asg-termination") })
 	eventually(t, "heartbeats while the PDB blocks the drain", func() bool { return e.proxy.Heartbeats(m.instance) >= 2 })
 	if h := leaseHolder(t, m.node); h != "replica-a" {
@@ -247,7 +231,7 @@ func TestFaultQueueSIGTERMMidDrain(t *testing.T) {
 	}
 
 	start := time.Now()
-	err = a.Stop() // SIGTERM; SIGKILL and an error after 10 s
+	err := a.Stop() // SIGTERM; SIGKILL and an error after 10 s
 	took := time.Since(start)
 	log, _ := os.ReadFile(a.LogPath)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,7 +76,7 @@ func TestPlanBlockers(t *testing.T) {
 		"NS/web-<hash>-<id>":                {plan.ReasonNoPreStop},
 		"kube-system/crit-NODE-<hash>-<id>": {}, // the non-critical group is gone 30 s early, leaving it its grace
 	}
-	if got := reasonsOf(p); !equalReasonMaps(got, want) {
+	if got := reasonsOf(p); !maps.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("blockers:\n got %v\nwant %v", got, want)
 	}
 	if len(p.Budgets) != 1 || p.Budgets[0].Name != "api" {
@@ -195,16 +196,26 @@ func planJSON(t *testing.T, args ...string) (int, plan.Plan) {
 	return code, p
 }
 
-// buildLastcall builds cmd/lastcall into a directory of the test's.
+// shipped is the binary buildLastcall builds once for the package's tests.
+var shipped struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildLastcall builds cmd/lastcall as shipped, once for all the package's
+// tests, into the cluster's directory, and returns its path.
 func buildLastcall(t *testing.T) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	bin, err := agentproc.Build(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	shipped.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		shipped.path, shipped.err = agentproc.Build(ctx, env.Dir)
+	})
+	if shipped.err != nil {
+		t.Fatal(shipped.err)
 	}
-	return bin
+	return shipped.path
 }
 
 // runLastcall runs the binary bin with args and the environment environ
@@ -292,16 +303,4 @@ func reasonsOf(p plan.Plan) map[string][]plan.Reason {
 		}
 	}
 	return out
-}
-
-func equalReasonMaps(a, b map[string][]plan.Reason) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || !slices.Equal(v, w) {
-			return false
-		}
-	}
-	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/lastcall/lastcall/pkg/app"
+	"github.com/lastcall/lastcall/test/agentproc"
 	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
@@ -156,6 +158,25 @@ func (e *awsEnv) startProcessor(t *testing.T, replica string, mutate ...func(*ap
 	a := runApp(t, o, "replica", replica)
 	eventually(t, "the processor to be ready", func() bool { return a.probe(t, "/readyz") == 200 })
 	return a
+}
+
+// startProcessorProcess runs a queue processor replica as the shipped
+// binary in a process of its own, with startProcessor's settings and then
+// extra (LASTCALL_* overrides), until the test ends.
+func (e *awsEnv) startProcessorProcess(t *testing.T, replica string, extra ...string) *agentproc.Agent {
+	t.Helper()
+	p, err := agentproc.Start(context.Background(), agentproc.Config{
+		Binary: buildLastcall(t), Kubeconfig: env.Kubeconfig, LogPath: filepath.Join(t.TempDir(), replica+".log"),
+		Env: append([]string{"LASTCALL_MODE=queue", "LASTCALL_QUEUE_URL=" + e.queueURL, "LASTCALL_REGION=" + moto.Region,
+			"LASTCALL_AWS_ENDPOINT=" + e.proxy.URL(), "LASTCALL_POD_NAME=" + replica, "LASTCALL_POD_NAMESPACE=default",
+			"LASTCALL_HEARTBEAT_INTERVAL=1s", "LASTCALL_VISIBILITY_TIMEOUT=6s", "LASTCALL_LEASE_DURATION=3s",
+			"LASTCALL_RETRY_AFTER=1s", "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"}, extra...),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Kill)
+	return p
 }
 
 // eventBridge renders an EventBridge event as SQS receives it.

@@ -1,15 +1,10 @@
 package e2e
 
 import (
-	"context"
 	"os"
-	"path/filepath"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-
-	"github.com/lastcall/lastcall/test/agentproc"
-	"github.com/lastcall/lastcall/test/emulators/moto"
 )
 
 // Two replicas consume one queue that holds two events for every instance
@@ -61,21 +56,7 @@ func TestQueueReplicaKilledMidDrain(t *testing.T) {
 	e := newAWSEnv(t)
 	m, ns := e.guardedHook(t)
 
-	bin, err := agentproc.Build(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	victim, err := agentproc.Start(context.Background(), agentproc.Config{
-		Binary: bin, Kubeconfig: env.Kubeconfig, LogPath: filepath.Join(t.TempDir(), "replica-a.log"),
-		Env: []string{"LASTCALL_MODE=queue", "LASTCALL_QUEUE_URL=" + e.queueURL, "LASTCALL_REGION=" + moto.Region,
-			"LASTCALL_AWS_ENDPOINT=" + e.proxy.URL(), "LASTCALL_POD_NAME=replica-a", "LASTCALL_POD_NAMESPACE=default",
-			"LASTCALL_HEARTBEAT_INTERVAL=1s", "LASTCALL_VISIBILITY_TIMEOUT=6s", "LASTCALL_LEASE_DURATION=3s",
-			"LASTCALL_RETRY_AFTER=1s", "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { victim.Kill() })
+	victim := e.startProcessorProcess(t, "replica-a")
 	waitNode(t, m.node, func(n *corev1.Node) bool { return n.Spec.Unschedulable })
 	eventually(t, "the first replica's heartbeats", func() bool { return e.proxy.Heartbeats(m.instance) >= 2 })
 	victim.Kill()

@@ -15,10 +15,11 @@ import (
 // from it are cut to bodyExcerpt bytes, which %q may escape up to six-fold.
 const maxErrorLen = 16*bodyExcerpt + 512
 
-// FuzzParseSignals checks, beyond FuzzParsers, what each parser makes of an
-// answer: the same every time, an error that names the path and stays
-// short however long the answer, and events that agree with the answer.
-// The seeds are the golden payloads of every signal.
+// FuzzParseSignals checks what each parser makes of any answer: no panic,
+// the same every time, a failure that is a malformed one and whose error
+// names the path and stays short however long the answer, and complete
+// events that agree with the answer. The seeds are the golden payloads of
+// every signal.
 func FuzzParseSignals(f *testing.F) {
 	for _, dir := range []string{"spot", "rebalance", "maintenance", "asglifecycle"} {
 		files, err := filepath.Glob(filepath.Join("testdata", dir, "*"))

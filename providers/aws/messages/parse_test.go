@@ -450,21 +450,3 @@ func checkInvariants(t *testing.T, m Message, err error) {
 		t.Fatalf("incomplete lifecycle action %+v", l)
 	}
 }
-
-// FuzzParse checks that Parse never panics and that whatever it returns
-// keeps the invariants, starting from every input in testdata/. The
-// generated ones stay out: mutants of a 256 KiB body only exercise the size
-// check, and minimizing them stalls the fuzzer for seconds at a time.
-func FuzzParse(f *testing.F) {
-	files, err := filepath.Glob(filepath.Join("testdata", "*.json"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	for _, file := range files {
-		f.Add(readFile(f, filepath.Base(file)))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		m, err := Parse(body)
-		checkInvariants(t, m, err)
-	})
-}
