@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -33,25 +31,10 @@ import (
 // answers.
 const detectEvery = 10 * time.Second
 
-// agentGCPercent is the agent's garbage collection target when $GOGC is
-// not set. The agent runs on every node with a heap of a few MiB, so it
-// trades a little CPU for memory: collecting at 50% growth instead of Go's
-// 100% keeps about 1.5 MiB less resident.
-const agentGCPercent = 50
-
-// agentGC sets the garbage collection target to agentGCPercent unless
-// $GOGC is set, which the Go runtime has applied already.
-func agentGC(lookupEnv func(string) (string, bool)) {
-	if _, set := lookupEnv("GOGC"); !set {
-		debug.SetGCPercent(agentGCPercent)
-	}
-}
-
 // runAgent runs the node agent: this node's metadata sources, and informers
 // scoped to this node and its pods.
 func runAgent(ctx context.Context, o *Options, env Env) error {
 	name, log := o.Agent.NodeName, env.Log.With("node", o.Agent.NodeName)
-	agentGC(os.LookupEnv)
 	c := newCommon(ctx, o, env, name)
 	core := env.Client.CoreV1().RESTClient()
 	nodeInformer := informer(core, "nodes", &corev1.Node{}, fields.OneTermEqualSelector("metadata.name", name))
@@ -104,7 +87,7 @@ func runAgent(ctx context.Context, o *Options, env Env) error {
 		return beside(ag.Run, func(ctx context.Context) { runDrainability(ctx, ctrl, drainable, log) })(ctx)
 	}
 	informers := append([]cache.SharedIndexInformer{nodeInformer, podInformer}, planInformers.all()...)
-	return c.serve(ctx, env, healthz, informers, sourceHealth.Synced(), withNotifier(notifier, main))
+	return c.serve(ctx, env, healthz, informers, withNotifier(notifier, main))
 }
 
 // withNotifier runs the notifier's delivery loop beside main. Once main has

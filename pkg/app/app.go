@@ -34,7 +34,6 @@ import (
 	"github.com/lastcall/lastcall/pkg/drainability"
 	"github.com/lastcall/lastcall/pkg/kubemetrics"
 	"github.com/lastcall/lastcall/pkg/logging"
-	"github.com/lastcall/lastcall/pkg/residency"
 	"github.com/lastcall/lastcall/pkg/server"
 	"github.com/lastcall/lastcall/pkg/version"
 )
@@ -91,8 +90,6 @@ type common struct {
 	reg      *prometheus.Registry
 	recorder record.EventRecorder
 	shutdown func()
-	// releasePages says whether to release the binary's start-up pages.
-	releasePages bool
 }
 
 func newCommon(ctx context.Context, o *Options, env Env, host string) *common {
@@ -107,14 +104,12 @@ func newCommon(ctx context.Context, o *Options, env Env, host string) *common {
 	if o.DryRun {
 		recorder = &record.FakeRecorder{} // dry run: no Events either
 	}
-	return &common{reg: reg, recorder: recorder, shutdown: broadcaster.Shutdown, releasePages: o.ReleaseStartupPages}
+	return &common{reg: reg, recorder: recorder, shutdown: broadcaster.Shutdown}
 }
 
 // serve runs the informers, then main once they have synced, and the
-// server throughout, until ctx ends or one of them fails. Once the caches
-// have synced and settled is closed (every source has read once), start-up
-// is over and its pages are released.
-func (c *common) serve(ctx context.Context, env Env, healthz server.Check, informers []cache.SharedIndexInformer, settled <-chan struct{}, main func(context.Context) error) error {
+// server throughout, until ctx ends or one of them fails.
+func (c *common) serve(ctx context.Context, env Env, healthz server.Check, informers []cache.SharedIndexInformer, main func(context.Context) error) error {
 	defer c.shutdown()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -145,15 +140,6 @@ func (c *common) serve(ctx context.Context, env Env, healthz server.Check, infor
 	}
 	env.Log.Info("Kubernetes caches synced")
 	wg.Go(func() { errc <- main(ctx) })
-	if c.releasePages {
-		wg.Go(func() {
-			select {
-			case <-ctx.Done():
-			case <-settled:
-				releaseStartupPages(env.Log)
-			}
-		})
-	}
 	select {
 	case <-ctx.Done():
 		env.Log.Info("shutting down")
@@ -162,20 +148,6 @@ func (c *common) serve(ctx context.Context, env Env, healthz server.Check, infor
 		return err
 	}
 }
-
-// releaseStartupPages releases the binary's pages start-up touched and
-// logs what that gave back; failing to is only worth a warning.
-func releaseStartupPages(log *slog.Logger) {
-	r, err := residency.Release()
-	if err != nil {
-		log.Warn("could not release the binary's start-up pages; the resident set stays larger", "err", err)
-		return
-	}
-	log.Info("released the binary's start-up pages", "mappings", r.Mappings, "mapped_mib", mib(r.Bytes),
-		"resident_file_mib_before", mib(r.FileBefore), "resident_file_mib_after", mib(r.FileAfter))
-}
-
-func mib(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
 
 // informer watches one kind of object of the core group, limited by a
 // field selector. Informers are built directly rather than through an

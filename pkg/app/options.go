@@ -41,9 +41,6 @@ type Options struct {
 	LogFormat     string
 	LogLevel      string
 	DryRun        bool
-	// ReleaseStartupPages gives the binary's pages back to the kernel
-	// once start-up is over (see package residency).
-	ReleaseStartupPages bool
 	// FallbackDeadline is the deadline of a drain whose notice names none.
 	FallbackDeadline time.Duration
 	// SourceStaleAfter is how long a source may fail before /healthz fails.
@@ -86,17 +83,16 @@ type QueueOptions struct {
 // NewOptions returns the defaults.
 func NewOptions() *Options {
 	return &Options{
-		Mode:                ModeAgent,
-		KubeQPS:             -1,
-		KubeBurst:           100,
-		ListenAddress:       ":9477",
-		LogFormat:           "json",
-		LogLevel:            "info",
-		FallbackDeadline:    2 * time.Minute,
-		SourceStaleAfter:    time.Minute,
-		ReleaseStartupPages: true,
-		Drain:               drain.DefaultOptions(),
-		Notify:              notify.Options{Timeout: notify.DefaultTimeout},
+		Mode:             ModeAgent,
+		KubeQPS:          -1,
+		KubeBurst:        100,
+		ListenAddress:    ":9477",
+		LogFormat:        "json",
+		LogLevel:         "info",
+		FallbackDeadline: 2 * time.Minute,
+		SourceStaleAfter: time.Minute,
+		Drain:            drain.DefaultOptions(),
+		Notify:           notify.Options{Timeout: notify.DefaultTimeout},
 		Agent: AgentOptions{
 			Cloud:           "auto",
 			GCE:             gce.Options{SpotDeadline: 30 * time.Second, MaintenanceDeadline: 60 * time.Second},
@@ -132,8 +128,6 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "Log format: json or text.")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "Log level: debug, info, warn or error.")
 	fs.BoolVar(&o.DryRun, "dry-run", o.DryRun, "Log what would be done to nodes and pods, and change nothing.")
-	fs.BoolVar(&o.ReleaseStartupPages, "release-startup-pages", o.ReleaseStartupPages, "Once started (caches synced, every source read once), unmap the pages of lastcall's binary that start-up touched; "+
-		"they stay in the page cache and fault back in when needed. About halves the idle resident set.")
 	fs.DurationVar(&o.FallbackDeadline, "fallback-deadline", o.FallbackDeadline, "Drain deadline for notices that carry none (rebalance recommendations set to drain, lifecycle hooks, state changes).")
 	fs.DurationVar(&o.SourceStaleAfter, "source-stale-after", o.SourceStaleAfter, "/healthz fails when a source (or the queue) has not been read successfully for this long.")
 	fs.IntVar(&o.Drain.Concurrency, "eviction-concurrency", o.Drain.Concurrency, "Evictions in flight at once, per drain.")

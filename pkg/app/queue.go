@@ -93,7 +93,7 @@ func runQueue(ctx context.Context, o *Options, env Env) error {
 	log.Info("queue processor ready", "holder", holder, "workers", q.Workers, "managed_tag", q.ManagedTag)
 	informers := append([]cache.SharedIndexInformer{nodeInformer, podInformer}, planInformers.all()...)
 	main := beside(consumer.Run, func(ctx context.Context) { runDrainability(ctx, ctrl, drainable, log) })
-	return c.serve(ctx, env, sourceHealth.Check, informers, sourceHealth.Synced(), withNotifier(notifier, main))
+	return c.serve(ctx, env, sourceHealth.Check, informers, withNotifier(notifier, main))
 }
 
 // nodeNames lists the names of every node.
