@@ -13,38 +13,26 @@ import (
 
 	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/kubemetrics"
+	"github.com/lastcall/lastcall/pkg/plancmd"
 )
 
 func main() {
 	kubemetrics.Install() // before any Kubernetes request
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if len(os.Args) > 1 && os.Args[1] == "plan" {
-		os.Exit(plan())
+		os.Exit(plancmd.Main(ctx, os.Args[2:], os.Stdout, os.Stderr, os.LookupEnv))
 	}
-	opts := app.NewOptions()
-	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
-	opts.AddFlags(fs)
-	if err := app.Parse(fs, os.Args[1:], os.LookupEnv); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			os.Exit(0)
-		}
+	o, err := app.Parse(os.Args[1:], os.LookupEnv, os.Stderr)
+	if errors.Is(err, pflag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "lastcall:", err)
 		os.Exit(2)
 	}
-	if err := opts.Validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "lastcall: invalid configuration:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := app.Run(ctx, opts, app.Env{LogOut: os.Stderr}); err != nil {
+	if err := app.Run(ctx, o, app.Env{LogOut: os.Stderr}); err != nil {
 		fmt.Fprintln(os.Stderr, "lastcall:", err)
 		os.Exit(1)
 	}
-}
-
-// plan runs "lastcall plan" (see app.PlanMain) and returns its exit status.
-func plan() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return app.PlanMain(ctx, os.Args[2:], os.Stdout, os.Stderr, os.LookupEnv)
 }

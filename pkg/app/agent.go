@@ -4,60 +4,48 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
-	"net/http"
 	"sync/atomic"
 	"time"
 
-	"cloud.google.com/go/compute/metadata"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
 
 	"github.com/lastcall/lastcall/pkg/agent"
-	"github.com/lastcall/lastcall/pkg/cloud"
 	"github.com/lastcall/lastcall/pkg/drain"
+	"github.com/lastcall/lastcall/pkg/episode"
 	"github.com/lastcall/lastcall/pkg/health"
-	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/pkg/notify"
-	"github.com/lastcall/lastcall/providers/aws/imds"
-	"github.com/lastcall/lastcall/providers/azure"
-	"github.com/lastcall/lastcall/providers/gce"
+	"github.com/lastcall/lastcall/pkg/provider"
 )
 
-// detectEvery paces retries of cloud detection while no metadata service
+// detectEvery paces rounds of cloud detection while no metadata service
 // answers.
 const detectEvery = 10 * time.Second
 
-// runAgent runs the node agent: this node's metadata sources, and informers
-// scoped to this node and its pods.
-func runAgent(ctx context.Context, o *Options, env Env) error {
+// detectTimeout bounds one round of detection.
+const detectTimeout = 2 * time.Second
+
+// buildAgent wires the node agent: this node's metadata sources feeding
+// its episode, with informers of this node and its pods only, so that an
+// agent's cost does not grow with the cluster.
+func buildAgent(ctx context.Context, o *Options, env Env, reg prometheus.Registerer) (*process, error) {
 	name, log := o.Agent.NodeName, env.Log.With("node", o.Agent.NodeName)
-	c := newCommon(ctx, o, env, name)
+	c := newCommon(ctx, o, env, name, reg)
 	core := env.Client.CoreV1().RESTClient()
 	nodeInformer := informer(core, "nodes", &corev1.Node{}, fields.OneTermEqualSelector("metadata.name", name))
 	podInformer := informer(core, "pods", &corev1.Pod{}, fields.OneTermEqualSelector("spec.nodeName", name))
-	podIndex, err := drain.NewInformerIndex(podInformer)
+	k, err := newKernel(o, env, c, nodeInformer, podInformer, node.OwnerAgent, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	planInformers, err := newPlanInformers(env.Client)
-	if err != nil {
-		return err
-	}
-	drainable := drainabilityWiring{
-		nodes:       func() ([]string, error) { return []string{name}, nil },
-		podInformer: podInformer, pods: podIndex, plan: planInformers,
-	}
-	nodes := node.NewClient(env.Client, corelisters.NewNodeLister(nodeInformer.GetIndexer()).Get, env.Clock, o.DryRun, log.With("component", "node"))
-	drainer := drain.New(env.Client, podIndex, c.recorder, c.reg, log.With("component", "drain"), env.Clock, o.Drain)
-	sourceHealth := health.NewSources(c.reg, env.Clock, o.SourceStaleAfter)
-	notifier, err := notify.New(o.Notify, c.reg, log.With("component", "notify"), env.Clock)
-	if err != nil {
-		return err
-	}
+	sourceHealth := health.NewSources(c.reg, env.Clock, o.Health.StaleAfter)
+	ag := agent.New(agent.Options{Node: name}, k.episodes, c.recorder, c.reg, log.With("component", "agent"), env.Clock)
 
 	// Until a cloud is known, /healthz says so.
 	var detectErr atomic.Pointer[error]
@@ -70,88 +58,106 @@ func runAgent(ctx context.Context, o *Options, env Env) error {
 		return sourceHealth.Check()
 	}
 	main := func(ctx context.Context) error {
-		which, err := detectCloud(ctx, o, log, &detectErr)
+		p, err := detect(ctx, o, log, env.Clock, &detectErr)
 		if err != nil {
 			return nil // ctx ended while detecting
 		}
-		sources, err := cloudSources(which, o, sourceHealth, log, env)
+		sources, err := p.Sources(ctx, provider.Env{Node: name, PollInterval: o.Agent.PollInterval, Health: sourceHealth,
+			Log: log, Clock: env.Clock})
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", p.Name(), err)
 		}
 		for _, s := range sources {
 			sourceHealth.Register(s.Name())
 		}
-		ag := agent.New(agent.Options{Node: name, FallbackDeadline: o.FallbackDeadline, Notifier: notifier},
-			sources, nodes, drainer, c.recorder, sourceHealth.Synced(), c.reg, log.With("component", "agent"), env.Clock)
-		ctrl := newDrainability(o, drainable, noticeWindow(which, o), c, log, env)
-		return beside(ag.Run, func(ctx context.Context) { runDrainability(ctx, ctrl, drainable, log) })(ctx)
+		return ag.Run(ctx, sources, sourceHealth.Synced())
 	}
-	informers := append([]cache.SharedIndexInformer{nodeInformer, podInformer}, planInformers.all()...)
-	return c.serve(ctx, env, healthz, informers, withNotifier(notifier, main))
+	return &process{common: c, informers: []cache.SharedIndexInformer{nodeInformer, podInformer}, healthz: healthz, main: k.run(main)}, nil
 }
 
-// withNotifier runs the notifier's delivery loop beside main. Once main has
-// returned (its drains stopped), the loop is stopped and flushes what is
-// queued, for at most notify.FlushTimeout, before this returns.
-func withNotifier(n *notify.Notifier, main func(context.Context) error) func(context.Context) error {
-	return beside(main, func(ctx context.Context) { _ = n.Run(ctx) })
+// kernel is what both front ends feed: the node's episodes, with the node
+// client, the drainer and the notifier they use.
+type kernel struct {
+	episodes *episode.Manager
+	notifier *notify.Notifier
+	pods     *drain.InformerIndex
 }
 
-// detectCloud returns --cloud, or asks every metadata service until one
-// answers, retrying every detectEvery; it fails only when ctx ends.
-func detectCloud(ctx context.Context, o *Options, log *slog.Logger, status *atomic.Pointer[error]) (string, error) {
-	if o.Agent.Cloud != "auto" {
+// newKernel builds the episodes of owner over the informers' nodes and
+// pods. A node the informer sees deleted ends its episode.
+func newKernel(o *Options, env Env, c *common, nodeInformer, podInformer cache.SharedIndexInformer, owner node.Owner, log *slog.Logger) (*kernel, error) {
+	podIndex, err := drain.NewInformerIndex(podInformer)
+	if err != nil {
+		return nil, err
+	}
+	nodes := node.NewClient(env.Client, corelisters.NewNodeLister(nodeInformer.GetIndexer()).Get, env.Clock, owner, o.DryRun, log.With("component", "node"))
+	drainer := drain.New(env.Client, podIndex, c.recorder, c.reg, log.With("component", "drain"), env.Clock, o.drainOptions())
+	notifier, err := notify.New(o.Notify, c.reg, log.With("component", "notify"), env.Clock)
+	if err != nil {
+		return nil, err
+	}
+	episodes := episode.New(o.episodeOptions(), episode.Deps{Nodes: nodes, Drainer: episode.DrainerOf(drainer),
+		Events: c.recorder, Notifier: notifier, Registry: c.reg, Log: log.With("component", "episode"), Clock: env.Clock})
+	if err := onDelete(nodeInformer, episodes.NodeGone); err != nil {
+		return nil, fmt.Errorf("watching nodes: %w", err)
+	}
+	return &kernel{episodes: episodes, notifier: notifier, pods: podIndex}, nil
+}
+
+// run runs main with the episodes and the notifier's deliveries beside
+// it. Once main has returned, the episodes stop (their drains with them),
+// then the notifier flushes what is queued, for at most
+// notify.FlushTimeout.
+func (k *kernel) run(main func(context.Context) error) func(context.Context) error {
+	return beside(beside(main, k.episodes.Run), k.notifier.Run)
+}
+
+// detect returns the provider --cloud names, or asks every provider's
+// metadata service until one answers, a round every detectEvery; it fails
+// only when ctx ends. status holds why no cloud is known yet.
+func detect(ctx context.Context, o *Options, log *slog.Logger, clk clock.Clock, status *atomic.Pointer[error]) (provider.Provider, error) {
+	if p := o.provider(o.Agent.Cloud); p != nil {
 		status.Store(nil)
-		return o.Agent.Cloud, nil
+		return p, nil
 	}
-	client := &http.Client{}
-	ep := cloud.Endpoints{AWS: o.Agent.IMDS.Endpoint, Azure: o.Agent.Azure.Endpoint}
 	for {
-		which, err := cloud.Detect(ctx, client, ep, 2*time.Second)
+		p, err := Detect(ctx, o)
 		if err == nil {
 			status.Store(nil)
-			log.Info("cloud detected", "cloud", which)
-			return which, nil
+			log.Info("cloud detected", "cloud", p.Name())
+			return p, nil
 		}
 		status.Store(&err)
 		log.Error("no cloud metadata service answered; retrying", "err", err, "retry_in", detectEvery)
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(detectEvery):
+			return nil, ctx.Err()
+		case <-clk.After(detectEvery):
 		}
 	}
 }
 
-// awsSpotNotice is the notice of an EC2 spot interruption.
-const awsSpotNotice = 2 * time.Minute
-
-// azureEvictionNotice is the least notice of an Azure Spot eviction or
-// Preempt scheduled event.
-const azureEvictionNotice = 30 * time.Second
-
-// noticeWindow is the notice an interruption of this node would most likely
-// give, as its cloud goes: the drain the drainability gauge plans against.
-func noticeWindow(which string, o *Options) time.Duration {
-	switch which {
-	case cloud.AWS:
-		return awsSpotNotice
-	case cloud.GCE:
-		return o.Agent.GCE.SpotDeadline
-	case cloud.Azure:
-		return azureEvictionNotice
+// Detect asks every provider's metadata service at once, each bounded by
+// detectTimeout, and returns the first in order of preference that
+// answered; when none did, the error says what each one answered.
+func Detect(ctx context.Context, o *Options) (provider.Provider, error) {
+	providers := o.Providers
+	answers := make([]chan error, len(providers))
+	for i, p := range providers {
+		answers[i] = make(chan error, 1)
+		go func() {
+			pctx, cancel := context.WithTimeout(ctx, detectTimeout)
+			defer cancel()
+			answers[i] <- p.Detect(pctx)
+		}()
 	}
-	return o.FallbackDeadline
-}
-
-func cloudSources(which string, o *Options, h *health.Sources, log *slog.Logger, env Env) ([]interruption.Source, error) {
-	switch which {
-	case cloud.AWS:
-		return imds.Sources(imds.NewClient(o.Agent.IMDS), o.Agent.IMDS, h, log, env.Clock)
-	case cloud.GCE:
-		return gce.Sources(metadata.NewClient(&http.Client{}), o.Agent.GCE, h, log, env.Clock)
-	case cloud.Azure:
-		return azure.Sources(&http.Client{Timeout: 5 * time.Second}, o.Agent.Azure, h, log, env.Clock)
+	var errs []error
+	for i, p := range providers {
+		err := <-answers[i]
+		if err == nil {
+			return p, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", p.Name(), err))
 	}
-	return nil, fmt.Errorf("unknown cloud %q", which)
+	return nil, fmt.Errorf("no cloud metadata service answered (set --cloud to choose one): %w", errors.Join(errs...))
 }

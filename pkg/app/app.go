@@ -1,5 +1,6 @@
 // Package app wires lastcall's components together from Options and runs
-// them until the context ends.
+// them until the context ends. It holds no logic of its own: each mode is
+// a set of informers, the components that read them, and a main loop.
 package app
 
 import (
@@ -10,28 +11,24 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
-	policylisters "k8s.io/client-go/listers/policy/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
-	"github.com/lastcall/lastcall/pkg/drain"
-	"github.com/lastcall/lastcall/pkg/drainability"
+	"github.com/lastcall/lastcall/pkg/flagenv"
 	"github.com/lastcall/lastcall/pkg/kubemetrics"
 	"github.com/lastcall/lastcall/pkg/logging"
 	"github.com/lastcall/lastcall/pkg/server"
@@ -47,6 +44,22 @@ type Env struct {
 	Clock    clock.WithTicker
 	// LogOut receives the logs when Log is nil.
 	LogOut io.Writer
+}
+
+// Parse returns the options args and the environment give, with every
+// known cloud, validated.
+func Parse(args []string, lookupEnv func(string) (string, bool), usage io.Writer) (*Options, error) {
+	o := NewOptions(Providers()...)
+	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
+	fs.SetOutput(usage)
+	o.AddFlags(fs)
+	if err := flagenv.Parse(fs, args, lookupEnv); err != nil {
+		return o, err
+	}
+	if err := o.Validate(); err != nil {
+		return o, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return o, nil
 }
 
 // Run runs lastcall in o.Mode until ctx ends.
@@ -78,22 +91,59 @@ func Run(ctx context.Context, o *Options, env Env) error {
 	if env.Clock == nil {
 		env.Clock = clock.RealClock{}
 	}
-	if o.Mode == ModeQueue {
-		return runQueue(ctx, o, env)
+	reg := prometheus.NewRegistry()
+	p, err := build(ctx, o, env, reg)
+	if err != nil {
+		return err
 	}
-	return runAgent(ctx, o, env)
+	return p.serve(ctx, env, reg)
 }
 
-// common is what both modes share: metrics, Events, and running the
-// informers, the server and the mode's main loop together.
+// process is a mode wired: what it watches, when it is healthy, and its
+// main loop.
+type process struct {
+	*common
+	informers []cache.SharedIndexInformer
+	healthz   server.Check
+	main      func(context.Context) error
+}
+
+// build wires o.Mode, registering its metrics on reg.
+func build(ctx context.Context, o *Options, env Env, reg prometheus.Registerer) (*process, error) {
+	switch o.Mode {
+	case ModeQueue:
+		return buildQueue(ctx, o, env, reg)
+	case ModeDrainability:
+		return buildDrainability(ctx, o, env, reg)
+	}
+	return buildAgent(ctx, o, env, reg)
+}
+
+// Metrics wires o's mode, registering on reg every metric it would expose,
+// and runs nothing.
+func Metrics(ctx context.Context, o *Options, env Env, reg prometheus.Registerer) error {
+	if env.Clock == nil {
+		env.Clock = clock.RealClock{}
+	}
+	if env.Log == nil {
+		env.Log = slog.New(slog.DiscardHandler)
+	}
+	p, err := build(ctx, o, env, reg)
+	if err != nil {
+		return err
+	}
+	p.shutdown()
+	return nil
+}
+
+// common is what every mode shares: metrics and Events.
 type common struct {
-	reg      *prometheus.Registry
+	reg      prometheus.Registerer
 	recorder record.EventRecorder
 	shutdown func()
 }
 
-func newCommon(ctx context.Context, o *Options, env Env, host string) *common {
-	reg := prometheus.NewRegistry()
+func newCommon(ctx context.Context, o *Options, env Env, host string, reg prometheus.Registerer) *common {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	if err := kubemetrics.Register(reg); err != nil {
 		env.Log.Warn("Kubernetes request metrics unavailable", "err", err)
@@ -109,7 +159,8 @@ func newCommon(ctx context.Context, o *Options, env Env, host string) *common {
 
 // serve runs the informers, then main once they have synced, and the
 // server throughout, until ctx ends or one of them fails.
-func (c *common) serve(ctx context.Context, env Env, healthz server.Check, informers []cache.SharedIndexInformer, main func(context.Context) error) error {
+func (p *process) serve(ctx context.Context, env Env, gatherer prometheus.Gatherer) error {
+	c, healthz, informers, main := p.common, p.healthz, p.informers, p.main
 	defer c.shutdown()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -125,7 +176,7 @@ func (c *common) serve(ctx context.Context, env Env, healthz server.Check, infor
 		return true
 	}
 	wg.Go(func() {
-		errc <- server.Serve(ctx, env.Listener, server.Handler(c.reg, healthz, func() error {
+		errc <- server.Serve(ctx, env.Listener, server.Handler(gatherer, healthz, func() error {
 			if !synced() {
 				return errors.New("Kubernetes caches not synced yet")
 			}
@@ -157,112 +208,41 @@ func informer(c cache.Getter, resource string, obj runtime.Object, sel fields.Se
 	return cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 }
 
-// planInformers watch what a plan of a drain reads besides pods: every
-// PodDisruptionBudget and Service of the cluster (a node's pods may be in
-// any namespace).
-type planInformers struct {
-	budgets, services cache.SharedIndexInformer
-}
-
-// Every agent holds them all, so only what a plan reads is kept.
-func newPlanInformers(client kubernetes.Interface) (planInformers, error) {
-	p := planInformers{
-		budgets:  informer(client.PolicyV1().RESTClient(), "poddisruptionbudgets", &policyv1.PodDisruptionBudget{}, fields.Everything()),
-		services: informer(client.CoreV1().RESTClient(), "services", &corev1.Service{}, fields.Everything()),
-	}
-	if err := p.budgets.SetTransform(slimBudget); err != nil {
-		return p, fmt.Errorf("watching PodDisruptionBudgets: %w", err)
-	}
-	if err := p.services.SetTransform(slimService); err != nil {
-		return p, fmt.Errorf("watching Services: %w", err)
-	}
-	return p, nil
-}
-
-// slimBudget keeps a budget's identity, selector and status.
-func slimBudget(obj any) (any, error) {
-	if b, ok := obj.(*policyv1.PodDisruptionBudget); ok {
-		return &policyv1.PodDisruptionBudget{ObjectMeta: slimMeta(b.ObjectMeta), Spec: b.Spec, Status: b.Status}, nil
-	}
-	return obj, nil
-}
-
-// slimService keeps a Service's identity and selector.
-func slimService(obj any) (any, error) {
-	if s, ok := obj.(*corev1.Service); ok {
-		return &corev1.Service{ObjectMeta: slimMeta(s.ObjectMeta), Spec: corev1.ServiceSpec{Selector: s.Spec.Selector}}, nil
-	}
-	return obj, nil
-}
-
-func slimMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion, Generation: m.Generation}
-}
-
-func (p planInformers) all() []cache.SharedIndexInformer {
-	return []cache.SharedIndexInformer{p.budgets, p.services}
-}
-
-// drainabilityWiring is what the drainability controller reads and is told
-// changes by.
-type drainabilityWiring struct {
-	nodes drainability.Nodes
-	// nodeInformer, when set, tells of nodes coming and going (queue mode;
-	// the agent evaluates its own node only).
-	nodeInformer cache.SharedIndexInformer
-	podInformer  cache.SharedIndexInformer
-	pods         *drain.InformerIndex
-	plan         planInformers
-}
-
-// newDrainability builds the drainability controller of a mode, planning
-// drains against window.
-func newDrainability(o *Options, w drainabilityWiring, window time.Duration, c *common, log *slog.Logger, env Env) *drainability.Controller {
-	return drainability.New(drainability.Options{Window: window, Drain: o.Drain}, drainability.Sources{
-		Nodes:    w.nodes,
-		Pods:     w.pods,
-		Budgets:  policylisters.NewPodDisruptionBudgetLister(w.plan.budgets.GetIndexer()),
-		Services: corelisters.NewServiceLister(w.plan.services.GetIndexer()),
-	}, c.recorder, c.reg, log.With("component", "drainability"), env.Clock)
-}
-
-// runDrainability subscribes ctrl to the informers' changes and runs it
-// until ctx ends, then unsubscribes. The informers may be running already:
-// a new subscription is told of every object they hold.
-func runDrainability(ctx context.Context, ctrl *drainability.Controller, w drainabilityWiring, log *slog.Logger) {
-	type subscription struct {
-		inf cache.SharedIndexInformer
-		h   cache.ResourceEventHandler
-	}
-	subs := []subscription{{w.podInformer, ctrl.PodHandler()}, {w.plan.budgets, ctrl.NamespacedHandler()}, {w.plan.services, ctrl.NamespacedHandler()}}
-	if w.nodeInformer != nil {
-		subs = append(subs, subscription{w.nodeInformer, ctrl.NodeHandler()})
-	}
-	for _, s := range subs {
-		reg, err := s.inf.AddEventHandler(s.h)
-		if err != nil {
-			log.Error("drainability not evaluated: subscribing to changes", "err", err)
-			return
+// onDelete calls gone with the name of every object the informer sees
+// deleted.
+func onDelete(inf cache.SharedIndexInformer, gone func(name string)) error {
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
 		}
-		defer func() { _ = s.inf.RemoveEventHandler(reg) }()
+		if m, err := meta(obj); err == nil {
+			gone(m.GetName())
+		}
+	}})
+	return err
+}
+
+func meta(obj any) (metav1.Object, error) {
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return nil, fmt.Errorf("%T has no object metadata", obj)
 	}
-	_ = ctrl.Run(ctx)
+	return m, nil
 }
 
 // beside runs side in the background while main runs, and stops it (and
 // waits for it) once main has returned: side outlives ctx until then, so
 // it sees what main does while shutting down.
-func beside(main func(context.Context) error, side func(context.Context)) func(context.Context) error {
+func beside(main func(context.Context) error, sides ...func(context.Context) error) func(context.Context) error {
 	return func(ctx context.Context) error {
 		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			side(sctx)
-		}()
+		var wg sync.WaitGroup
+		for _, side := range sides {
+			wg.Go(func() { _ = side(sctx) })
+		}
 		defer func() {
 			stop()
-			<-done
+			wg.Wait()
 		}()
 		return main(ctx)
 	}

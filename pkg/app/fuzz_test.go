@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"github.com/lastcall/lastcall/pkg/flagenv"
 )
 
 // FuzzParseOptions runs Parse and Validate over any command line and
@@ -29,7 +31,7 @@ func FuzzParseOptions(f *testing.F) {
 	f.Add("--mode", "")
 	f.Add(agent, "LASTCALL_KUBE_API_QPS=NaN\nLASTCALL_IMDS_SIGNALS=\"")
 	fs := pflag.NewFlagSet("seeds", pflag.ContinueOnError)
-	NewOptions().AddFlags(fs)
+	NewOptions(Providers()...).AddFlags(fs)
 	// Every flag, on the command line and in its variable, in the mode
 	// that reads it, with a value most flags refuse. More seeds make every
 	// run of the fuzzer slower to start: each is run with coverage, of all
@@ -43,7 +45,7 @@ func FuzzParseOptions(f *testing.F) {
 			base = queue
 		}
 		f.Add(base+"\n--"+fl.Name+"=x", "")
-		f.Add(base, EnvName(fl.Name)+"=-1")
+		f.Add(base, flagenv.EnvName(fl.Name)+"=-1")
 	})
 	f.Fuzz(func(t *testing.T, args, env string) {
 		argv, vars := lines(args), map[string]string{}
@@ -65,8 +67,8 @@ func FuzzParseOptions(f *testing.F) {
 
 		o, set, err := parseOptions(t, argv, lookup)
 		checkNamesFlag(t, argv, err)
-		o2, _, err2 := parseOptions(t, argv, lookup)
-		if errString(err) != errString(err2) || (err == nil && !same(o, o2)) {
+		_, set2, err2 := parseOptions(t, argv, lookup)
+		if errString(err) != errString(err2) || (err == nil && !same(set, set2)) {
 			t.Fatalf("not deterministic: %v, then %v", err, err2)
 		}
 
@@ -74,21 +76,21 @@ func FuzzParseOptions(f *testing.F) {
 		// as the flag put first on it.
 		var fromEnv []string
 		set.VisitAll(func(fl *pflag.Flag) {
-			if v, ok := vars[EnvName(fl.Name)]; ok && !fl.Changed {
+			if v, ok := vars[flagenv.EnvName(fl.Name)]; ok && !fl.Changed {
 				fromEnv = append(fromEnv, "--"+fl.Name+"="+v)
 			}
 		})
 		if len(fromEnv) > 0 {
-			o3, _, err3 := parseOptions(t, append(fromEnv, argv...), func(string) (string, bool) { return "", false })
-			if (err == nil) != (err3 == nil) || (err == nil && !same(o, o3)) {
+			_, set3, err3 := parseOptions(t, append(fromEnv, argv...), func(string) (string, bool) { return "", false })
+			if (err == nil) != (err3 == nil) || (err == nil && !same(set, set3)) {
 				t.Fatalf("the environment %q and the flags %q differ:\n%v\n%v", vars, fromEnv, err, err3)
 			}
 		}
 
 		if err == nil {
-			again := *o
-			if err := again.Validate(); err != nil || !same(&again, o) {
-				t.Fatalf("Validate accepted %+v, then said %v", o, err)
+			before := values(set)
+			if err := o.Validate(); err != nil || values(set) != before {
+				t.Fatalf("Validate accepted %s, then said %v (and left %s)", before, err, values(set))
 			}
 		}
 	})
@@ -106,11 +108,11 @@ func lines(s string) []string {
 // set, to tell which flags the command line gave.
 func parseOptions(t *testing.T, args []string, lookup func(string) (string, bool)) (*Options, *pflag.FlagSet, error) {
 	t.Helper()
-	o := NewOptions()
+	o := NewOptions(Providers()...)
 	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
 	fs.SetOutput(&strings.Builder{})
 	o.AddFlags(fs)
-	if err := Parse(fs, args, lookup); err != nil {
+	if err := flagenv.Parse(fs, args, lookup); err != nil {
 		return o, fs, err
 	}
 	return o, fs, o.Validate()
@@ -130,7 +132,7 @@ func checkNamesFlag(t *testing.T, args []string, err error) {
 		each = []error{err}
 	}
 	fs := pflag.NewFlagSet("names", pflag.ContinueOnError)
-	NewOptions().AddFlags(fs)
+	NewOptions(Providers()...).AddFlags(fs)
 	namesKnownFlag := func(msg string) bool {
 		found := false
 		fs.VisitAll(func(f *pflag.Flag) { found = found || strings.Contains(msg, "--"+f.Name) })
@@ -166,10 +168,16 @@ func quotesArg(msg string, args []string) bool {
 	return false
 }
 
-// same compares options by their printed values: NaN, which
+// same compares two parses by the values of their flags, each the option
+// it sets (every option has a flag): printed, since NaN, which
 // --kube-api-qps accepts, equals nothing, itself included.
-func same(a, b *Options) bool {
-	return fmt.Sprintf("%+v", *a) == fmt.Sprintf("%+v", *b)
+func same(a, b *pflag.FlagSet) bool { return values(a) == values(b) }
+
+// values prints every flag's value.
+func values(fs *pflag.FlagSet) string {
+	var b strings.Builder
+	fs.VisitAll(func(f *pflag.Flag) { fmt.Fprintf(&b, "--%s=%s\n", f.Name, f.Value) })
+	return b.String()
 }
 
 func errString(err error) string {

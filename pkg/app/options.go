@@ -11,25 +11,35 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/lastcall/lastcall/pkg/cloud"
 	"github.com/lastcall/lastcall/pkg/drain"
-	"github.com/lastcall/lastcall/pkg/interruption"
+	"github.com/lastcall/lastcall/pkg/episode"
+	"github.com/lastcall/lastcall/pkg/flagenv"
+	"github.com/lastcall/lastcall/pkg/health"
+	"github.com/lastcall/lastcall/pkg/lease"
 	"github.com/lastcall/lastcall/pkg/notify"
-	"github.com/lastcall/lastcall/providers/aws/imds"
-	"github.com/lastcall/lastcall/providers/aws/processor"
-	"github.com/lastcall/lastcall/providers/azure"
-	"github.com/lastcall/lastcall/providers/gce"
+	"github.com/lastcall/lastcall/pkg/provider"
 )
 
 // The modes lastcall runs in.
 const (
 	// ModeAgent watches this node's instance metadata (a DaemonSet).
 	ModeAgent = "agent"
-	// ModeQueue consumes an SQS queue for the whole cluster (a Deployment).
+	// ModeQueue consumes a cloud's queue of interruptions for the whole
+	// cluster (a Deployment); it keeps every node's drainability too.
 	ModeQueue = "queue"
+	// ModeDrainability only keeps every node's drainability (a
+	// Deployment of one replica, beside the agents).
+	ModeDrainability = "drainability"
 )
 
-// Options configure lastcall.
+// Modes lists the modes.
+var Modes = []string{ModeAgent, ModeQueue, ModeDrainability}
+
+// defaultPollInterval is how often polled metadata signals are read.
+const defaultPollInterval = 250 * time.Millisecond
+
+// Options configure lastcall: the process's own, then each component's,
+// each declaring its own flags.
 type Options struct {
 	Mode          string
 	PodName       string
@@ -41,84 +51,48 @@ type Options struct {
 	LogFormat     string
 	LogLevel      string
 	DryRun        bool
-	// FallbackDeadline is the deadline of a drain whose notice names none.
-	FallbackDeadline time.Duration
-	// SourceStaleAfter is how long a source may fail before /healthz fails.
-	SourceStaleAfter time.Duration
-	Drain            drain.Options
-	// Notify configures webhook notifications (none without a URL).
-	Notify notify.Options
 
-	Agent AgentOptions
-	Queue QueueOptions
+	Agent   AgentOptions
+	Health  health.Options
+	Episode episode.Options
+	Drain   drain.Options
+	Notify  notify.Options
+	Lease   lease.Options
+	// Providers are the clouds lastcall knows (see Providers).
+	Providers []provider.Provider
 }
 
 // AgentOptions configure the node agent.
 type AgentOptions struct {
 	NodeName string
-	// Cloud is auto, aws, gce or azure.
-	Cloud           string
-	IMDS            imds.Options
-	rebalanceAction string
-	GCE             gce.Options
-	Azure           azure.Options
+	// Cloud is auto or a provider's name.
+	Cloud        string
+	PollInterval time.Duration
 }
 
-// QueueOptions configure the queue processor.
-type QueueOptions struct {
-	URL               string
-	Region            string
-	Endpoint          string
-	Workers           int
-	Visibility        time.Duration
-	MaxReceives       int
-	HeartbeatInterval time.Duration
-	ManagedTag        string
-	FailureResult     string
-	LeaseNamespace    string
-	LeaseDuration     time.Duration
-	RetryAfter        time.Duration
-}
-
-// NewOptions returns the defaults.
-func NewOptions() *Options {
+// NewOptions returns the defaults, for the given clouds.
+func NewOptions(providers ...provider.Provider) *Options {
 	return &Options{
-		Mode:             ModeAgent,
-		KubeQPS:          -1,
-		KubeBurst:        100,
-		ListenAddress:    ":9477",
-		LogFormat:        "json",
-		LogLevel:         "info",
-		FallbackDeadline: 2 * time.Minute,
-		SourceStaleAfter: time.Minute,
-		Drain:            drain.DefaultOptions(),
-		Notify:           notify.Options{Timeout: notify.DefaultTimeout},
-		Agent: AgentOptions{
-			Cloud:           "auto",
-			GCE:             gce.Options{SpotDeadline: 30 * time.Second, MaintenanceDeadline: 60 * time.Second},
-			Azure:           azure.Options{Interval: time.Second},
-			rebalanceAction: string(interruption.ActionCordon),
-			IMDS: imds.Options{
-				Interval:               imds.DefaultInterval,
-				ASGTerminationDeadline: 2 * time.Minute,
-				Signals:                imds.AllSignals(),
-			},
-		},
-		Queue: QueueOptions{
-			Workers:           100,
-			Visibility:        60 * time.Second,
-			MaxReceives:       10,
-			HeartbeatInterval: 30 * time.Second,
-			FailureResult:     processor.Continue,
-			LeaseDuration:     15 * time.Second,
-			RetryAfter:        10 * time.Second,
-		},
+		Mode:          ModeAgent,
+		KubeQPS:       -1,
+		KubeBurst:     100,
+		ListenAddress: ":9477",
+		LogFormat:     "json",
+		LogLevel:      "info",
+		Agent:         AgentOptions{Cloud: "auto", PollInterval: defaultPollInterval},
+		Health:        health.Options{StaleAfter: time.Minute},
+		Episode:       episode.Options{FallbackDeadline: 2 * time.Minute},
+		Drain:         drain.DefaultOptions(),
+		Notify:        notify.Options{Timeout: notify.DefaultTimeout},
+		Lease:         lease.DefaultOptions(),
+		Providers:     providers,
 	}
 }
 
 // AddFlags declares every option on fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Mode, "mode", o.Mode, "agent: watch this node's instance metadata (DaemonSet); queue: consume an SQS queue for the whole cluster (Deployment).")
+	fs.StringVar(&o.Mode, "mode", o.Mode, "agent: watch this node's instance metadata (DaemonSet); queue: consume the cloud's queue of interruptions for the whole cluster (Deployment); "+
+		"drainability: only keep every node's drainability gauge (Deployment of one, beside the agents).")
 	fs.StringVar(&o.PodName, "pod-name", o.PodName, "Name of lastcall's own pod: never evicted, and the queue processor's lease holder identity.")
 	fs.StringVar(&o.PodNamespace, "pod-namespace", o.PodNamespace, "Namespace of lastcall's own pod.")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path of a kubeconfig; in-cluster configuration when empty.")
@@ -128,51 +102,28 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "Log format: json or text.")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "Log level: debug, info, warn or error.")
 	fs.BoolVar(&o.DryRun, "dry-run", o.DryRun, "Log what would be done to nodes and pods, and change nothing.")
-	fs.DurationVar(&o.FallbackDeadline, "fallback-deadline", o.FallbackDeadline, "Drain deadline for notices that carry none (rebalance recommendations set to drain, lifecycle hooks, state changes).")
-	fs.DurationVar(&o.SourceStaleAfter, "source-stale-after", o.SourceStaleAfter, "/healthz fails when a source (or the queue) has not been read successfully for this long.")
-	fs.IntVar(&o.Drain.Concurrency, "eviction-concurrency", o.Drain.Concurrency, "Evictions in flight at once, per drain.")
-	fs.DurationVar(&o.Drain.DeadlineMargin, "deadline-margin", o.Drain.DeadlineMargin, "Every pod should be gone this long before the deadline; longer grace periods are shortened to fit.")
-	fs.Var(newPolicyValue(&o.Drain.Policy), "pdb-deadline-policy", "When a PodDisruptionBudget still blocks a pod as the deadline nears: graceful-override (honour it until the last moment the pod can still shut down gracefully, then delete the pod with the grace it has left) or respect (never override; the cloud kills the pod at the deadline).")
-	fs.DurationVar(&o.Drain.LBDelay, "lb-deregistration-delay", o.Drain.LBDelay, "Wait this long after taking the node out of load balancers before the first eviction, so they stop sending it connections; shortened so pods keep their grace period before the deadline.")
-	fs.BoolVar(&o.Drain.EvictDaemonSets, "evict-daemonsets", o.Drain.EvictDaemonSets, "Evict DaemonSet pods too, after every other pod is gone (log shippers then flush what the others wrote).")
-	fs.StringVar(&o.Notify.URL, "webhook-url", o.Notify.URL, "URL POSTed a JSON notification when an interruption is received and when its drain finishes (one of each per instance or node); none when empty. "+
-		"Such URLs usually hold a secret: set $"+EnvName("webhook-url")+" from a Secret rather than the flag.")
-	fs.StringVar(&o.Notify.TemplateFile, "webhook-template-file", o.Notify.TemplateFile, "Go template of the webhook's JSON body, over a notify.Notification; a built-in Slack-compatible {\"text\": ...} message when empty.")
-	fs.DurationVar(&o.Notify.Timeout, "webhook-timeout", o.Notify.Timeout, "Timeout of each webhook attempt (3 attempts at most, on network errors, 429 and 5xx).")
-	fs.StringVar(&o.Notify.Cluster, "cluster-name", o.Notify.Cluster, "Name of the cluster, shown in webhook notifications; optional.")
 
 	a := &o.Agent
 	fs.StringVar(&a.NodeName, "node-name", a.NodeName, "Agent: name of the node this agent runs on (from the downward API: spec.nodeName). Required in agent mode.")
-	fs.StringVar(&a.Cloud, "cloud", a.Cloud, "Agent: auto (ask each metadata service), aws, gce or azure.")
-	fs.DurationVar(&a.GCE.SpotDeadline, "gce-preemption-deadline", a.GCE.SpotDeadline, "Agent, GCE: time from a preemption notice to the VM stopping (30 s for spot and preemptible VMs).")
-	fs.DurationVar(&a.GCE.MaintenanceDeadline, "gce-maintenance-deadline", a.GCE.MaintenanceDeadline, "Agent, GCE: time from a TERMINATE_ON_HOST_MAINTENANCE notice to the VM stopping.")
-	fs.StringVar(&a.Azure.Endpoint, "azure-endpoint", a.Azure.Endpoint, "Agent, Azure: instance metadata endpoint; http://169.254.169.254 when empty.")
-	fs.BoolVar(&a.Azure.Acknowledge, "azure-acknowledge", a.Azure.Acknowledge, "Agent, Azure: after a drain, approve the scheduled event (StartRequests) so the platform proceeds early.")
-	fs.BoolVar(&a.Azure.DrainFreeze, "azure-drain-freeze", a.Azure.DrainFreeze, "Agent, Azure: drain on Freeze events too (by default they are only reported).")
-	fs.StringVar(&a.IMDS.Endpoint, "imds-endpoint", a.IMDS.Endpoint, "Agent: EC2 instance metadata endpoint; the SDK default (http://169.254.169.254) when empty.")
-	fs.BoolVar(&a.IMDS.AllowIMDSv1, "imds-allow-v1", a.IMDS.AllowIMDSv1, "Agent: fall back to IMDSv1 (no session token) when IMDSv2 tokens cannot be had.")
-	fs.DurationVar(&a.IMDS.Interval, "poll-interval", a.IMDS.Interval, "Agent: how often each polled metadata signal is read (AWS, Azure; GCE is long-polled).")
-	fs.StringSliceVar(&a.IMDS.Signals, "imds-signals", a.IMDS.Signals, "Agent: instance metadata signals to watch: spot, rebalance, scheduled-maintenance, asg-lifecycle.")
-	fs.StringVar(&a.rebalanceAction, "rebalance-action", a.rebalanceAction, "Agent: what a rebalance recommendation does: cordon, or drain.")
-	fs.DurationVar(&a.IMDS.ASGTerminationDeadline, "asg-termination-deadline", a.IMDS.ASGTerminationDeadline, "Agent: drain deadline after the Auto Scaling target lifecycle state turns Terminated.")
+	fs.StringVar(&a.Cloud, "cloud", a.Cloud, "Agent: auto (ask each metadata service), or one of: "+strings.Join(o.providerNames(), ", ")+
+		". In drainability mode, the cloud whose notice drains are planned against.")
+	fs.DurationVar(&a.PollInterval, "poll-interval", a.PollInterval, "Agent: how often each polled metadata signal is read (long-polled ones are not polled).")
 
-	q := &o.Queue
-	fs.StringVar(&q.URL, "queue-url", q.URL, "Queue: URL of the SQS queue. Required in queue mode.")
-	fs.StringVar(&q.Region, "region", q.Region, "Queue: AWS region; from the environment or the instance when empty.")
-	fs.StringVar(&q.Endpoint, "aws-endpoint", q.Endpoint, "Queue: endpoint override for SQS, EC2 and Auto Scaling (tests, VPC endpoints).")
-	fs.IntVar(&q.Workers, "workers", q.Workers, "Queue: messages worked on at once. A drain mostly waits (for pods to stop, for PDBs), so this should cover the nodes a mass reclaim takes at once.")
-	fs.DurationVar(&q.Visibility, "visibility-timeout", q.Visibility, "Queue: how long a received message stays invisible; extended every third of it while its work runs.")
-	fs.IntVar(&q.MaxReceives, "max-receives", q.MaxReceives, "Queue: after this many receives, a failing message is left to the queue's redrive policy.")
-	fs.DurationVar(&q.HeartbeatInterval, "heartbeat-interval", q.HeartbeatInterval, "Queue: interval of RecordLifecycleActionHeartbeat while a drain runs.")
-	fs.StringVar(&q.ManagedTag, "managed-tag", q.ManagedTag, "Queue: only process instances carrying this tag (key, or key=value), so clusters can share a queue.")
-	fs.StringVar(&q.FailureResult, "lifecycle-failure-result", q.FailureResult, "Queue: lifecycle action result when a drain fails: CONTINUE or ABANDON.")
-	fs.StringVar(&q.LeaseNamespace, "lease-namespace", q.LeaseNamespace, "Queue: namespace of the per-node Leases; --pod-namespace when empty.")
-	fs.DurationVar(&q.LeaseDuration, "lease-duration", q.LeaseDuration, "Queue: how long a per-node Lease outlives a replica that stopped renewing it.")
-	fs.DurationVar(&q.RetryAfter, "retry-after", q.RetryAfter, "Queue: how soon a message that could not be worked on now reappears.")
+	o.Health.AddFlags(fs)
+	o.Episode.AddFlags(fs)
+	o.Drain.AddFlags(fs)
+	o.Notify.AddFlags(fs)
+	o.Lease.AddFlags(fs)
+	for _, p := range o.Providers {
+		p.AddFlags(fs)
+		if q, ok := p.(provider.Queue); ok {
+			q.AddQueueFlags(fs)
+		}
+	}
 }
 
-// Validate checks the options and fills derived fields. Each error names
-// its flag.
+// Validate checks the options, without changing them. Each error names its
+// flag.
 func (o *Options) Validate() error {
 	var errs []error
 	bad := func(flag, format string, args ...any) {
@@ -190,137 +141,94 @@ func (o *Options) Validate() error {
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, strings.ToLower(o.LogLevel)) {
 		bad("log-level", "must be debug, info, warn or error; got %q", o.LogLevel)
 	}
-	if o.FallbackDeadline <= 0 {
-		bad("fallback-deadline", "must be positive; got %s", o.FallbackDeadline)
-	}
-	if o.SourceStaleAfter <= 0 {
-		bad("source-stale-after", "must be positive; got %s", o.SourceStaleAfter)
-	}
-	if o.Drain.Concurrency < 1 {
-		bad("eviction-concurrency", "must be at least 1; got %d", o.Drain.Concurrency)
-	}
-	if o.Drain.LBDelay < 0 || o.Drain.LBDelay > 10*time.Minute {
-		bad("lb-deregistration-delay", "must be between 0 and 10m; got %s", o.Drain.LBDelay)
-	}
-	if o.Drain.DeadlineMargin < 0 {
-		bad("deadline-margin", "must not be negative; got %s", o.Drain.DeadlineMargin)
-	}
 	if (o.PodName == "") != (o.PodNamespace == "") {
 		bad("pod-name", "--pod-name and --pod-namespace go together")
 	}
-	if o.Notify.URL != "" {
-		if err := notify.CheckURL(o.Notify.URL); err != nil {
-			bad("webhook-url", "%v", err)
-		}
+	if o.Agent.Cloud != "auto" && o.provider(o.Agent.Cloud) == nil {
+		bad("cloud", "must be auto or one of %s; got %q", strings.Join(o.providerNames(), ", "), o.Agent.Cloud)
 	}
-	if o.Notify.Timeout <= 0 {
-		bad("webhook-timeout", "must be positive; got %s", o.Notify.Timeout)
-	}
-	if o.Notify.TemplateFile != "" {
-		if _, err := notify.LoadTemplate(o.Notify.TemplateFile); err != nil {
-			bad("webhook-template-file", "%v", err)
-		}
-	}
+	errs = append(errs, o.Health.Validate(), o.Episode.Validate(), o.Drain.Validate(), o.Notify.Validate())
 	switch o.Mode {
 	case ModeAgent:
-		o.Agent.validate(bad)
-	case ModeQueue:
-		o.Queue.validate(bad)
-		if o.Queue.LeaseNamespace == "" {
-			o.Queue.LeaseNamespace = o.PodNamespace
+		if o.Agent.NodeName == "" {
+			bad("node-name", "required in agent mode (set it from the downward API: spec.nodeName, or $%s)", flagenv.EnvName("node-name"))
 		}
-		if o.Queue.LeaseNamespace == "" {
+		if o.Agent.PollInterval <= 0 || o.Agent.PollInterval > time.Minute {
+			bad("poll-interval", "must be between 1ns and 1m; got %s", o.Agent.PollInterval)
+		}
+		for _, p := range o.Providers {
+			errs = append(errs, p.Validate())
+		}
+	case ModeQueue:
+		q := o.queueProvider()
+		if q == nil {
+			bad("mode", "no cloud lastcall knows has a queue")
+		} else {
+			errs = append(errs, q.ValidateQueue())
+		}
+		errs = append(errs, o.Lease.Validate())
+		if o.leaseNamespace() == "" {
 			bad("lease-namespace", "required in queue mode (or set --pod-namespace)")
 		}
+	case ModeDrainability:
 	default:
-		bad("mode", "must be agent or queue; got %q", o.Mode)
+		bad("mode", "must be %s; got %q", strings.Join(Modes, ", "), o.Mode)
 	}
-	o.Drain.Self = types.NamespacedName{Namespace: o.PodNamespace, Name: o.PodName}
-	o.Drain.DryRun = o.DryRun
 	return errors.Join(errs...)
 }
 
-func (a *AgentOptions) validate(bad func(flag, format string, args ...any)) {
-	if !slices.Contains(append([]string{"auto"}, cloud.All...), a.Cloud) {
-		bad("cloud", "must be auto, aws, gce or azure; got %q", a.Cloud)
-	}
-	if a.GCE.SpotDeadline <= 0 {
-		bad("gce-preemption-deadline", "must be positive; got %s", a.GCE.SpotDeadline)
-	}
-	if a.GCE.MaintenanceDeadline <= 0 {
-		bad("gce-maintenance-deadline", "must be positive; got %s", a.GCE.MaintenanceDeadline)
-	}
-	a.Azure.Interval = a.IMDS.Interval
-	if a.NodeName == "" {
-		bad("node-name", "required in agent mode (set it from the downward API: spec.nodeName, or $%s)", EnvName("node-name"))
-	}
-	if a.IMDS.Interval <= 0 || a.IMDS.Interval > time.Minute {
-		bad("poll-interval", "must be between 1ns and 1m; got %s", a.IMDS.Interval)
-	}
-	if a.IMDS.ASGTerminationDeadline <= 0 {
-		bad("asg-termination-deadline", "must be positive; got %s", a.IMDS.ASGTerminationDeadline)
-	}
-	switch interruption.Action(a.rebalanceAction) {
-	case interruption.ActionCordon, interruption.ActionDrain:
-		a.IMDS.RebalanceAction = interruption.Action(a.rebalanceAction)
-	default:
-		bad("rebalance-action", "must be cordon or drain; got %q", a.rebalanceAction)
-	}
-	for _, s := range a.IMDS.Signals {
-		if !slices.Contains(imds.AllSignals(), s) {
-			bad("imds-signals", "unknown signal %q; known: %s", s, strings.Join(imds.AllSignals(), ", "))
-		}
-	}
-	if len(a.IMDS.Signals) == 0 {
-		bad("imds-signals", "at least one signal is needed")
-	}
+// drainOptions are the drain's options with what the process adds: its
+// own pod, never evicted, and dry run.
+func (o *Options) drainOptions() drain.Options {
+	d := o.Drain
+	d.Self = types.NamespacedName{Namespace: o.PodNamespace, Name: o.PodName}
+	d.DryRun = o.DryRun
+	return d
 }
 
-func (q *QueueOptions) validate(bad func(flag, format string, args ...any)) {
-	if q.URL == "" {
-		bad("queue-url", "required in queue mode")
-	}
-	if q.Workers < 1 {
-		bad("workers", "must be at least 1; got %d", q.Workers)
-	}
-	if q.Visibility < 3*time.Second || q.Visibility > 12*time.Hour {
-		bad("visibility-timeout", "must be between 3s and 12h; got %s", q.Visibility)
-	}
-	if q.MaxReceives < 1 {
-		bad("max-receives", "must be at least 1; got %d", q.MaxReceives)
-	}
-	if q.HeartbeatInterval < time.Second {
-		bad("heartbeat-interval", "must be at least 1s; got %s", q.HeartbeatInterval)
-	}
-	if q.FailureResult != processor.Continue && q.FailureResult != processor.Abandon {
-		bad("lifecycle-failure-result", "must be CONTINUE or ABANDON; got %q", q.FailureResult)
-	}
-	if q.LeaseDuration < 3*time.Second {
-		bad("lease-duration", "must be at least 3s; got %s", q.LeaseDuration)
-	}
-	if q.RetryAfter < 0 || q.RetryAfter > 12*time.Hour {
-		bad("retry-after", "must be between 0 and 12h; got %s", q.RetryAfter)
-	}
-	if k, _, _ := strings.Cut(q.ManagedTag, "="); q.ManagedTag != "" && k == "" {
-		bad("managed-tag", "needs a key: key or key=value; got %q", q.ManagedTag)
-	}
+// episodeOptions are the episode's options with dry run.
+func (o *Options) episodeOptions() episode.Options {
+	e := o.Episode
+	e.DryRun = o.DryRun
+	return e
 }
 
-// policyValue is a pflag.Value accepting only the known policies.
-type policyValue struct{ p *drain.Policy }
+// leaseNamespace is --lease-namespace, else --pod-namespace.
+func (o *Options) leaseNamespace() string {
+	if o.Lease.Namespace != "" {
+		return o.Lease.Namespace
+	}
+	return o.PodNamespace
+}
 
-func newPolicyValue(p *drain.Policy) *policyValue { return &policyValue{p} }
-
-func (v *policyValue) String() string { return string(*v.p) }
-
-func (v *policyValue) Type() string { return "policy" }
-
-func (v *policyValue) Set(s string) error {
-	for _, p := range drain.Policies {
-		if string(p) == s {
-			*v.p = p
-			return nil
+// provider returns the provider named name, or nil.
+func (o *Options) provider(name string) provider.Provider {
+	for _, p := range o.Providers {
+		if p.Name() == name {
+			return p
 		}
 	}
-	return fmt.Errorf("must be graceful-override or respect; got %q", s)
+	return nil
+}
+
+// queueProvider returns the provider with a queue: --cloud's when it
+// names one, else the first that has one.
+func (o *Options) queueProvider() provider.Queue {
+	if q, ok := o.provider(o.Agent.Cloud).(provider.Queue); ok {
+		return q
+	}
+	for _, p := range o.Providers {
+		if q, ok := p.(provider.Queue); ok {
+			return q
+		}
+	}
+	return nil
+}
+
+func (o *Options) providerNames() []string {
+	names := make([]string, 0, len(o.Providers))
+	for _, p := range o.Providers {
+		names = append(names, p.Name())
+	}
+	return names
 }

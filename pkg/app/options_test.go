@@ -12,22 +12,33 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/lastcall/lastcall/pkg/flagenv"
 	"github.com/lastcall/lastcall/pkg/notify"
 )
 
 func parse(args []string, env map[string]string) (*Options, error) {
-	o := NewOptions()
+	o, _, err := parseFlags(args, env)
+	return o, err
+}
+
+// parseFlags also returns the flag set, to read the flags of components
+// whose options are their own.
+func parseFlags(args []string, env map[string]string) (*Options, *pflag.FlagSet, error) {
+	o := NewOptions(Providers()...)
 	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
 	fs.SetOutput(&strings.Builder{})
 	o.AddFlags(fs)
-	if err := Parse(fs, args, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
-		return o, err
+	if err := flagenv.Parse(fs, args, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		return o, fs, err
 	}
-	return o, o.Validate()
+	return o, fs, o.Validate()
 }
 
+// flag is the value of a flag as parsed.
+func flag(fs *pflag.FlagSet, name string) string { return fs.Lookup(name).Value.String() }
+
 func TestFlagsAndEnvironment(t *testing.T) {
-	o, err := parse([]string{"--poll-interval=100ms"}, map[string]string{
+	o, fs, err := parseFlags([]string{"--poll-interval=100ms"}, map[string]string{
 		"LASTCALL_NODE_NAME":        "n1",
 		"LASTCALL_POLL_INTERVAL":    "5s", // the flag wins
 		"LASTCALL_REBALANCE_ACTION": "drain",
@@ -37,8 +48,8 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Agent.NodeName != "n1" || o.Agent.IMDS.Interval != 100*time.Millisecond || o.Agent.IMDS.RebalanceAction != "drain" ||
-		strings.Join(o.Agent.IMDS.Signals, ",") != "spot,rebalance" || !o.DryRun || !o.Drain.DryRun {
+	if o.Agent.NodeName != "n1" || o.Agent.PollInterval != 100*time.Millisecond || flag(fs, "rebalance-action") != "drain" ||
+		flag(fs, "imds-signals") != "[spot,rebalance]" || !o.DryRun || !o.drainOptions().DryRun || !o.episodeOptions().DryRun {
 		t.Fatalf("parsed %+v", o)
 	}
 }
@@ -79,12 +90,12 @@ func q(extra ...string) []string {
 }
 
 func TestQueueModeNeedsNoNodeName(t *testing.T) {
-	o, err := parse(q("--managed-tag=kubernetes.io/cluster/prod=owned"), map[string]string{"LASTCALL_LIFECYCLE_FAILURE_RESULT": "ABANDON"})
+	o, fs, err := parseFlags(q("--managed-tag=kubernetes.io/cluster/prod=owned"), map[string]string{"LASTCALL_LIFECYCLE_FAILURE_RESULT": "ABANDON"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Queue.LeaseNamespace != "ns" || o.Queue.FailureResult != "ABANDON" || o.Queue.Workers != 100 {
-		t.Fatalf("parsed %+v", o.Queue)
+	if o.leaseNamespace() != "ns" || flag(fs, "lifecycle-failure-result") != "ABANDON" || flag(fs, "workers") != "100" {
+		t.Fatalf("parsed %+v", o)
 	}
 }
 
@@ -119,7 +130,10 @@ func TestBadValuesNameTheirFlag(t *testing.T) {
 		{[]string{"--node-name=n", "--pod-name=x"}, nil, "--pod-name and --pod-namespace go together"},
 		{[]string{"--node-name=n", "stray"}, nil, `unexpected argument "stray"`},
 		{[]string{"--no-such-flag"}, nil, "no-such-flag"},
-		{[]string{"--mode=both"}, nil, `--mode: must be agent or queue; got "both"`},
+		{[]string{"--mode=both"}, nil, `--mode: must be agent, queue, drainability; got "both"`},
+		{[]string{"--node-name=n", "--cloud=oci"}, nil, `--cloud: must be auto or one of aws, gce, azure; got "oci"`},
+		{[]string{"--node-name=n", "--gce-preemption-deadline=0s"}, nil, "--gce-preemption-deadline: must be positive"},
+		{[]string{"--node-name=n", "--azure-endpoint=169.254.169.254"}, nil, "--azure-endpoint: must be an absolute http or https URL"},
 		{[]string{"--mode=queue", "--lease-namespace=x"}, nil, "--queue-url: required in queue mode"},
 		{[]string{"--mode=queue", "--queue-url=u"}, nil, "--lease-namespace: required in queue mode"},
 		{q("--workers=0"), nil, "--workers: must be at least 1"},

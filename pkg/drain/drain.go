@@ -1,5 +1,8 @@
 // Package drain empties a node through the Eviction API, so that
-// PodDisruptionBudgets are honoured, within the deadline the cloud gave.
+// PodDisruptionBudgets are honoured, within the deadline the cloud gave. A
+// drain in progress can be re-planned to a new deadline (Run.Retarget): its
+// group ends, grace periods and override times follow, and no pod is
+// evicted twice.
 package drain
 
 import (
@@ -28,6 +31,8 @@ type Options struct {
 	// gone; grace periods are shortened to fit.
 	DeadlineMargin time.Duration
 	// RetryInitial and RetryMax bound the backoff between eviction retries.
+	// A pod blocked by its PodDisruptionBudget is also retried as soon as
+	// a budget of its namespace changes.
 	RetryInitial, RetryMax time.Duration
 	// Self is lastcall's own pod, never evicted.
 	Self types.NamespacedName
@@ -72,7 +77,8 @@ type Request struct {
 	Node string
 	// Kind is why, as a metric label (an interruption kind).
 	Kind string
-	// Deadline is when the node goes; zero for none.
+	// Deadline is when the node goes; zero for none. Run.Retarget
+	// changes it while the drain runs.
 	Deadline time.Time
 	// Why is told to every evicted pod, e.g. "spot interruption of node x".
 	Why string
@@ -89,37 +95,70 @@ func Deadline(notice, now time.Time, fallback time.Duration) time.Time {
 	return now.Add(fallback)
 }
 
+// Outcome is how a drain ended. Metric labels, Events and the state
+// recorded on the node derive from it.
+type Outcome string
+
+// The outcomes of a drain.
+const (
+	// Drained: every evictable pod is gone.
+	Drained Outcome = "success"
+	// DryRun: nothing was changed; the pods were only listed.
+	DryRun Outcome = "dry_run"
+	// TimedOut: the deadline passed with pods remaining.
+	TimedOut Outcome = "timeout"
+	// Cancelled: the drain was stopped (its notice withdrawn, the node
+	// gone, lastcall shutting down).
+	Cancelled Outcome = "cancelled"
+	// Failed: the drain could not go on (the pods could not be listed, a
+	// pod could not be deleted past its budget).
+	Failed Outcome = "failure"
+	// NodeGone: the node was deleted while it was drained. A drain alone
+	// never ends so; package episode tells it.
+	NodeGone Outcome = "node_gone"
+)
+
+// Outcomes lists every outcome, for metrics that start every series at 0.
+var Outcomes = []Outcome{Drained, DryRun, TimedOut, Cancelled, Failed, NodeGone}
+
+// Label is the outcome as a bounded metric label.
+func (o Outcome) Label() string { return string(o) }
+
+// Finished says whether the node is empty of what a drain evicts.
+func (o Outcome) Finished() bool { return o == Drained }
+
 // Result says what a drain did.
 type Result struct {
+	Outcome Outcome
 	Evicted int
 	// Skipped counts pods left in place, by rule.
 	Skipped map[string]int
 	// Remaining are the pods (namespace/name) still there when the drain
 	// ended early.
 	Remaining []string
-	DryRun    bool
 	// Overridden are the pods deleted despite their PodDisruptionBudget
 	// (graceful-override), as namespace/name.
 	Overridden []string
+	// Deadline is the deadline the drain worked to at its end.
+	Deadline time.Time
 }
 
 // ErrDeadline is returned when the deadline passed with pods remaining.
 var ErrDeadline = errors.New("drain deadline passed with pods remaining")
 
-// ResultLabel names how a drain ended: success, dry_run, timeout,
-// cancelled or failure.
-func ResultLabel(res Result, err error) string {
+// OutcomeOf classifies how a drain that returned err ended.
+func OutcomeOf(dryRun bool, err error) Outcome {
 	switch {
-	case err == nil && res.DryRun:
-		return "dry_run"
+	case err == nil && dryRun:
+		return DryRun
 	case err == nil:
-		return "success"
+		return Drained
 	case errors.Is(err, ErrDeadline):
-		return "timeout"
+		return TimedOut
 	case errors.Is(err, context.Canceled):
-		return "cancelled"
+		return Cancelled
 	default:
-		return "failure"
+		return Failed
 	}
 }
 
@@ -143,30 +182,72 @@ func New(client kubernetes.Interface, pods PodIndex, events EventRecorder, reg p
 	if opts.Concurrency < 1 {
 		opts.Concurrency = 1
 	}
-	r := &running{clock: clk, drains: map[*Request]time.Time{}}
+	r := &running{clock: clk, runs: map[*schedule]bool{}}
 	return &Drainer{client: client, pods: pods, events: events, metrics: newMetrics(reg, r.deadlineUsed), log: log, clock: clk, opts: opts, running: r}
 }
 
-// Drain follows the plan of req.Node (see Sort): after the load-balancer
-// delay, it evicts the evictable pods group by group (non-critical,
-// critical, then DaemonSet pods if asked), each group once the one before
-// is gone, with grace periods clamped to the deadline. Under
-// graceful-override, a pod its budget still protects at OverrideAt is
-// deleted with the grace it has left. It returns ErrDeadline (wrapped) if
-// pods remain when the deadline, less half the margin, passes, and ctx's
-// error if ctx ends.
-func (d *Drainer) Drain(ctx context.Context, req Request) (res Result, err error) {
-	d.metrics.draining.Inc()
+// Run is a drain in progress.
+type Run struct {
+	sched *schedule
+	done  chan struct{}
+	res   Result
+	err   error
+}
+
+// Retarget re-plans the drain for a new deadline: group ends, the grace
+// periods of evictions still to come and override times follow it. Pods
+// already evicted keep the grace they were given.
+func (r *Run) Retarget(deadline time.Time) { r.sched.retarget(deadline) }
+
+// Deadline is the deadline the drain works to now.
+func (r *Run) Deadline() time.Time {
+	d, _ := r.sched.current()
+	return d
+}
+
+// Done is closed when the drain has ended.
+func (r *Run) Done() <-chan struct{} { return r.done }
+
+// Result is what the drain did, once Done is closed; the error says why it
+// ended early.
+func (r *Run) Result() (Result, error) {
+	<-r.done
+	return r.res, r.err
+}
+
+// Drain runs a drain to its end (see Start).
+func (d *Drainer) Drain(ctx context.Context, req Request) (Result, error) {
+	return d.Start(ctx, req).Result()
+}
+
+// Start drains req.Node in the background, following its plan (see Sort):
+// after the load-balancer delay, it evicts the evictable pods group by
+// group (non-critical, critical, then DaemonSet pods if asked), each group
+// once the one before is gone, with grace periods clamped to the deadline.
+// Under graceful-override, a pod its budget still protects at OverrideAt
+// is deleted with the grace it has left. The drain ends with ErrDeadline
+// (wrapped) if pods remain when the deadline, less half the margin,
+// passes, and with ctx's error if ctx ends.
+func (d *Drainer) Start(ctx context.Context, req Request) *Run {
 	start := d.clock.Now()
-	d.running.add(&req, start)
-	defer func() {
-		d.running.remove(&req)
+	r := &Run{sched: newSchedule(start, req.Deadline, d.opts.DeadlineMargin), done: make(chan struct{})}
+	d.metrics.draining.Inc()
+	d.running.add(r.sched)
+	go func() {
+		defer close(r.done)
+		r.res, r.err = d.drain(ctx, req, r.sched)
+		r.res.Outcome = OutcomeOf(d.opts.DryRun, r.err)
+		r.res.Deadline, _ = r.sched.current()
+		d.running.remove(r.sched)
 		d.metrics.draining.Dec()
-		result := ResultLabel(res, err)
-		d.metrics.drains.WithLabelValues(result).Inc()
-		d.metrics.duration.WithLabelValues(req.Kind, result).Observe(d.clock.Since(start).Seconds())
+		d.metrics.drains.WithLabelValues(r.res.Outcome.Label()).Inc()
+		d.metrics.duration.WithLabelValues(req.Kind, r.res.Outcome.Label()).Observe(d.clock.Since(start).Seconds())
 	}()
-	res = Result{Skipped: map[string]int{}, DryRun: d.opts.DryRun}
+	return r
+}
+
+func (d *Drainer) drain(ctx context.Context, req Request, sched *schedule) (Result, error) {
+	res := Result{Skipped: map[string]int{}}
 	pods, err := d.pods.OnNode(req.Node)
 	if err != nil {
 		return res, fmt.Errorf("listing pods of node %s: %w", req.Node, err)
@@ -180,53 +261,47 @@ func (d *Drainer) Drain(ctx context.Context, req Request) (res Result, err error
 	for _, g := range sorted.Groups {
 		evictable = append(evictable, g.Pods...)
 	}
-	delay := LBDelay(d.opts.LBDelay, evictable, start, req.Deadline, d.opts.DeadlineMargin)
+	// Pods already terminating are waited for with the first group.
+	groups := sorted.Groups
+	if len(groups) == 0 && len(sorted.Terminating) > 0 {
+		groups = []Group{{}}
+	}
+	sched.plan(groups)
 	if d.opts.DryRun {
-		ends := GroupEnds(sorted.Groups, start, req.Deadline, d.opts.DeadlineMargin)
-		for i, g := range sorted.Groups {
+		deadline, ends := sched.current()
+		delay := LBDelay(d.opts.LBDelay, evictable, sched.start, deadline, d.opts.DeadlineMargin)
+		for i, g := range groups {
 			for _, p := range g.Pods {
 				d.log.Info("dry run: would evict pod", "pod", p.Namespace+"/"+p.Name, "group", g.Name,
-					"grace", ClampGrace(p, start.Add(delay), ends[i], 0))
+					"grace", ClampGrace(p, sched.start.Add(delay), ends[i], 0))
 			}
 		}
 		return res, nil
 	}
 	// Nothing happens after the deadline less half the margin: give up
 	// then, so the result is reported while the node still runs.
-	if !req.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, req.Deadline.Add(-d.opts.DeadlineMargin/2))
-		defer cancel()
-	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go sched.giveUp(ctx, d.clock, func() { cancel(ErrDeadline) })
 	fail := func(err error) (Result, error) {
 		res.Remaining = d.remaining(pods)
 		d.metrics.overdue.Add(float64(len(res.Remaining)))
-		if ctx.Err() == context.DeadlineExceeded {
+		if errors.Is(context.Cause(ctx), ErrDeadline) {
 			return res, fmt.Errorf("%w: %d pods on %s", ErrDeadline, len(res.Remaining), req.Node)
 		}
 		return res, err
 	}
-	if delay > 0 && len(evictable) > 0 {
-		d.log.Info("waiting for load balancers to stop sending the node connections", "node", req.Node,
-			"delay", delay, "configured", d.opts.LBDelay)
-		select {
-		case <-ctx.Done():
-			return fail(ctx.Err())
-		case <-d.clock.After(delay):
-		}
+	if err := d.lbDelay(ctx, req, sched, evictable); err != nil {
+		return fail(err)
 	}
-	// Pods already terminating are waited for with the first group.
-	groups := sorted.Groups
-	if len(groups) == 0 && len(sorted.Terminating) > 0 {
-		groups = []Group{{}}
-	}
-	ends := GroupEnds(groups, start, req.Deadline, d.opts.DeadlineMargin)
+	budgets := newBudgetWatch(ctx, d.client, d.log)
+	defer budgets.stop()
 	for i, g := range groups {
 		wait := g.Pods
 		if i == 0 {
 			wait = append(slices.Clone(g.Pods), sorted.Terminating...)
 		}
-		n, overridden, err := d.drainGroup(ctx, req, start, ends[i], g.Pods, wait)
+		n, overridden, err := d.drainGroup(ctx, req, sched, i, budgets, g.Pods, wait)
 		res.Evicted += n
 		res.Overridden = append(res.Overridden, overridden...)
 		if err != nil {
@@ -236,9 +311,39 @@ func (d *Drainer) Drain(ctx context.Context, req Request) (res Result, err error
 	return res, nil
 }
 
-// drainGroup evicts pods concurrently, each gone by end (see GroupEnds), and
-// waits until every pod of wait is gone.
-func (d *Drainer) drainGroup(ctx context.Context, req Request, start, end time.Time, pods, wait []*corev1.Pod) (int, []string, error) {
+// lbDelay waits, after the node left the load balancers, for them to stop
+// sending it connections: the configured delay, shortened to the deadline
+// (see LBDelay) and worked out again when the deadline changes.
+func (d *Drainer) lbDelay(ctx context.Context, req Request, sched *schedule, evictable []*corev1.Pod) error {
+	if d.opts.LBDelay <= 0 || len(evictable) == 0 {
+		return nil
+	}
+	logged := false
+	for {
+		deadline, changed := sched.deadlineAndChanges()
+		delay := LBDelay(d.opts.LBDelay, evictable, sched.start, deadline, d.opts.DeadlineMargin)
+		left := sched.start.Add(delay).Sub(d.clock.Now())
+		if left <= 0 {
+			return nil
+		}
+		if !logged {
+			logged = true
+			d.log.Info("waiting for load balancers to stop sending the node connections", "node", req.Node,
+				"delay", delay, "configured", d.opts.LBDelay)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		case <-d.clock.After(left):
+			return nil
+		}
+	}
+}
+
+// drainGroup evicts pods concurrently, each gone by its group's end (see
+// GroupEnds), and waits until every pod of wait is gone.
+func (d *Drainer) drainGroup(ctx context.Context, req Request, sched *schedule, group int, budgets *budgetWatch, pods, wait []*corev1.Pod) (int, []string, error) {
 	var (
 		wg         sync.WaitGroup
 		mu         sync.Mutex
@@ -253,9 +358,7 @@ func (d *Drainer) drainGroup(ctx context.Context, req Request, start, end time.T
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); wg.Wait() }()
 	for _, p := range pods {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -264,7 +367,8 @@ func (d *Drainer) drainGroup(ctx context.Context, req Request, start, end time.T
 				return
 			}
 			defer func() { <-sem }()
-			out, err := d.evict(ctx, stop, req, start, end, p)
+			e := eviction{d: d, req: req, sched: sched, group: group, budgets: budgets, pod: p, stop: stop}
+			out, err := e.run(ctx)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -275,7 +379,7 @@ func (d *Drainer) drainGroup(ctx context.Context, req Request, start, end time.T
 				count++
 				overridden = append(overridden, p.Namespace+"/"+p.Name)
 			}
-		}()
+		})
 	}
 	err := d.waitGone(ctx, wait)
 	close(stop)

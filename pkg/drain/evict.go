@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"math"
 	"regexp"
 	"strconv"
 	"time"
@@ -13,6 +13,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/lastcall/lastcall/pkg/node"
 )
@@ -26,19 +27,37 @@ const (
 	deleted                     // deleted despite its budget (graceful-override)
 )
 
-// evict asks the Eviction API to remove pod, with a grace period that ends
-// by end (the pod's group's end: see GroupEnds) and a UID precondition so
-// that a replacement of the same name is never hit. A 429 (a
-// PodDisruptionBudget says no, or its status is not computed yet) and other
-// errors are retried with capped exponential backoff until ctx ends or stop
-// closes (every pod is gone); 404 and 409 mean the pod is gone.
-func (d *Drainer) evict(ctx context.Context, stop <-chan struct{}, req Request, start, end time.Time, pod *corev1.Pod) (evictOutcome, error) {
-	wait := d.opts.RetryInitial
+// eviction is one pod's way out of a drain.
+type eviction struct {
+	d       *Drainer
+	req     Request
+	sched   *schedule
+	group   int
+	budgets *budgetWatch
+	pod     *corev1.Pod
+	// stop closes once every pod of the group is gone.
+	stop <-chan struct{}
+}
+
+// run asks the Eviction API to remove the pod, with a grace period that
+// ends by its group's end (see GroupEnds) and a UID precondition so that a
+// replacement of the same name is never hit. A 429 (a PodDisruptionBudget
+// says no, or its status is not computed yet) and other errors are retried
+// with capped exponential backoff, and a 429 also as soon as a budget of
+// the pod's namespace changes, until ctx ends or stop closes (every pod is
+// gone); 404 and 409 mean the pod is gone. The group's end, and with it
+// the grace and the override time, is read again at each attempt, so a
+// retargeted drain re-plans the evictions still to come.
+func (e *eviction) run(ctx context.Context) (evictOutcome, error) {
+	d, pod := e.d, e.pod
+	backoff := wait.Backoff{Duration: d.opts.RetryInitial, Factor: 2, Jitter: 0.2, Cap: d.opts.RetryMax, Steps: math.MaxInt32}
 	blocked := false
-	override := d.opts.Policy == PolicyGracefulOverride && !end.IsZero()
-	overrideAt := OverrideAt(pod, start, end, 0)
 	for attempt := 1; ; attempt++ {
+		end, replanned := e.sched.end(e.group)
+		override := d.opts.Policy == PolicyGracefulOverride && !end.IsZero()
+		overrideAt := OverrideAt(pod, e.sched.start, end, 0)
 		grace := ClampGrace(pod, d.clock.Now(), end, 0)
+		var budgetChanged <-chan struct{}
 		uid := pod.UID
 		err := d.client.PolicyV1().Evictions(pod.Namespace).Evict(ctx, &policyv1.Eviction{
 			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
@@ -50,7 +69,7 @@ func (d *Drainer) evict(ctx context.Context, stop <-chan struct{}, req Request, 
 		d.metrics.evictions.WithLabelValues(statusCode(err)).Inc()
 		switch {
 		case err == nil:
-			msg := fmt.Sprintf("Evicted by lastcall: %s", req.Why)
+			msg := fmt.Sprintf("Evicted by lastcall: %s", e.req.Why)
 			if grace != nil {
 				msg += fmt.Sprintf("; grace period shortened to %ds to finish before the deadline", *grace)
 			}
@@ -61,8 +80,11 @@ func (d *Drainer) evict(ctx context.Context, stop <-chan struct{}, req Request, 
 			return gone, nil
 		case apierrors.IsTooManyRequests(err):
 			if override && !d.clock.Now().Before(overrideAt) {
+				req := e.req
+				req.Deadline, _ = e.sched.current()
 				return d.override(ctx, req, end, pod, err)
 			}
+			budgetChanged = e.budgets.changed(pod.Namespace)
 			if !blocked {
 				blocked = true
 				msg := "lastcall cannot evict this pod yet: " + err.Error()
@@ -71,14 +93,14 @@ func (d *Drainer) evict(ctx context.Context, stop <-chan struct{}, req Request, 
 						overrideAt.UTC().Format(time.RFC3339))
 				}
 				d.events.Event(pod, corev1.EventTypeWarning, "EvictionBlocked", msg)
-				d.log.Info("eviction blocked, retrying", "pod", pod.Namespace+"/"+pod.Name, "err", err, "override_at", overrideAt)
+				d.log.Info("eviction blocked, retrying as soon as its budget changes", "pod", pod.Namespace+"/"+pod.Name, "err", err, "override_at", overrideAt)
 			}
 		case ctx.Err() != nil:
 			return 0, ctx.Err()
 		default:
 			d.log.Warn("eviction failed, retrying", "pod", pod.Namespace+"/"+pod.Name, "err", err, "attempt", attempt)
 		}
-		pause := jitter(wait)
+		pause := backoff.Step()
 		if override && apierrors.IsTooManyRequests(err) {
 			// Wake at the override moment rather than a backoff past it.
 			pause = max(0, min(pause, overrideAt.Sub(d.clock.Now())))
@@ -86,11 +108,12 @@ func (d *Drainer) evict(ctx context.Context, stop <-chan struct{}, req Request, 
 		select {
 		case <-ctx.Done():
 			return 0, fmt.Errorf("evicting %s/%s: %w (last answer: %v)", pod.Namespace, pod.Name, ctx.Err(), err)
-		case <-stop: // the pod is gone: nothing left to retry
+		case <-e.stop: // the pod is gone: nothing left to retry
 			return gone, nil
+		case <-budgetChanged:
+		case <-replanned:
 		case <-d.clock.After(pause):
 		}
-		wait = min(wait*2, d.opts.RetryMax)
 	}
 }
 
@@ -104,11 +127,6 @@ func statusCode(err error) string {
 		return strconv.Itoa(int(s.Status().Code))
 	}
 	return "error"
-}
-
-// jitter spreads retries of many pods blocked by one budget over ±20%.
-func jitter(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
 // override deletes a pod its budget still protects, at the last moment it

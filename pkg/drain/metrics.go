@@ -57,8 +57,10 @@ func newMetrics(reg prometheus.Registerer, deadlineUsed func() float64) *metrics
 	}, deadlineUsed)
 	// Every series exists from the start, at zero, so that the first
 	// failure or 429 is an increase an alert sees.
-	for _, r := range []string{"success", "timeout", "cancelled", "failure", "dry_run"} {
-		m.drains.WithLabelValues(r)
+	for _, o := range Outcomes {
+		if o != NodeGone { // a drain alone never ends so
+			m.drains.WithLabelValues(o.Label())
+		}
 	}
 	for _, c := range []string{"201", "404", "409", "429", "error"} {
 		m.evictions.WithLabelValues(c)

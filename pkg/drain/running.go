@@ -2,46 +2,47 @@ package drain
 
 import (
 	"sync"
-	"time"
 
 	"k8s.io/utils/clock"
 )
 
 // running tracks the drains in progress, for the deadline gauge.
 type running struct {
-	clock  clock.PassiveClock
-	mu     sync.Mutex
-	drains map[*Request]time.Time // started at
+	clock clock.PassiveClock
+	mu    sync.Mutex
+	runs  map[*schedule]bool
 }
 
-func (r *running) add(req *Request, start time.Time) {
+func (r *running) add(s *schedule) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.drains[req] = start
+	r.runs[s] = true
 }
 
-func (r *running) remove(req *Request) {
+func (r *running) remove(s *schedule) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.drains, req)
+	delete(r.runs, s)
 }
 
 // deadlineUsed is the largest share of its window a running drain has
-// spent; drains without a deadline count as 0.
+// spent, against the deadline it works to now; drains without a deadline
+// count as 0.
 func (r *running) deadlineUsed() float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now, used := r.clock.Now(), 0.0
-	for req, start := range r.drains {
-		if req.Deadline.IsZero() {
+	for s := range r.runs {
+		deadline, _ := s.current()
+		if deadline.IsZero() {
 			continue
 		}
-		window := req.Deadline.Sub(start)
+		window := deadline.Sub(s.start)
 		if window <= 0 {
 			used = max(used, 1)
 			continue
 		}
-		used = max(used, min(float64(now.Sub(start))/float64(window), 1))
+		used = max(used, min(float64(now.Sub(s.start))/float64(window), 1))
 	}
 	return used
 }

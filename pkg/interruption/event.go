@@ -91,13 +91,6 @@ func ShortID(id string) string {
 	return id
 }
 
-// Acknowledger is a Source that can tell the platform its node is ready to
-// go, so that it can proceed early (Azure's StartRequests). The agent calls
-// it after a successful drain for that source's event.
-type Acknowledger interface {
-	Acknowledge(ctx context.Context, ev Event) error
-}
-
 // Source watches one signal and sends the events it sees.
 type Source interface {
 	// Name is a short, stable name used in logs and as a metric label.

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"runtime/debug"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 )
 
@@ -105,6 +107,7 @@ func (p *Poller) Run(ctx context.Context, out chan<- Event) error {
 	}
 	sent := Dedup{}
 	failures := 0
+	backoff := p.backoff()
 	for {
 		events, err := p.pollOnce(ctx)
 		wait := p.Interval
@@ -115,11 +118,12 @@ func (p *Poller) Run(ctx context.Context, out chan<- Event) error {
 			failures++
 			reason := ReasonOf(err)
 			health.Failure(p.SourceName, string(reason), err)
-			wait = p.backoff(failures)
+			wait = backoff.Step()
 			log.Warn("reading signal failed", "reason", reason, "err", err, "consecutive", failures, "retry_in", wait)
 		} else {
 			if failures > 0 {
 				log.Info("reading signal recovered", "after_failures", failures)
+				backoff = p.backoff()
 			}
 			failures = 0
 			now := clk.Now()
@@ -165,12 +169,14 @@ func (p *Poller) pollOnce(ctx context.Context) (events []Event, err error) {
 	return p.Poll(ctx)
 }
 
-func (p *Poller) backoff(failures int) time.Duration {
+// backoff paces reads after failures: the interval, doubling to
+// MaxBackoff.
+func (p *Poller) backoff() wait.Backoff {
 	maxWait := p.MaxBackoff
 	if maxWait == 0 {
 		maxWait = 10 * time.Second
 	}
-	return Backoff(failures, p.Interval, maxWait)
+	return NewBackoff(p.Interval, maxWait)
 }
 
 // DiscardHealth is a HealthReporter that drops every report.
@@ -195,12 +201,8 @@ func (d Dedup) Fresh(e Event) bool {
 	return true
 }
 
-// Backoff is the wait after the given number of consecutive failures:
-// base, doubling, capped at limit.
-func Backoff(failures int, base, limit time.Duration) time.Duration {
-	d := base
-	for i := 1; i < failures && d < limit; i++ {
-		d *= 2
-	}
-	return min(d, limit)
+// NewBackoff paces a source's reads after failures: base, doubling,
+// capped at limit. Make a new one once a read succeeds.
+func NewBackoff(base, limit time.Duration) wait.Backoff {
+	return wait.Backoff{Duration: base, Factor: 2, Cap: limit, Steps: math.MaxInt32}
 }

@@ -125,9 +125,10 @@ func TestPollerSurvivesPanic(t *testing.T) {
 
 func TestBackoffCaps(t *testing.T) {
 	p := &Poller{Interval: time.Second, MaxBackoff: 5 * time.Second}
+	b := p.backoff()
 	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
 	for i, w := range want {
-		if got := p.backoff(i + 1); got != w {
+		if got := b.Step(); got != w {
 			t.Errorf("failure %d: backoff %s, want %s", i+1, got, w)
 		}
 	}

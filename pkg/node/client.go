@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -25,20 +24,25 @@ import (
 // stale copy: a conflict on update falls back to a live read.
 type Getter func(name string) (*corev1.Node, error)
 
-// Client changes one node on behalf of lastcall.
+// Client changes nodes on behalf of one owner (a mode of lastcall): the
+// holds it makes carry the owner, and it releases only its own.
 type Client struct {
 	client kubernetes.Interface
 	cached Getter
-	clock  clock.PassiveClock
+	clock  clock.Clock
+	owner  Owner
 	dryRun bool
 	log    *slog.Logger
 }
 
-// NewClient returns a Client. cached may be nil. In dry-run mode it reads
-// but never writes, and logs what it would change.
-func NewClient(c kubernetes.Interface, cached Getter, clk clock.PassiveClock, dryRun bool, log *slog.Logger) *Client {
-	return &Client{client: c, cached: cached, clock: clk, dryRun: dryRun, log: log}
+// NewClient returns a Client for owner. cached may be nil. In dry-run mode
+// it reads but never writes, and logs what it would change.
+func NewClient(c kubernetes.Interface, cached Getter, clk clock.Clock, owner Owner, dryRun bool, log *slog.Logger) *Client {
+	return &Client{client: c, cached: cached, clock: clk, owner: owner, dryRun: dryRun, log: log}
 }
+
+// Owner is the owner of the holds this client makes.
+func (c *Client) Owner() Owner { return c.owner }
 
 // Change says what a call changed on the node.
 type Change struct {
@@ -83,7 +87,7 @@ func (c *Client) Hold(ctx context.Context, name string, ev interruption.Event) (
 			s.LBExcluded, ch.LBExcluded = true, true
 		}
 		if _, ok := s.Hold(ev.ID); !ok {
-			h := Hold{ID: ev.ID, Kind: ev.Kind, Action: ev.Action, Since: c.clock.Now().UTC()}
+			h := Hold{ID: ev.ID, Kind: ev.Kind, Action: ev.Action, Owner: c.owner, Since: c.clock.Now().UTC()}
 			if !ev.Deadline.IsZero() {
 				d := ev.Deadline.UTC()
 				h.Deadline = &d
@@ -95,16 +99,17 @@ func (c *Client) Hold(ctx context.Context, name string, ev interruption.Event) (
 	return ch, err
 }
 
-// Release drops the hold of event id. The kind's taint goes when no other
-// hold of that kind remains; the cordon and the load-balancer label go with
-// the last hold, and only if lastcall set them.
+// Release drops the hold of event id, if it is this client's owner's: a
+// hold another owner made is left as it is (Unchanged). The kind's taint
+// goes when no other hold of that kind remains; the cordon and the
+// load-balancer label go with the last hold, and only if lastcall set them.
 func (c *Client) Release(ctx context.Context, name, id string) (Change, error) {
 	var ch Change
 	defer func() { ch.DryRun = c.dryRun && !ch.Unchanged }()
 	err := c.update(ctx, name, func(n *corev1.Node, s *State) error {
 		ch = Change{}
 		h, ok := s.Hold(id)
-		if !ok {
+		if !ok || h.Owner != c.owner {
 			ch.Unchanged = true
 			return nil
 		}
@@ -131,15 +136,16 @@ func (c *Client) Release(ctx context.Context, name, id string) (Change, error) {
 	return ch, err
 }
 
-// RecordDrain stores a finished drain's result on the hold of event id.
-func (c *Client) RecordDrain(ctx context.Context, name, id, result string) error {
+// RecordDrain stores how a drain ended (a drain.Outcome) on the holds of
+// the given events.
+func (c *Client) RecordDrain(ctx context.Context, name, outcome string, ids ...string) error {
 	return c.update(ctx, name, func(_ *corev1.Node, s *State) error {
-		h, ok := s.Hold(id)
-		if !ok {
-			return nil
-		}
 		at := c.clock.Now().UTC()
-		h.Drain, h.DrainAt = result, &at
+		for _, id := range ids {
+			if h, ok := s.Hold(id); ok {
+				h.Drain, h.DrainAt = outcome, &at
+			}
+		}
 		return nil
 	})
 }
@@ -208,11 +214,11 @@ func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.No
 		if err != nil {
 			return err
 		}
-		start := time.Now()
+		start := c.clock.Now()
 		_, err = c.client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
 		switch {
 		case err == nil:
-			c.log.Debug("node patched", "node", name, "took", time.Since(start), "attempt", attempt+1)
+			c.log.Debug("node patched", "node", name, "took", c.clock.Since(start), "attempt", attempt+1)
 			return nil
 		case !apierrors.IsConflict(err):
 			return fmt.Errorf("updating node %s: %w", name, err)
@@ -223,7 +229,7 @@ func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.No
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-time.After(backoff.Step()):
+			case <-c.clock.After(backoff.Step()):
 			}
 		}
 	}

@@ -46,14 +46,30 @@ type State struct {
 	BootID string `json:"bootID,omitempty"`
 }
 
+// Owner is who made a hold: the mode of lastcall that acted on the notice.
+// Each owner releases only its own holds.
+type Owner string
+
+// The owners of holds.
+const (
+	// OwnerAgent: the node agent, from the instance's metadata.
+	OwnerAgent Owner = "agent"
+	// OwnerQueue: the queue processor, from a queue message.
+	OwnerQueue Owner = "queue"
+)
+
 // Hold is one interruption lastcall acted on.
 type Hold struct {
-	ID       string              `json:"id"`
-	Kind     interruption.Kind   `json:"kind"`
-	Action   interruption.Action `json:"action"`
-	Since    time.Time           `json:"since"`
-	Deadline *time.Time          `json:"deadline,omitempty"`
-	// Drain is empty until a drain finishes, then its result.
+	ID     string              `json:"id"`
+	Kind   interruption.Kind   `json:"kind"`
+	Action interruption.Action `json:"action"`
+	// Owner made the hold and alone releases it. Holds recorded before
+	// owners were have none, and no owner releases them.
+	Owner    Owner      `json:"owner,omitempty"`
+	Since    time.Time  `json:"since"`
+	Deadline *time.Time `json:"deadline,omitempty"`
+	// Drain is empty until a drain finishes, then how it ended (a
+	// drain.Outcome).
 	Drain   string     `json:"drain,omitempty"`
 	DrainAt *time.Time `json:"drainAt,omitempty"`
 }
@@ -81,6 +97,17 @@ func (s *State) Hold(id string) (*Hold, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Owned returns the holds of owner.
+func (s *State) Owned(owner Owner) []Hold {
+	var own []Hold
+	for _, h := range s.Holds {
+		if h.Owner == owner {
+			own = append(own, h)
+		}
+	}
+	return own
 }
 
 func (s *State) write(n *corev1.Node) error {

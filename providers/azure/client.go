@@ -7,24 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/lastcall/lastcall/pkg/interruption"
 )
-
-// NewHTTPClient returns the client Sources uses when given none: no proxy
-// (IMDS must be reached directly) and no redirects (IMDS answers none).
-func NewHTTPClient() *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy:                 nil,
-			MaxIdleConns:          2,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: 10 * time.Second,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-}
 
 // client speaks to the scheduled events endpoint.
 type client struct {

@@ -132,9 +132,14 @@ func TestStartedEvent(t *testing.T) {
 	}
 }
 
-func acknowledger(t *testing.T, src interruption.Source) interruption.Acknowledger {
+// ackSource is the source's Acknowledge, the step its Completer takes.
+type ackSource interface {
+	Acknowledge(ctx context.Context, ev interruption.Event) error
+}
+
+func acknowledger(t *testing.T, src interruption.Source) ackSource {
 	t.Helper()
-	a, ok := src.(interruption.Acknowledger)
+	a, ok := src.(ackSource)
 	if !ok {
 		t.Fatalf("%T is not an Acknowledger", src)
 	}

@@ -12,19 +12,23 @@ import (
 
 	"k8s.io/utils/clock"
 
+	"github.com/lastcall/lastcall/pkg/drain"
+	"github.com/lastcall/lastcall/pkg/episode"
 	"github.com/lastcall/lastcall/pkg/interruption"
+	"github.com/lastcall/lastcall/pkg/provider"
 )
 
 // Sources returns the scheduled events source, named SourceName: an
-// interruption.Poller that is also an interruption.Acknowledger. client nil
-// means NewHTTPClient(); health, log and clk may be nil (discarded,
+// interruption.Poller whose drain notices may be approved once the node is
+// drained (see Completer). client nil
+// means provider.MetadataHTTPClient (no proxy); health, log and clk may be nil (discarded,
 // slog.Default, the real clock).
 func Sources(client *http.Client, o Options, health interruption.HealthReporter, log *slog.Logger, clk clock.Clock) ([]interruption.Source, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	if client == nil {
-		client = NewHTTPClient()
+		client = provider.MetadataHTTPClient(readTimeout)
 	}
 	if o.Endpoint == "" {
 		o.Endpoint = DefaultEndpoint
@@ -70,10 +74,7 @@ type source struct {
 	listed map[string]notice
 }
 
-var (
-	_ interruption.Source       = (*source)(nil)
-	_ interruption.Acknowledger = (*source)(nil)
-)
+var _ interruption.Source = (*source)(nil)
 
 // Name implements interruption.Source.
 func (s *source) Name() string { return s.poller.Name() }
@@ -122,8 +123,35 @@ func (s *source) poll(ctx context.Context) ([]interruption.Event, error) {
 	return events, nil
 }
 
-// Acknowledge implements interruption.Acknowledger: with
-// Options.Acknowledge it approves ev's Azure event (StartRequests), so that
+// Completer gives a drain notice its completer when Options.Acknowledge
+// is set: once the node is drained, the event is approved (Acknowledge).
+func (s *source) Completer(ev interruption.Event) episode.Completer {
+	if !s.opts.Acknowledge || ev.Action != interruption.ActionDrain {
+		return nil
+	}
+	return approval{s: s, ev: ev}
+}
+
+// approval approves an event once the drain for it has finished.
+type approval struct {
+	s  *source
+	ev interruption.Event
+}
+
+func (approval) Name() string                  { return "azure-approval" }
+func (approval) KeepAlive(ctx context.Context) {}
+
+// Complete approves the event if the node was drained; otherwise the
+// platform starts it at its NotBefore.
+func (a approval) Complete(ctx context.Context, o drain.Outcome) error {
+	if !o.Finished() {
+		a.s.log.Info("not approving the event: the drain did not finish", "event", a.ev.ID, "outcome", o.Label())
+		return nil
+	}
+	return a.s.Acknowledge(ctx, a.ev)
+}
+
+// Acknowledge: with Options.Acknowledge it approves ev's Azure event (StartRequests), so that
 // the platform may start it now; without, it does nothing. It does nothing
 // either for an event that is no longer listed or has already Started, and
 // it refuses (logging, returning nil) an event that names VMs other than

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/compute/metadata"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 
 	"github.com/lastcall/lastcall/pkg/interruption"
@@ -165,13 +166,14 @@ type run struct {
 	sent     interruption.Dedup
 	active   *interruption.Event
 	failures int
+	backoff  wait.Backoff
 }
 
 // Run implements interruption.Source. It returns ctx.Err() as soon as ctx
 // ends; a subscription goroutine of the library may outlive it by up to the
 // library's 5 s error sleep, and then ends without sending anything.
 func (s *source) Run(ctx context.Context, out chan<- interruption.Event) error {
-	r := &run{source: s, out: out, sent: interruption.Dedup{}}
+	r := &run{source: s, out: out, sent: interruption.Dedup{}, backoff: interruption.NewBackoff(minBackoff, maxBackoff)}
 	for {
 		err := r.watch(ctx)
 		if ctx.Err() != nil {
@@ -180,7 +182,7 @@ func (s *source) Run(ctx context.Context, out chan<- interruption.Event) error {
 		r.failures++
 		reason := interruption.ReasonOf(err)
 		s.health.Failure(s.name, string(reason), err)
-		wait := interruption.Backoff(r.failures, minBackoff, maxBackoff)
+		wait := r.backoff.Step()
 		s.log.Warn("reading signal failed", "reason", reason, "err", err, "consecutive", r.failures, "retry_in", wait)
 		select {
 		case <-ctx.Done():
@@ -273,7 +275,7 @@ func (r *run) answer(ctx context.Context, value string) error {
 	}
 	if r.failures > 0 {
 		r.log.Info("reading signal recovered", "after_failures", r.failures)
-		r.failures = 0
+		r.failures, r.backoff = 0, interruption.NewBackoff(minBackoff, maxBackoff)
 	}
 	now := r.clk.Now()
 	for _, e := range events {

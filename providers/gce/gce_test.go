@@ -362,9 +362,10 @@ func TestSourcesOptions(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	for failures, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 5: 10 * time.Second, 50: 10 * time.Second} {
-		if got := interruption.Backoff(failures, minBackoff, maxBackoff); got != want {
-			t.Errorf("backoff(%d) = %v, want %v", failures, got, want)
+	b := interruption.NewBackoff(minBackoff, maxBackoff)
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second} {
+		if got := b.Step(); got != want {
+			t.Errorf("backoff after %d failures = %v, want %v", i+1, got, want)
 		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/lastcall/lastcall/pkg/app"
+	"github.com/lastcall/lastcall/pkg/flagenv"
 	"github.com/lastcall/lastcall/pkg/kubemetrics"
 	"github.com/lastcall/lastcall/test/chart"
 	"github.com/lastcall/lastcall/test/cluster"
@@ -231,7 +232,7 @@ func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.
 		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
 			envs[e.Name] = "https://hooks.example.com/services/T0/B0/x"
 		}
-		if strings.HasPrefix(e.Name, app.EnvPrefix) && envs[e.Name] == "" {
+		if strings.HasPrefix(e.Name, flagenv.EnvPrefix) && envs[e.Name] == "" {
 			t.Errorf("env %s has no value or downward-API field", e.Name)
 		}
 	}
@@ -253,15 +254,15 @@ func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.
 			}
 		}
 	}
-	o := app.NewOptions()
+	o := app.NewOptions(app.Providers()...)
 	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
 	o.AddFlags(fs)
 	lookup := func(k string) (string, bool) { v, ok := envs[k]; return v, ok }
-	if err := app.Parse(fs, args, lookup); err != nil {
+	if err := flagenv.Parse(fs, args, lookup); err != nil {
 		t.Fatalf("lastcall rejects the rendered arguments %q: %v", args, err)
 	}
 	for name := range envs {
-		if strings.HasPrefix(name, app.EnvPrefix) && !envIsFlag(fs, name) {
+		if strings.HasPrefix(name, flagenv.EnvPrefix) && !envIsFlag(fs, name) {
 			t.Errorf("env %s matches no lastcall flag", name)
 		}
 	}
@@ -293,7 +294,7 @@ func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.
 
 func envIsFlag(fs *pflag.FlagSet, env string) bool {
 	found := false
-	fs.VisitAll(func(f *pflag.Flag) { found = found || app.EnvName(f.Name) == env })
+	fs.VisitAll(func(f *pflag.Flag) { found = found || flagenv.EnvName(f.Name) == env })
 	return found
 }
 

@@ -3,32 +3,22 @@ package chart_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
+	"io"
 	"maps"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 	"k8s.io/client-go/kubernetes/fake"
-	testingclock "k8s.io/utils/clock/testing"
 
-	"github.com/lastcall/lastcall/pkg/agent"
-	"github.com/lastcall/lastcall/pkg/drain"
-	"github.com/lastcall/lastcall/pkg/drainability"
-	"github.com/lastcall/lastcall/pkg/health"
-	"github.com/lastcall/lastcall/pkg/kubemetrics"
-	"github.com/lastcall/lastcall/pkg/notify"
-	"github.com/lastcall/lastcall/providers/aws/lifecycle"
-	"github.com/lastcall/lastcall/providers/aws/processor"
-	"github.com/lastcall/lastcall/providers/aws/queue"
+	"github.com/lastcall/lastcall/pkg/app"
 )
 
 // The files under test, relative to this package's directory.
@@ -36,10 +26,6 @@ const (
 	dashboardFile = "../../charts/lastcall/files/dashboard.json"
 	rulesFile     = "../../charts/lastcall/templates/prometheusrule.yaml"
 )
-
-// buildInfoMetric is registered by pkg/app (buildInfo, unexported), in both
-// modes.
-const buildInfoMetric = "lastcall_build_info"
 
 // TestAlertAndDashboardMetricsExist fails when the dashboard or an alert
 // queries a metric that no component of lastcall registers: a typo, or a
@@ -156,57 +142,29 @@ func (s metricSet) has(name string) bool {
 	return false
 }
 
-// exposedMetrics constructs every component that registers metrics, as
-// pkg/app wires them in each mode, and records what they register.
+// exposedMetrics wires each mode as lastcall does (app.Metrics), without
+// running it, and records every metric its components register.
 func exposedMetrics(t *testing.T) metricSet {
 	t.Helper()
 	set := metricSet{names: map[string]bool{}, histograms: map[string]bool{}}
-	log := slog.New(slog.DiscardHandler)
-	clk := testingclock.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-
-	// common is what both modes register: pkg/app's newCommon, and the
-	// webhook notifier.
-	common := func(rec *recorder) {
-		rec.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		if err := kubemetrics.Register(rec); err != nil {
-			t.Errorf("kubemetrics.Register: %v", err)
+	for mode, args := range map[string][]string{
+		"agent":        {"--node-name=node-a", "--cloud=aws"},
+		"queue":        {"--mode=queue", "--queue-url=https://sqs.us-east-1.amazonaws.com/1/q", "--region=us-east-1", "--pod-name=p", "--pod-namespace=ns"},
+		"drainability": {"--mode=drainability", "--cloud=aws"},
+	} {
+		o, err := app.Parse(args, func(string) (string, bool) { return "", false }, io.Discard)
+		if err != nil {
+			t.Fatalf("%s mode: %v", mode, err)
 		}
-		set.names[buildInfoMetric] = true
-		if _, err := notify.New(notify.Options{}, rec, log, clk); err != nil {
-			t.Errorf("notify.New: %v", err)
+		rec := &recorder{t: t, mode: mode, reg: prometheus.NewRegistry(), set: set}
+		if err := app.Metrics(context.Background(), o, app.Env{Client: fake.NewClientset()}, rec); err != nil {
+			t.Fatalf("%s mode: %v", mode, err)
 		}
-	}
-	// Each mode has its own registry, as each process does: both register
-	// lastcall_actions_total, with their own help.
-	modes := []struct {
-		name  string
-		build func(*recorder)
-	}{
-		{"agent", func(rec *recorder) {
-			common(rec)
-			health.NewSources(rec, clk, time.Minute)
-			drain.New(fake.NewClientset(), nil, nil, rec, log, clk, drain.DefaultOptions())
-			drainability.New(drainability.Options{}, drainability.Sources{}, nil, rec, log, clk)
-			agent.New(agent.Options{Node: "node-a"}, nil, nil, nil, nil, nil, rec, log, clk)
-		}},
-		{"queue", func(rec *recorder) {
-			common(rec)
-			health.NewSources(rec, clk, time.Minute)
-			drain.New(fake.NewClientset(), nil, nil, rec, log, clk, drain.DefaultOptions())
-			drainability.New(drainability.Options{}, drainability.Sources{}, nil, rec, log, clk)
-			lifecycle.NewCompleter(nil, rec, log, clk, time.Minute)
-			processor.New(processor.Options{}, nil, nil, nil, nil, nil, nil, rec, log, clk)
-			queue.NewConsumer(nil, nil, queue.Options{QueueURL: "https://sqs.us-east-1.amazonaws.com/1/q", Workers: 1}, rec, log, clk)
-		}},
-	}
-	for _, mode := range modes {
-		rec := &recorder{t: t, mode: mode.name, reg: prometheus.NewRegistry(), set: set}
-		mode.build(rec)
 		// Histograms and summaries inside collectors (the Go collector's)
 		// show their type once gathered.
 		mfs, err := rec.reg.Gather()
 		if err != nil {
-			t.Errorf("%s mode: gathering: %v", mode.name, err)
+			t.Errorf("%s mode: gathering: %v", mode, err)
 		}
 		for _, mf := range mfs {
 			switch mf.GetType() {

@@ -276,7 +276,7 @@ func drainAs(t *testing.T, client kubernetes.Interface, ns string, withLease boo
 	}
 	ev := interruption.Event{ID: interruption.NewID(interruption.KindSpotInterruption, name), Kind: interruption.KindSpotInterruption,
 		Action: interruption.ActionDrain, Source: "test", Deadline: time.Now().Add(time.Minute)}
-	nodes := node.NewClient(client, nodeLister.Get, clock.RealClock{}, false, log)
+	nodes := node.NewClient(client, nodeLister.Get, clock.RealClock{}, node.OwnerAgent, false, log)
 	if _, err := nodes.Hold(ctx, name, ev); err != nil {
 		t.Fatalf("holding the node as the ServiceAccount: %v", err)
 	}
@@ -289,7 +289,7 @@ func drainAs(t *testing.T, client kubernetes.Interface, ns string, withLease boo
 	if res.Evicted != 3 {
 		t.Errorf("evicted %d pods, want 3", res.Evicted)
 	}
-	if err := nodes.RecordDrain(ctx, name, ev.ID, "success"); err != nil {
+	if err := nodes.RecordDrain(ctx, name, "success", ev.ID); err != nil {
 		t.Fatalf("recording the drain as the ServiceAccount: %v", err)
 	}
 	n, err := env.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/lastcall/lastcall/pkg/app"
+	"github.com/lastcall/lastcall/pkg/flagenv"
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
 
@@ -95,7 +96,7 @@ type badFlag struct {
 
 func (b badFlag) String() string {
 	if b.env {
-		return fmt.Sprintf("$%s=%q", app.EnvName(b.flag), b.value)
+		return fmt.Sprintf("$%s=%q", flagenv.EnvName(b.flag), b.value)
 	}
 	return fmt.Sprintf("--%s=%q", b.flag, b.value)
 }
@@ -104,7 +105,7 @@ func (b badFlag) String() string {
 // the flag set itself, each as a flag and as a variable.
 func badFlags(t *testing.T) (cases []badFlag, queueFlags map[string]bool) {
 	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
-	app.NewOptions().AddFlags(fs)
+	app.NewOptions(app.Providers()...).AddFlags(fs)
 	queueFlags = map[string]bool{}
 	fs.VisitAll(func(f *pflag.Flag) {
 		if strings.HasPrefix(f.Usage, "Queue:") {
@@ -195,7 +196,7 @@ func TestBadInputFlags(t *testing.T) {
 			t.Parallel()
 			args, extraEnv := base(c.flag), []string(nil)
 			if c.env {
-				extraEnv = []string{app.EnvName(c.flag) + "=" + c.value}
+				extraEnv = []string{flagenv.EnvName(c.flag) + "=" + c.value}
 			} else {
 				args = append(args, "--"+c.flag+"="+c.value)
 			}
@@ -224,7 +225,7 @@ func TestBadInputFlags(t *testing.T) {
 func withoutLastcallEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, app.EnvPrefix) {
+		if !strings.HasPrefix(kv, flagenv.EnvPrefix) {
 			out = append(out, kv)
 		}
 	}
@@ -293,7 +294,7 @@ func TestBadInputMessages(t *testing.T) {
 		e.send(t, b)
 	}
 
-	p := e.startProcessor(t, "badinput", func(o *app.Options) { o.Queue.ManagedTag = tag })
+	p := e.startProcessor(t, "badinput", "--managed-tag="+tag)
 	eventually(t, "every message deleted", func() bool { return e.depth(t) == 0 })
 	want := map[string]float64{
 		"unparsable":       float64(len(unparsable)),

@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
+	"k8s.io/utils/clock"
+
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
@@ -86,7 +88,7 @@ func TestCancelledMaintenanceUndoesOnlyOwnChanges(t *testing.T) {
 // released once every source has read its signal.
 func TestRestartReleasesStaleHold(t *testing.T) {
 	name := newNode(t, "reboot", nil)
-	nodes := node.NewClient(env.Client, nil, realClock{}, false, discardLog())
+	nodes := node.NewClient(env.Client, nil, clock.RealClock{}, node.OwnerAgent, false, discardLog())
 	ev := interruption.Event{ID: interruption.NewID(interruption.KindSpotInterruption, "stop", "2026-01-01T00:00:00Z"),
 		Kind: interruption.KindSpotInterruption, Action: interruption.ActionDrain}
 	if _, err := nodes.Hold(context.Background(), name, ev); err != nil {

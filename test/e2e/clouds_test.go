@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/lastcall/lastcall/pkg/app"
-	"github.com/lastcall/lastcall/pkg/cloud"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/test/emulators/azuremeta"
 	"github.com/lastcall/lastcall/test/emulators/gcemeta"
@@ -55,20 +54,26 @@ func startAzure(t *testing.T) *azuremeta.Server {
 func TestCloudDetection(t *testing.T) {
 	ctx := context.Background()
 	closed := closedURL(t)
-	detect := func(ep cloud.Endpoints) (string, error) {
-		return cloud.Detect(ctx, &http.Client{}, ep, 2*time.Second)
+	detect := func(aws, gce, azure string) (string, error) {
+		t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(gce, "http://"))
+		o := options(t, "--node-name=n", "--imds-endpoint="+aws, "--azure-endpoint="+azure)
+		p, err := app.Detect(ctx, o)
+		if err != nil {
+			return "", err
+		}
+		return p.Name(), nil
 	}
-	if c, err := detect(cloud.Endpoints{AWS: startAEMM(t, quietAEMM()).URL(), GCE: closed, Azure: closed}); c != cloud.AWS {
+	if c, err := detect(startAEMM(t, quietAEMM()).URL(), closed, closed); c != "aws" {
 		t.Errorf("with EC2 metadata: %q, %v", c, err)
 	}
 	g := startGCE(t)
-	if c, err := detect(cloud.Endpoints{AWS: closed, GCE: "http://" + g.Host(), Azure: closed}); c != cloud.GCE {
+	if c, err := detect(closed, "http://"+g.Host(), closed); c != "gce" {
 		t.Errorf("with GCE metadata: %q, %v", c, err)
 	}
-	if c, err := detect(cloud.Endpoints{AWS: closed, GCE: closed, Azure: startAzure(t).URL()}); c != cloud.Azure {
+	if c, err := detect(closed, closed, startAzure(t).URL()); c != "azure" {
 		t.Errorf("with Azure metadata: %q, %v", c, err)
 	}
-	_, err := detect(cloud.Endpoints{AWS: closed, GCE: closed, Azure: closed})
+	_, err := detect(closed, closed, closed)
 	if err == nil || !strings.Contains(err.Error(), "no cloud metadata service answered") ||
 		!strings.Contains(err.Error(), "aws:") || !strings.Contains(err.Error(), "gce:") || !strings.Contains(err.Error(), "azure:") {
 		t.Fatalf("with none: %v", err)
@@ -79,7 +84,7 @@ func TestCloudDetection(t *testing.T) {
 func gceAgent(t *testing.T, name string) *agent {
 	t.Helper()
 	closed := closedURL(t)
-	return startAgent(t, name, closed, func(o *app.Options) { o.Agent.Cloud, o.Agent.Azure.Endpoint = "auto", closed })
+	return startAgent(t, name, closed, "--cloud=auto", "--azure-endpoint="+closed)
 }
 
 // A GCE preemption flip cordons the node within a second and drains it,
@@ -155,11 +160,7 @@ func TestAzurePreemptDrainsThenAcknowledges(t *testing.T) {
 	az := startAzure(t)
 	closed := closedURL(t)
 	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(closed, "http://"))
-	startAgent(t, name, closed, func(o *app.Options) {
-		o.Agent.Cloud = "auto"
-		o.Agent.Azure.Endpoint = az.URL()
-		o.Agent.Azure.Acknowledge = true
-	})
+	startAgent(t, name, closed, "--cloud=auto", "--azure-endpoint="+az.URL(), "--azure-acknowledge")
 	az.SetEvents(azuremeta.Event{EventID: "0b0c6d5e-spot", EventType: "Preempt", ResourceType: "VirtualMachine",
 		Resources: []string{name}, EventStatus: "Scheduled", NotBefore: time.Now().Add(30 * time.Second).UTC().Format(http.TimeFormat)})
 	waitNode(t, name, func(n *corev1.Node) bool {

@@ -11,10 +11,12 @@ import (
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 )
 
-// With no interruption at all, the agent tells what would block a drain of
-// its node now: a PodDisruptionBudget that allows no disruption shows in
-// lastcall_drain_blockers and a DrainBlocked Event on the node, and its
-// removal brings the gauge back to 0 with a DrainUnblocked Event.
+// With no interruption at all, the one process that keeps every node's
+// drainability (--mode=drainability, beside the agents) tells what would
+// block a drain of a node now: a PodDisruptionBudget that allows no
+// disruption shows in lastcall_drain_blockers and a DrainBlocked Event on
+// the node, and its removal brings the gauge back to 0 with a
+// DrainUnblocked Event. The node's agent watches no budget for it.
 func TestDrainabilityFollowsABudget(t *testing.T) {
 	ns := newNamespace(t)
 	name := newNode(t, "drainable", nil)
@@ -25,7 +27,8 @@ func TestDrainabilityFollowsABudget(t *testing.T) {
 	quiet := quietAEMM()
 	quiet.Events = &aemm.ScheduledEvent{State: "completed"} // no drain starts
 	imds := startAEMM(t, quiet)
-	a := startAgent(t, name, imds.URL())
+	agent := startAgent(t, name, imds.URL())
+	a := runApp(t, options(t, "--mode=drainability", "--cloud=aws", "--log-format=text"), "mode", "drainability")
 
 	pdbBlocked := map[string]string{"node": name, "reason": "pdb-allows-no-disruption"}
 	eventually(t, "every reason's series at 0", func() bool {
@@ -75,6 +78,9 @@ func TestDrainabilityFollowsABudget(t *testing.T) {
 	}
 	if v := a.metric(t, "lastcall_drainability_evaluations_total", nil); v < 3 {
 		t.Errorf("lastcall_drainability_evaluations_total = %v, want at least 3", v)
+	}
+	if _, ok := agent.metrics(t)["lastcall_drain_blockers"]; ok {
+		t.Error("the agent keeps a drainability gauge: every agent would watch the cluster's budgets")
 	}
 }
 

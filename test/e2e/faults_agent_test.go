@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 
-	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/test/agentproc"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
@@ -370,7 +369,7 @@ func TestFaultAgentTerminatedMidDrain(t *testing.T) {
 func TestFaultAgentAPIServerRestartMidDrain(t *testing.T) {
 	s := newFaultScene(t, "fault-apisrv", 0)
 	imds := spotNotice(t)
-	a := startAgent(t, s.node, imds.URL(), func(o *app.Options) { o.Agent.IMDS.Signals = []string{"spot"} })
+	a := startAgent(t, s.node, imds.URL(), "--imds-signals=spot")
 	s.waitBlocked(t, a)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -500,10 +499,7 @@ func TestFaultAgentMetadataFlapping(t *testing.T) {
 	imds := spotNotice(t)
 	f := newFaultyIMDS(t, imds.URL())
 	f.set(faultFail)
-	a := startAgent(t, name, f.url, func(o *app.Options) {
-		o.SourceStaleAfter = time.Second
-		o.Agent.IMDS.Signals = []string{"spot", "rebalance"}
-	})
+	a := startAgent(t, name, f.url, "--source-stale-after=1s", "--imds-signals=spot,rebalance")
 	errorsOf := func(source, reason string) float64 {
 		return a.metric(t, "lastcall_source_errors_total", map[string]string{"source": source, "reason": reason})
 	}

@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/lease"
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
@@ -44,7 +43,7 @@ func TestFaultQueueSQSThrottlingAndErrors(t *testing.T) {
 	e.proxy.Inject("DeleteMessage", moto.ServiceUnavailable, 2)
 	// An extension every 8 s; a failed one takes up to 6 s of the SDK's
 	// backoff, and the next one still comes before the 24 s run out.
-	p := e.startProcessor(t, "replica-a", func(o *app.Options) { o.Queue.Visibility = 24 * time.Second })
+	p := e.startProcessor(t, "replica-a", "--visibility-timeout=24s")
 
 	eventually(t, "the throttled receive counted, then the message received", func() bool {
 		return p.metric(t, "lastcall_queue_errors_total", map[string]string{"operation": "receive"}) == 1 &&
@@ -87,9 +86,8 @@ func TestFaultQueueSQSThrottlingAndErrors(t *testing.T) {
 
 // DeleteMessage fails on every one of the SDK's attempts after the drain
 // and the completion: the message stays, reappears once its visibility
-// timeout passes, and is processed again without a second drain (the node's
-// state records the finished drain) and without a second completion (Auto
-// Scaling answers that the action is gone); then it is deleted.
+// timeout passes, and finds its notice's part in the node's episode over:
+// no second drain and no second completion; then it is deleted.
 func TestFaultQueueDeleteFailsPastRetries(t *testing.T) {
 	e := newAWSEnv(t)
 	ns := newNamespace(t)
@@ -104,7 +102,7 @@ func TestFaultQueueDeleteFailsPastRetries(t *testing.T) {
 	// The message reappears 12 s after its last extension (every 4 s),
 	// later than the failed delete's retries end (at most 6 s of backoff):
 	// the second delivery never races the first one's delete.
-	p := e.startProcessor(t, "replica-a", func(o *app.Options) { o.Queue.Visibility = 12 * time.Second })
+	p := e.startProcessor(t, "replica-a", "--visibility-timeout=12s")
 
 	waitNode(t, m.node, drainedNode)
 	eventually(t, "the delete failing past the SDK's retries", func() bool {
@@ -120,17 +118,16 @@ func TestFaultQueueDeleteFailsPastRetries(t *testing.T) {
 	if n := e.proxy.Requests("DeleteMessage"); n != 4 {
 		t.Errorf("DeleteMessage: %d requests, want 4 (3 failed attempts, then the second delivery's)", n)
 	}
-	// The first delivery completed the action; the second one's call was
-	// answered ValidationError by the fake, as Auto Scaling answers for an
-	// action that is gone, and not retried.
+	// The first delivery completed the action; the second one asked
+	// nothing of Auto Scaling.
 	var completes []moto.Call
 	for _, c := range e.proxy.Calls() {
 		if c.Action == moto.ActionCompleteLifecycleAction {
 			completes = append(completes, c)
 		}
 	}
-	if len(completes) != 2 || completes[0].ErrorCode != "" || completes[1].ErrorCode != "ValidationError" {
-		t.Errorf("CompleteLifecycleAction calls %+v, want a success then a ValidationError", completes)
+	if len(completes) != 1 || completes[0].ErrorCode != "" {
+		t.Errorf("CompleteLifecycleAction calls %+v, want one success", completes)
 	}
 	if c, _ := e.proxy.Completion(m.instance); c.Result != "CONTINUE" || c.Token != m.token || c.Source != moto.SourceAPI || !c.At.Equal(completes[0].At) {
 		t.Errorf("completion %+v, want CONTINUE with token %s by the first call", c, m.token)
@@ -142,7 +139,7 @@ func TestFaultQueueDeleteFailsPastRetries(t *testing.T) {
 		{"lastcall_actions_total", map[string]string{"action": "cordon"}, 1},
 		{"lastcall_evictions_total", nil, 1},
 		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "success"}, 1},
-		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "gone"}, 1},
+		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "gone"}, 0},
 		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "error"}, 0},
 		{"lastcall_lifecycle_completions_total", map[string]string{"drain": "finished"}, 1},
 		{"lastcall_lifecycle_heartbeats_total", map[string]string{"outcome": "gone"}, 0},

@@ -5,18 +5,11 @@ import (
 	"log/slog"
 	"net"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 )
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                  { return time.Now() }
-func (realClock) Since(t time.Time) time.Duration { return time.Since(t) }
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -30,7 +23,7 @@ func TestUnreachableMetadataIsSurvived(t *testing.T) {
 	closed := "http://" + ln.Addr().String()
 	ln.Close()
 	name := newNode(t, "unreach", nil)
-	a := startAgent(t, name, closed, func(o *app.Options) { o.SourceStaleAfter = time.Second })
+	a := startAgent(t, name, closed, "--source-stale-after=1s")
 	eventually(t, "unreachable errors counted", func() bool {
 		return a.metric(t, "lastcall_source_errors_total", map[string]string{"source": "imds-spot", "reason": "unreachable"}) >= 2
 	})
@@ -52,7 +45,7 @@ func TestMalformedMetadataIsSurvived(t *testing.T) {
 	proxy := newSwitchProxy(t, imds.URL())
 	garbage := `{"action": 42, "time": [`
 	proxy.corrupt.Store(&garbage)
-	a := startAgent(t, name, proxy.url, func(o *app.Options) { o.Agent.IMDS.Signals = []string{"spot", "rebalance"} })
+	a := startAgent(t, name, proxy.url, "--imds-signals=spot,rebalance")
 	eventually(t, "malformed answers counted", func() bool {
 		return a.metric(t, "lastcall_source_errors_total", map[string]string{"source": "imds-spot", "reason": "malformed"}) >= 2 &&
 			a.metric(t, "lastcall_source_errors_total", map[string]string{"source": "imds-rebalance", "reason": "malformed"}) >= 2
@@ -74,7 +67,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	create(t, deployment(ns, "web", 2, map[string]string{"kubernetes.io/hostname": name}, 30), env.Client.AppsV1().Deployments(ns).Create)
 	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(p) == 2 })
 	imds := startAEMM(t, aemm.Config{MockTriggerTime: aemm.TriggerAfter(0), Subcommand: aemm.SubcommandSpot, RebalanceDelay: aemm.Never})
-	a := startAgent(t, name, imds.URL(), func(o *app.Options) { o.DryRun = true; o.Agent.IMDS.Signals = []string{"spot"} })
+	a := startAgent(t, name, imds.URL(), "--dry-run", "--imds-signals=spot")
 	eventually(t, "the dry-run drain", func() bool {
 		return a.metric(t, "lastcall_actions_total", map[string]string{"action": "drain", "result": "dry_run"}) == 1
 	})

@@ -44,28 +44,29 @@ type agent struct {
 }
 
 // startAgent runs the node agent for node against the metadata service at
-// imdsURL, until the test ends.
-func startAgent(t *testing.T, node, imdsURL string, mutate ...func(*app.Options)) *agent {
+// imdsURL, until the test ends; args are further flags, which win.
+func startAgent(t *testing.T, node, imdsURL string, args ...string) *agent {
 	t.Helper()
-	o := app.NewOptions()
-	o.Agent.NodeName = node
-	o.Agent.IMDS.Endpoint = imdsURL
-	o.Agent.IMDS.Interval = 100 * time.Millisecond
-	o.Agent.Cloud = "aws" // as configured; the GCE and Azure tests detect
-	o.LogFormat = "text"
-	for _, m := range mutate {
-		m(o)
+	base := []string{"--node-name=" + node, "--imds-endpoint=" + imdsURL, "--poll-interval=100ms",
+		"--cloud=aws", // as configured; the GCE and Azure tests detect
+		"--log-format=text"}
+	return runApp(t, options(t, append(base, args...)...), "node", node)
+}
+
+// options parses a command line as main does, without the environment.
+func options(t *testing.T, args ...string) *app.Options {
+	t.Helper()
+	o, err := app.Parse(args, func(string) (string, bool) { return "", false }, io.Discard)
+	if err != nil {
+		t.Fatalf("options %q: %v", args, err)
 	}
-	return runApp(t, o, "node", node)
+	return o
 }
 
 // runApp runs lastcall with o in this process until the test ends; logs
 // go to the test's output, tagged key=name.
 func runApp(t *testing.T, o *app.Options, key, name string) *agent {
 	t.Helper()
-	if err := o.Validate(); err != nil {
-		t.Fatalf("options: %v", err)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

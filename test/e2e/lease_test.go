@@ -31,11 +31,18 @@ func TestNodeLeases(t *testing.T) {
 	if _, err := b.Acquire(ctx, node); !errors.Is(err, lease.ErrHeld) {
 		t.Fatalf("second holder: %v, want ErrHeld", err)
 	}
-	// Two workers of one replica share its identity: still one at a time.
-	if _, err := a.Acquire(ctx, node); !errors.Is(err, lease.ErrHeld) {
-		t.Fatalf("second worker of the holder: %v, want ErrHeld", err)
+	// Two workers of one replica share its hold: the lease stays until
+	// the last of them releases it.
+	ha2, err := a.Acquire(ctx, node)
+	if err != nil {
+		t.Fatalf("second worker of the holder: %v, want the lease shared", err)
 	}
-	// a renews: b still cannot take it after more than one duration.
+	ha2.Release(ctx)
+	if _, err := b.Acquire(ctx, node); !errors.Is(err, lease.ErrHeld) {
+		t.Fatalf("after one of two workers released: %v, want ErrHeld", err)
+	}
+	// a renews: b still cannot take it after more than one duration, as b
+	// sees the lease change.
 	time.Sleep(4 * time.Second) // longer than the lease: only renewal keeps it
 	if _, err := b.Acquire(ctx, node); !errors.Is(err, lease.ErrHeld) {
 		t.Fatalf("after a renewed: %v, want ErrHeld", err)

@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"k8s.io/utils/clock"
+
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
 )
@@ -21,7 +23,7 @@ func TestNodeClientWithStaleCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	stale := func(string) (*corev1.Node, error) { return fresh, nil } // forever the node before any hold
-	c := node.NewClient(env.Client, stale, realClock{}, false, discardLog())
+	c := node.NewClient(env.Client, stale, clock.RealClock{}, node.OwnerAgent, false, discardLog())
 	ev := interruption.Event{ID: interruption.NewID(interruption.KindSpotInterruption, "x"), Kind: interruption.KindSpotInterruption, Action: interruption.ActionDrain}
 
 	if ch, err := c.Hold(ctx, name, ev); err != nil || !ch.Cordoned || !ch.Tainted || !ch.LBExcluded {
@@ -32,7 +34,7 @@ func TestNodeClientWithStaleCache(t *testing.T) {
 	if ch, err := c.Hold(ctx, name, ev); err != nil || !ch.Unchanged {
 		t.Fatalf("second Hold: %+v, %v", ch, err)
 	}
-	if err := c.RecordDrain(ctx, name, ev.ID, "success"); err != nil {
+	if err := c.RecordDrain(ctx, name, "success", ev.ID); err != nil {
 		t.Fatal(err)
 	}
 	st, _, err := c.State(ctx, name)

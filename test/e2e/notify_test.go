@@ -12,10 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 )
@@ -80,9 +78,9 @@ func slackTexts(t *testing.T, msgs []map[string]any) (received, finished []strin
 	return received, finished
 }
 
-// A spot notice and a rebalance recommendation (set to drain) hold and
-// drain the node twice over, and the webhook hears once that the node is
-// going and once that it is drained: the second signal's notifications are
+// A spot notice and a rebalance recommendation (set to drain) hold the
+// node in one episode, and the webhook hears once that the node is going
+// and once that it is drained: the second signal's notification is
 // deduplicated.
 func TestNotifyAgentOncePerNode(t *testing.T) {
 	ns := newNamespace(t)
@@ -97,16 +95,8 @@ func TestNotifyAgentOncePerNode(t *testing.T) {
 		InstanceID: "i-0e2e00000000notify", MockTriggerTime: trigger, RebalanceTriggerTime: trigger,
 		ASGTerminationDelay: aemm.Never, Events: &aemm.ScheduledEvent{State: "completed"},
 	})
-	a := startAgent(t, name, imds.URL(), func(o *app.Options) {
-		fs := pflag.NewFlagSet("e2e", pflag.ContinueOnError)
-		o.AddFlags(fs)
-		if err := fs.Set("rebalance-action", "drain"); err != nil {
-			t.Fatal(err)
-		}
-		o.Agent.IMDS.Signals = []string{"spot", "rebalance"}
-		o.Notify.URL = hook.URL + "/services/T0/B0/e2e"
-		o.Notify.Cluster = "e2e"
-	})
+	a := startAgent(t, name, imds.URL(), "--rebalance-action=drain", "--imds-signals=spot,rebalance",
+		"--webhook-url="+hook.URL+"/services/T0/B0/e2e", "--cluster-name=e2e")
 
 	// Both notices held the node, and both drains ended.
 	waitNode(t, name, func(n *corev1.Node) bool {
@@ -116,9 +106,8 @@ func TestNotifyAgentOncePerNode(t *testing.T) {
 	notified := func(phase, result string) float64 {
 		return a.metric(t, "lastcall_notifications_total", map[string]string{"phase": phase, "result": result})
 	}
-	eventually(t, "the second signal's notifications deduplicated, the first ones sent", func() bool {
-		return notified("received", "deduplicated") >= 1 && notified("finished", "deduplicated") >= 1 &&
-			notified("received", "sent") == 1 && notified("finished", "sent") == 1
+	eventually(t, "the second signal's notification deduplicated, the first ones sent", func() bool {
+		return notified("received", "deduplicated") >= 1 && notified("received", "sent") == 1 && notified("finished", "sent") == 1
 	})
 
 	received, finished := slackTexts(t, hook.messages(t))
@@ -155,11 +144,7 @@ func TestNotifyQueueOncePerInstance(t *testing.T) {
 
 	e.send(t, spotWarning(m.instance))
 	e.send(t, terminateHook(m))
-	p := e.startProcessor(t, "notify", func(o *app.Options) {
-		o.Notify.URL = hook.URL
-		o.Notify.TemplateFile = tmpl
-		o.Notify.Cluster = "e2e"
-	})
+	p := e.startProcessor(t, "notify", "--webhook-url="+hook.URL, "--webhook-template-file="+tmpl, "--cluster-name=e2e")
 
 	waitNode(t, m.node, drainedNode)
 	eventually(t, "the lifecycle action completed and both messages deleted", func() bool {

@@ -18,9 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/plan"
 	"github.com/lastcall/lastcall/pkg/plan/render"
+	"github.com/lastcall/lastcall/pkg/plancmd"
 	"github.com/lastcall/lastcall/test/agentproc"
 	"github.com/lastcall/lastcall/test/golden"
 )
@@ -64,7 +64,7 @@ func TestPlanBlockers(t *testing.T) {
 	waitPods(t, "kube-system", func(p []*corev1.Pod) bool { return countReady(onNode(p, node)) == 1 })
 
 	code, p := planJSON(t, "--node", node, "-o", "json", "--deadline", "2m")
-	if code != app.PlanExitNoFit || p.Fits {
+	if code != plancmd.ExitNoFit || p.Fits {
 		t.Errorf("exit %d, fits %v; want 1 and false", code, p.Fits)
 	}
 	normalizePlan(&p, ns, node)
@@ -96,7 +96,7 @@ func TestPlanBlockers(t *testing.T) {
 
 	// Under respect, the budget is a problem of its own.
 	code, p = planJSON(t, "--node", node, "-o", "json", "--pdb-deadline-policy", "respect")
-	if code != app.PlanExitNoFit || !slices.ContainsFunc(p.Problems, func(s string) bool {
+	if code != plancmd.ExitNoFit || !slices.ContainsFunc(p.Problems, func(s string) bool {
 		return strings.Contains(s, "is blocked by its PodDisruptionBudget and the policy is respect")
 	}) {
 		t.Errorf("respect: exit %d, problems %q", code, p.Problems)
@@ -105,10 +105,10 @@ func TestPlanBlockers(t *testing.T) {
 	// The binary, on the real clock, through a kubeconfig.
 	bin := buildLastcall(t)
 	code, out, stderr := runLastcall(t, bin, nil, "plan", "--node", node, "--kubeconfig", env.Kubeconfig)
-	if code != app.PlanExitNoFit || !strings.Contains(out, "Node:                     "+node) || !strings.Contains(out, ": does NOT fit") {
+	if code != plancmd.ExitNoFit || !strings.Contains(out, "Node:                     "+node) || !strings.Contains(out, ": does NOT fit") {
 		t.Errorf("lastcall plan: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
 	}
-	if code, _, stderr := runLastcall(t, bin, nil, "plan", "--node", node+"-gone", "--kubeconfig", env.Kubeconfig); code != app.PlanExitUsage ||
+	if code, _, stderr := runLastcall(t, bin, nil, "plan", "--node", node+"-gone", "--kubeconfig", env.Kubeconfig); code != plancmd.ExitUsage ||
 		!strings.Contains(stderr, "node not found") {
 		t.Errorf("lastcall plan of a missing node: exit %d, stderr %q", code, stderr)
 	}
@@ -123,7 +123,7 @@ func TestPlanBudgetPolicy(t *testing.T) {
 	pod := guardedPod(t, ns, node, map[string]string{"kubernetes.io/hostname": node})
 
 	code, p := planJSON(t, "--node", node, "-o", "json")
-	if code != app.PlanExitFits || !p.Fits || len(p.Groups) != 1 || len(p.Groups[0].Pods) != 1 {
+	if code != plancmd.ExitFits || !p.Fits || len(p.Groups) != 1 || len(p.Groups[0].Pods) != 1 {
 		t.Fatalf("graceful-override: exit %d, plan %+v", code, p)
 	}
 	got := p.Groups[0].Pods[0]
@@ -131,7 +131,7 @@ func TestPlanBudgetPolicy(t *testing.T) {
 		t.Errorf("pod %+v: want %s overridden at now+85s (30 s of grace before the deadline less 5 s)", got, pod.Name)
 	}
 	code, p = planJSON(t, "--node", node, "-o", "json", "--pdb-deadline-policy=respect")
-	if code != app.PlanExitNoFit || len(p.Problems) != 1 || !strings.Contains(p.Problems[0], "blocked by its PodDisruptionBudget") {
+	if code != plancmd.ExitNoFit || len(p.Problems) != 1 || !strings.Contains(p.Problems[0], "blocked by its PodDisruptionBudget") {
 		t.Errorf("respect: exit %d, problems %q", code, p.Problems)
 	}
 }
@@ -155,7 +155,7 @@ func TestPlanCleanNode(t *testing.T) {
 
 	for _, policy := range []string{"graceful-override", "respect"} {
 		code, p := planJSON(t, "--node", node, "-o", "json", "--pdb-deadline-policy", policy)
-		if code != app.PlanExitFits || !p.Fits || len(p.Problems) != 0 || len(p.Budgets) != 0 {
+		if code != plancmd.ExitFits || !p.Fits || len(p.Problems) != 0 || len(p.Budgets) != 0 {
 			t.Errorf("%s: exit %d, plan %+v", policy, code, p)
 		}
 		if got := reasonsOf(p); len(got) != 1 || slices.ContainsFunc(slices.Collect(maps.Values(got)), func(r []plan.Reason) bool { return len(r) > 0 }) {
@@ -165,7 +165,7 @@ func TestPlanCleanNode(t *testing.T) {
 
 	// The binary, on the real clock, through $KUBECONFIG.
 	code, out, stderr := runLastcall(t, buildLastcall(t), []string{"KUBECONFIG=" + env.Kubeconfig}, "plan", "--node", node)
-	if code != app.PlanExitFits || !strings.Contains(out, ": fits") {
+	if code != plancmd.ExitFits || !strings.Contains(out, ": fits") {
 		t.Errorf("lastcall plan: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
 	}
 }
@@ -187,7 +187,7 @@ func planJSON(t *testing.T, args ...string) (int, plan.Plan) {
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	code := app.PlanCommand(ctx, args, app.PlanEnv{Client: env.Client, Now: planNow}, &stdout, &stderr,
+	code := plancmd.Command(ctx, args, plancmd.Env{Client: env.Client, Now: planNow}, &stdout, &stderr,
 		func(string) (string, bool) { return "", false })
 	var p plan.Plan
 	if err := json.Unmarshal(stdout.Bytes(), &p); err != nil {

@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
@@ -49,10 +48,7 @@ func TestPDBDeadlinePolicy(t *testing.T) {
 				RebalanceDelay: aemm.Never, ASGTerminationDelay: aemm.Never,
 				Events: &aemm.ScheduledEvent{State: "completed"},
 			})
-			a := startAgent(t, name, imds.URL(), func(o *app.Options) {
-				o.Drain.Policy = policy
-				o.Drain.DeadlineMargin = margin
-			})
+			a := startAgent(t, name, imds.URL(), "--pdb-deadline-policy="+string(policy), "--deadline-margin="+margin.String())
 
 			want := "success"
 			if policy == drain.PolicyRespect {

@@ -14,7 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/test/agentproc"
 	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/moto"
@@ -138,24 +137,13 @@ func (e *awsEnv) depth(t *testing.T) int {
 }
 
 // startProcessor runs a queue processor replica in this process until the
-// test ends or stop is called.
-func (e *awsEnv) startProcessor(t *testing.T, replica string, mutate ...func(*app.Options)) *agent {
+// test ends or stop is called; args are further flags, which win.
+func (e *awsEnv) startProcessor(t *testing.T, replica string, args ...string) *agent {
 	t.Helper()
-	o := app.NewOptions()
-	o.Mode = app.ModeQueue
-	o.Queue.URL = e.queueURL
-	o.Queue.Region = moto.Region
-	o.Queue.Endpoint = e.proxy.URL()
-	o.Queue.HeartbeatInterval = time.Second
-	o.Queue.RetryAfter = time.Second
-	o.Queue.Visibility = 6 * time.Second
-	o.Queue.LeaseDuration = 3 * time.Second
-	o.PodName, o.PodNamespace = replica, "default"
-	o.LogFormat = "text"
-	for _, m := range mutate {
-		m(o)
-	}
-	a := runApp(t, o, "replica", replica)
+	base := []string{"--mode=queue", "--queue-url=" + e.queueURL, "--region=" + moto.Region, "--aws-endpoint=" + e.proxy.URL(),
+		"--heartbeat-interval=1s", "--retry-after=1s", "--visibility-timeout=6s", "--lease-duration=3s",
+		"--pod-name=" + replica, "--pod-namespace=default", "--log-format=text"}
+	a := runApp(t, options(t, append(base, args...)...), "replica", replica)
 	eventually(t, "the processor to be ready", func() bool { return a.probe(t, "/readyz") == 200 })
 	return a
 }

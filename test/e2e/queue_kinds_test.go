@@ -13,7 +13,6 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/moto"
@@ -114,7 +113,7 @@ func TestQueueBadMessages(t *testing.T) {
 	} {
 		e.send(t, b)
 	}
-	p := e.startProcessor(t, "bad", func(o *app.Options) { o.Queue.ManagedTag = "kubernetes.io/cluster/e2e" })
+	p := e.startProcessor(t, "bad", "--managed-tag=kubernetes.io/cluster/e2e")
 	waitNode(t, ours.node, drainedNode)
 	eventually(t, "every message deleted", func() bool { return e.depth(t) == 0 })
 	for reason, want := range map[string]float64{"unparsable": 3, "not-our-cluster": 1, "unknown-instance": 1, "processed": 1} {

@@ -9,8 +9,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/lastcall/lastcall/pkg/app"
-	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
 
@@ -50,11 +48,7 @@ func TestQueueAbandonsWhenDrainFails(t *testing.T) {
 	m := e.group(t, 1, pool)[0]
 	guardedPod(t, ns, m.node, pool)
 	e.send(t, terminateHook(m))
-	p := e.startProcessor(t, "abandon", func(o *app.Options) {
-		o.Queue.FailureResult = "ABANDON"
-		o.FallbackDeadline = 3 * time.Second
-		o.Drain.Policy = drain.PolicyRespect
-	})
+	p := e.startProcessor(t, "abandon", "--lifecycle-failure-result=ABANDON", "--fallback-deadline=3s", "--pdb-deadline-policy=respect")
 	eventually(t, "the lifecycle action completed", func() bool { _, ok := e.proxy.Completed(m.instance); return ok })
 	if c, _ := e.proxy.Completion(m.instance); c.Result != "ABANDON" || c.Token != m.token {
 		t.Fatalf("completion %+v, want ABANDON", c)

@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 
-	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 )
@@ -42,7 +41,7 @@ func TestSpotNoticeDrainsNode(t *testing.T) {
 		RebalanceDelay: aemm.Never, ASGTerminationDelay: aemm.Never,
 		Events: &aemm.ScheduledEvent{State: "completed"},
 	})
-	a := startAgent(t, name, imds.URL(), func(o *app.Options) { o.Drain.DeadlineMargin = 5 * time.Second })
+	a := startAgent(t, name, imds.URL(), "--deadline-margin=5s")
 
 	n := waitNode(t, name, func(n *corev1.Node) bool {
 		return n.Spec.Unschedulable && hasTaint(n, "lastcall.io/spot-interruption") && n.Labels[node.LabelExcludeLB] == "true"

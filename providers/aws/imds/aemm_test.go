@@ -281,7 +281,7 @@ func TestAEMMPayloads(t *testing.T) {
 		{"active", asgLifecyclePath, "asglifecycle/aemm-terminated.txt"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		body, found, err := fetch(ctx, NewClient(Options{Endpoint: servers[g.server].URL()}), g.path)
+		body, found, err := fetch(ctx, NewClient(Options{Endpoint: servers[g.server].URL()}, nil), g.path)
 		cancel()
 		if err != nil || !found {
 			t.Fatalf("%s: found %v, %v", g.path, found, err)

@@ -119,7 +119,7 @@ func TestFaults(t *testing.T) {
 
 // TestSourcesOptions covers the wiring's validation.
 func TestSourcesOptions(t *testing.T) {
-	client := NewClient(Options{})
+	client := NewClient(Options{}, nil)
 	health := newRecordingHealth()
 	all, err := Sources(client, Options{}, health, nil, nil)
 	if err != nil {

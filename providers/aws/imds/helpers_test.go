@@ -84,7 +84,7 @@ func sourcesFor(t *testing.T, endpoint string, o Options, health interruption.He
 	if o.Interval == 0 {
 		o.Interval = pollInterval
 	}
-	sources, err := Sources(NewClient(o), o, health, testLogger(t), nil)
+	sources, err := Sources(NewClient(o, nil), o, health, testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,7 +122,9 @@ type MetadataGetter interface {
 // NewClient returns an IMDS client for the sources: IMDSv2 tokens (fetched
 // and refreshed by the SDK) with no fallback to IMDSv1 unless allowed, at
 // most two attempts per read, and no retry quota (the Poller retries).
-func NewClient(o Options) *imds.Client {
+// httpClient, when not nil, carries the requests (one without a proxy:
+// the SDK's default honours HTTP_PROXY).
+func NewClient(o Options, httpClient imds.HTTPClient) *imds.Client {
 	fallback := aws.FalseTernary
 	if o.AllowIMDSv1 {
 		fallback = aws.TrueTernary
@@ -138,6 +140,7 @@ func NewClient(o Options) *imds.Client {
 			so.RateLimiter = ratelimit.None
 		}),
 		APIOptions: []func(*middleware.Stack) error{addTransportRecorder},
+		HTTPClient: httpClient,
 	})
 }
 

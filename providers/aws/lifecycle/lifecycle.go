@@ -17,13 +17,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	"math"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/smithy-go"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 
 	"github.com/lastcall/lastcall/providers/aws/messages"
@@ -64,10 +65,10 @@ var ErrNoActiveAction = errors.New("no active lifecycle action")
 
 const (
 	// minBackoff and maxBackoff bound the wait between CompleteLifecycleAction
-	// calls that failed (each already retried by the SDK); the wait doubles
-	// from minBackoff, with jitter.
-	minBackoff = time.Second
-	maxBackoff = 30 * time.Second
+	// calls that failed (each already retried by the SDK): it doubles from
+	// [minBackoff, 2×minBackoff), with jitter, to [maxBackoff, 2×maxBackoff).
+	minBackoff = 500 * time.Millisecond
+	maxBackoff = 15 * time.Second
 	// callTimeout bounds one CompleteLifecycleAction call, the SDK's retries
 	// included, so that a stuck connection does not hold Complete.
 	callTimeout = 30 * time.Second
@@ -180,7 +181,7 @@ func (c *Completer) Complete(ctx context.Context, a messages.LifecycleAction, re
 		LifecycleActionToken:  optional(a.Token),
 		LifecycleActionResult: aws.String(string(result)),
 	}
-	backoff := minBackoff
+	backoff := wait.Backoff{Duration: minBackoff, Factor: 2, Jitter: 1, Cap: maxBackoff, Steps: math.MaxInt32}
 	for attempt := 1; ; attempt++ {
 		callCtx, cancel := context.WithTimeout(ctx, callTimeout)
 		_, err := c.api.CompleteLifecycleAction(callCtx, in)
@@ -198,14 +199,13 @@ func (c *Completer) Complete(ctx context.Context, a messages.LifecycleAction, re
 			return fmt.Errorf("completing the lifecycle action of %s with %s: %w: %w", a.InstanceID, result, ErrNoActiveAction, err)
 		}
 		c.metrics.completed.WithLabelValues(string(result), outcomeError).Inc()
-		wait := jitter(backoff)
-		log.Warn("completing lifecycle action failed; retrying", "err", err, "attempt", attempt, "backoff", wait)
+		pause := backoff.Step()
+		log.Warn("completing lifecycle action failed; retrying", "err", err, "attempt", attempt, "backoff", pause)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("completing the lifecycle action of %s with %s: %w (last error: %w)", a.InstanceID, result, ctx.Err(), err)
-		case <-c.clock.After(wait):
+		case <-c.clock.After(pause):
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
@@ -229,11 +229,6 @@ func validate(a messages.LifecycleAction) error {
 func gone(err error) bool {
 	apiErr, ok := errors.AsType[smithy.APIError](err)
 	return ok && apiErr.ErrorCode() == "ValidationError"
-}
-
-// jitter returns a duration in [d/2, d).
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2)
 }
 
 // optional returns nil for an empty string: the instance ID and the token

@@ -1,7 +1,11 @@
-// Package queue consumes lastcall's SQS queue: it long-polls, hands each
-// message to a handler on a bounded pool of workers, keeps a message
-// invisible while its work runs, and deletes it only when the handler says
-// the work is done or can never be done, always with a reason.
+// Package queue is the queue processor's front end. The Consumer
+// long-polls lastcall's SQS queue, hands each message to a Handler on a
+// bounded pool of workers, keeps a message invisible while its work runs,
+// and deletes it only when the handler says the work is done or can never
+// be done, always with a reason. The Processor is that Handler: it turns a
+// message into notices for the episodes of the instances' nodes (package
+// episode), under each node's Lease, and completes lifecycle actions that
+// need no drain.
 package queue
 
 import (
@@ -9,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -17,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 
 	"github.com/lastcall/lastcall/pkg/interruption"
@@ -103,7 +109,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	slots := make(chan struct{}, c.opts.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	failures := 0
+	backoff := receiveBackoff()
 	for {
 		// Receive only as many messages as there are free workers, so no
 		// message waits invisible without anyone working on it.
@@ -134,9 +140,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if c.opts.Health != nil {
 				c.opts.Health.Failure(SourceName, string(interruption.ReasonOf(err)), err)
 			}
-			failures++
 			c.metrics.errors.WithLabelValues("receive").Inc()
-			wait := min(time.Duration(failures)*time.Second, 30*time.Second)
+			wait := backoff.Step()
 			c.log.Error("receiving from SQS failed", "queue", c.opts.QueueURL, "err", err, "retry_in", wait)
 			select {
 			case <-ctx.Done():
@@ -145,7 +150,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		failures = 0
+		backoff = receiveBackoff()
 		if c.opts.Health != nil {
 			c.opts.Health.Success(SourceName)
 		}
@@ -250,6 +255,11 @@ func (c *Consumer) keepInvisible(ctx context.Context, receipt *string, log *slog
 			log.Warn("extending message visibility failed; retrying", "err", err, "retry_in", wait)
 		}
 	}
+}
+
+// receiveBackoff paces receives after failures: 1 s, doubling to 30 s.
+func receiveBackoff() wait.Backoff {
+	return wait.Backoff{Duration: time.Second, Factor: 2, Cap: 30 * time.Second, Steps: math.MaxInt32}
 }
 
 // extensionRetry is the wait before retrying a failed visibility extension.

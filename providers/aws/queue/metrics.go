@@ -1,6 +1,10 @@
 package queue
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lastcall/lastcall/providers/aws/lifecycle"
+)
 
 const namespace = "lastcall"
 
@@ -41,5 +45,40 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.received, m.deleted, m.released, m.errors, m.extensions, m.inFlight)
+	return m
+}
+
+// processorMetrics are the Handler's.
+type processorMetrics struct {
+	received *prometheus.CounterVec
+	lag      prometheus.Histogram
+	// completions counts lifecycle actions completed, by result and by
+	// whether the node's drain had finished.
+	completions *prometheus.CounterVec
+}
+
+func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
+	m := &processorMetrics{
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "queue", Name: "messages_received_total",
+			Help: "Messages received, by kind (spot-interruption, rebalance-recommendation, scheduled-change, instance-state-change, capacity-reservation-interruption, asg-terminate, asg-launch, asg-test-notification, unknown, unparsable).",
+		}, []string{"kind"}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "queue", Name: "lag_seconds",
+			Help:    "Time from an event happening to lastcall receiving its message.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900},
+		}),
+		completions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "lifecycle", Name: "completions_total",
+			Help: "Lifecycle actions completed by lastcall, by result (CONTINUE, ABANDON) and drain: finished (the node was drained first), " +
+				"unfinished (the drain failed, timed out or its node went, and the instance goes anyway), not_applicable (a launch, or no node ran the instance).",
+		}, []string{"result", "drain"}),
+	}
+	for _, r := range []lifecycle.Result{lifecycle.Continue, lifecycle.Abandon} {
+		for _, d := range []string{drainFinished, drainUnfinished, drainNotApplicable} {
+			m.completions.WithLabelValues(string(r), d)
+		}
+	}
+	reg.MustRegister(m.received, m.lag, m.completions)
 	return m
 }

@@ -1,4 +1,7 @@
-package app
+// Package plancmd is "lastcall plan": it prints the drain lastcall would
+// follow right now for a node, against a deadline, and exits 1 when it
+// would not finish in time.
+package plancmd
 
 import (
 	"context"
@@ -14,11 +17,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/lastcall/lastcall/pkg/drain"
+	"github.com/lastcall/lastcall/pkg/flagenv"
 	"github.com/lastcall/lastcall/pkg/plan"
 	"github.com/lastcall/lastcall/pkg/plan/render"
 	"github.com/lastcall/lastcall/pkg/version"
@@ -26,17 +32,17 @@ import (
 
 // The exit statuses of lastcall plan.
 const (
-	// PlanExitFits: the drain would finish before the deadline less the
+	// ExitFits: the drain would finish before the deadline less the
 	// margin, every pod shut down gracefully.
-	PlanExitFits = 0
-	// PlanExitNoFit: it would not; the plan's problems say why.
-	PlanExitNoFit = 1
-	// PlanExitUsage: bad flags, or no such node.
-	PlanExitUsage = 2
-	// PlanExitCluster: the cluster could not be read (no usable
+	ExitFits = 0
+	// ExitNoFit: it would not; the plan's problems say why.
+	ExitNoFit = 1
+	// ExitUsage: bad flags, or no such node.
+	ExitUsage = 2
+	// ExitCluster: the cluster could not be read (no usable
 	// configuration, an unreachable or refusing API server), or the plan
 	// could not be written.
-	PlanExitCluster = 3
+	ExitCluster = 3
 )
 
 const planUsage = `Usage: lastcall plan --node NAME [--deadline 2m] [-o table|json] [flags]
@@ -56,14 +62,14 @@ Exit status:
 Flags:
 `
 
-// planDrainFlags are the daemon's flags that change a plan. lastcall plan
-// takes them from the same Options, so they keep their defaults, their
-// validation and their environment variables: run in lastcall's own pod,
-// it plans as the daemon drains.
-var planDrainFlags = []string{"deadline-margin", "pdb-deadline-policy", "lb-deregistration-delay", "evict-daemonsets", "pod-name", "pod-namespace"}
+// The daemon's flags that change a plan are declared by the drain itself
+// (drain.Options.AddFlags) and --pod-name and --pod-namespace, lastcall's
+// own pod: they keep their defaults, their validation and their
+// environment variables, so run in lastcall's own pod it plans as the
+// daemon drains.
 
-// PlanOptions configure lastcall plan.
-type PlanOptions struct {
+// Options configure lastcall plan.
+type Options struct {
 	Node string
 	// Deadline is how long from now the node has.
 	Deadline time.Duration
@@ -75,33 +81,33 @@ type PlanOptions struct {
 	Drain      drain.Options
 }
 
-// PlanEnv is what lastcall plan takes from outside. PlanMain leaves it
+// Env is what lastcall plan takes from outside. Main leaves it
 // zero; tests pass a client and pin the clock.
-type PlanEnv struct {
+type Env struct {
 	// Client reads the cluster; nil: one from the options.
 	Client kubernetes.Interface
 	// Now is when the plan is made; zero: time.Now().
 	Now time.Time
 }
 
-// ErrNodeNotFound is returned by RunPlan when the node does not exist.
+// ErrNodeNotFound is returned by Run when the node does not exist.
 var ErrNodeNotFound = errors.New("node not found")
 
-// PlanMain runs lastcall plan with args (those after "plan") and returns
+// Main runs lastcall plan with args (those after "plan") and returns
 // its exit status (PlanExit*).
-func PlanMain(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
-	return PlanCommand(ctx, args, PlanEnv{}, stdout, stderr, lookupEnv)
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	return Command(ctx, args, Env{}, stdout, stderr, lookupEnv)
 }
 
-// PlanCommand is PlanMain with env.
-func PlanCommand(ctx context.Context, args []string, env PlanEnv, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
-	o, err := ParsePlan(args, stdout, lookupEnv)
+// Command is Main with env.
+func Command(ctx context.Context, args []string, env Env, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	o, err := Parse(args, stdout, lookupEnv)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "lastcall plan: %v\nSee lastcall plan --help.\n", err)
-		return PlanExitUsage
+		return ExitUsage
 	}
 	if env.Client == nil {
 		cfg, err := planRestConfig(o.Kubeconfig, lookupEnv)
@@ -110,37 +116,34 @@ func PlanCommand(ctx context.Context, args []string, env PlanEnv, stdout, stderr
 		}
 		if err != nil {
 			fmt.Fprintln(stderr, "lastcall plan:", err)
-			return PlanExitCluster
+			return ExitCluster
 		}
 	}
 	if env.Now.IsZero() {
 		env.Now = time.Now()
 	}
-	p, err := RunPlan(ctx, env.Client, o, env.Now, stdout)
+	p, err := Run(ctx, env.Client, o, env.Now, stdout)
 	switch {
 	case errors.Is(err, ErrNodeNotFound):
 		fmt.Fprintln(stderr, "lastcall plan:", err)
-		return PlanExitUsage
+		return ExitUsage
 	case err != nil:
 		fmt.Fprintln(stderr, "lastcall plan:", err)
-		return PlanExitCluster
+		return ExitCluster
 	case !p.Fits:
-		return PlanExitNoFit
+		return ExitNoFit
 	default:
-		return PlanExitFits
+		return ExitFits
 	}
 }
 
-// ParsePlan parses the arguments of lastcall plan; each flag not given
-// takes its value from its environment variable, if set (see Parse).
+// Parse parses the arguments of lastcall plan; each flag not given
+// takes its value from its environment variable, if set (see flagenv).
 // --help writes the usage to stdout and returns pflag.ErrHelp. Errors name
 // their flag.
-func ParsePlan(args []string, stdout io.Writer, lookupEnv func(string) (string, bool)) (*PlanOptions, error) {
-	base := NewOptions()
-	daemon := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
-	base.AddFlags(daemon)
-
-	o := &PlanOptions{Deadline: 2 * time.Minute, Output: render.FormatTable}
+func Parse(args []string, stdout io.Writer, lookupEnv func(string) (string, bool)) (*Options, error) {
+	o := &Options{Deadline: 2 * time.Minute, Output: render.FormatTable, Drain: drain.DefaultOptions()}
+	var podName, podNamespace string
 	fs := pflag.NewFlagSet("lastcall plan", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.SetOutput(stdout) // with ContinueOnError, only --help writes
@@ -149,10 +152,14 @@ func ParsePlan(args []string, stdout io.Writer, lookupEnv func(string) (string, 
 	fs.DurationVar(&o.Deadline, "deadline", o.Deadline, "How long from now the node has (the interruption notice's deadline).")
 	fs.StringVarP(&o.Output, "output", "o", o.Output, "Output format: table or json.")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path of a kubeconfig; when empty, $KUBECONFIG, and without it the in-cluster configuration.")
-	for _, name := range planDrainFlags {
-		fs.AddFlag(daemon.Lookup(name))
+	drainFlags := pflag.NewFlagSet("drain", pflag.ContinueOnError)
+	o.Drain.AddFlags(drainFlags)
+	for _, name := range []string{"deadline-margin", "pdb-deadline-policy", "lb-deregistration-delay", "evict-daemonsets"} {
+		fs.AddFlag(drainFlags.Lookup(name))
 	}
-	if err := Parse(fs, args, lookupEnv); err != nil {
+	fs.StringVar(&podName, "pod-name", "", "Name of lastcall's own pod: never evicted.")
+	fs.StringVar(&podNamespace, "pod-namespace", "", "Namespace of lastcall's own pod.")
+	if err := flagenv.Parse(fs, args, lookupEnv); err != nil {
 		return nil, err
 	}
 
@@ -166,33 +173,19 @@ func ParsePlan(args []string, stdout io.Writer, lookupEnv func(string) (string, 
 	if !slices.Contains(render.Formats, o.Output) {
 		errs = append(errs, fmt.Errorf("--output: must be %s; got %q", strings.Join(render.Formats, " or "), o.Output))
 	}
-	// Validate checks every option of the daemon, most of which plan does
-	// not take (and some of which are required, such as --node-name):
-	// keep the errors of the flags plan has.
-	if err := base.Validate(); err != nil {
-		for _, e := range joinedErrors(err) {
-			if slices.ContainsFunc(planDrainFlags, func(name string) bool { return strings.HasPrefix(e.Error(), "--"+name+":") }) {
-				errs = append(errs, e)
-			}
-		}
+	if (podName == "") != (podNamespace == "") {
+		errs = append(errs, errors.New("--pod-name: --pod-name and --pod-namespace go together"))
 	}
-	o.Drain = base.Drain // Validate fills Self from --pod-name and --pod-namespace
+	errs = append(errs, o.Drain.Validate())
+	o.Drain.Self = types.NamespacedName{Namespace: podNamespace, Name: podName}
 	return o, errors.Join(errs...)
 }
 
-// joinedErrors are the errors errors.Join put together, or err alone.
-func joinedErrors(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
-
-// RunPlan reads the node o.Node, its pods, and the PodDisruptionBudgets
+// Run reads the node o.Node, its pods, and the PodDisruptionBudgets
 // and Services of their namespaces; works out their drain at now against
 // now+o.Deadline; and writes the plan to stdout in o.Output. It returns
 // ErrNodeNotFound (wrapped) when the node does not exist.
-func RunPlan(ctx context.Context, client kubernetes.Interface, o *PlanOptions, now time.Time, stdout io.Writer) (plan.Plan, error) {
+func Run(ctx context.Context, client kubernetes.Interface, o *Options, now time.Time, stdout io.Writer) (plan.Plan, error) {
 	in, err := readPlanInputs(ctx, client, o.Node)
 	if err != nil {
 		return plan.Plan{}, err
@@ -254,23 +247,26 @@ func readPlanInputs(ctx context.Context, client kubernetes.Interface, node strin
 // --kubeconfig names; else $KUBECONFIG (a list of files, merged as kubectl
 // merges them); else the in-cluster configuration.
 func planRestConfig(kubeconfig string, lookupEnv func(string) (string, bool)) (*rest.Config, error) {
-	o := NewOptions()
-	o.Kubeconfig = kubeconfig
 	env, _ := lookupEnv("KUBECONFIG")
-	if kubeconfig != "" || env == "" {
-		return restConfig(o)
-	}
-	// Not the deferred loader: it would fall back to the in-cluster
-	// configuration when the files are missing.
-	merged, err := (&clientcmd.ClientConfigLoadingRules{Precedence: filepath.SplitList(env)}).Load()
 	var cfg *rest.Config
-	if err == nil {
-		cfg, err = clientcmd.NewDefaultClientConfig(*merged, &clientcmd.ConfigOverrides{}).ClientConfig()
+	var err error
+	switch {
+	case kubeconfig != "":
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	case env == "":
+		cfg, err = rest.InClusterConfig()
+	default:
+		// Not the deferred loader: it would fall back to the in-cluster
+		// configuration when the files are missing.
+		var merged *clientcmdapi.Config
+		merged, err = (&clientcmd.ClientConfigLoadingRules{Precedence: filepath.SplitList(env)}).Load()
+		if err == nil {
+			cfg, err = clientcmd.NewDefaultClientConfig(*merged, &clientcmd.ConfigOverrides{}).ClientConfig()
+		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("loading Kubernetes client configuration ($KUBECONFIG %q): %w", env, err)
+		return nil, fmt.Errorf("loading Kubernetes client configuration (--kubeconfig %q, $KUBECONFIG %q): %w", kubeconfig, env, err)
 	}
-	cfg.QPS, cfg.Burst = o.KubeQPS, o.KubeBurst
 	cfg.UserAgent = "lastcall/" + version.Version
 	return cfg, nil
 }

@@ -1,4 +1,4 @@
-package app
+package plancmd
 
 import (
 	"bytes"
@@ -145,11 +145,11 @@ type planRun struct {
 func runPlanCommand(t *testing.T, client *fake.Clientset, args []string, env map[string]string) planRun {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	penv := PlanEnv{Now: planNow}
+	penv := Env{Now: planNow}
 	if client != nil {
 		penv.Client = client
 	}
-	code := PlanCommand(context.Background(), args, penv, &stdout, &stderr,
+	code := Command(context.Background(), args, penv, &stdout, &stderr,
 		func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	return planRun{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }
@@ -233,7 +233,7 @@ func TestPlanExitStatus(t *testing.T) {
 
 func TestPlanTableGolden(t *testing.T) {
 	r := runPlanCommand(t, fake.NewClientset(blockersCluster()...), []string{"--node", "node-a", "-o", "table"}, nil)
-	if r.code != PlanExitNoFit || r.stderr != "" {
+	if r.code != ExitNoFit || r.stderr != "" {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
 	golden.Check(t, filepath.Join("testdata", "plan.golden"), r.stdout)
@@ -241,7 +241,7 @@ func TestPlanTableGolden(t *testing.T) {
 
 func TestPlanJSON(t *testing.T) {
 	r := runPlanCommand(t, fake.NewClientset(blockersCluster()...), []string{"--node", "node-a", "-o", "json"}, nil)
-	if r.code != PlanExitNoFit {
+	if r.code != ExitNoFit {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
 	var p plan.Plan

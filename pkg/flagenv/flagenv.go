@@ -1,4 +1,6 @@
-package app
+// Package flagenv parses lastcall's flags, each backed by an environment
+// variable derived from its name: --poll-interval is LASTCALL_POLL_INTERVAL.
+package flagenv
 
 import (
 	"fmt"

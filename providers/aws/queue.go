@@ -1,0 +1,124 @@
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/lastcall/lastcall/pkg/provider"
+	"github.com/lastcall/lastcall/providers/aws/awsconfig"
+	"github.com/lastcall/lastcall/providers/aws/instances"
+	"github.com/lastcall/lastcall/providers/aws/lifecycle"
+	"github.com/lastcall/lastcall/providers/aws/queue"
+)
+
+// queueOptions configure the queue processor.
+type queueOptions struct {
+	URL               string
+	Region            string
+	Endpoint          string
+	Workers           int
+	Visibility        time.Duration
+	MaxReceives       int
+	HeartbeatInterval time.Duration
+	ManagedTag        string
+	FailureResult     string
+	RetryAfter        time.Duration
+}
+
+func defaultQueueOptions() queueOptions {
+	return queueOptions{
+		Workers:           100,
+		Visibility:        60 * time.Second,
+		MaxReceives:       10,
+		HeartbeatInterval: 30 * time.Second,
+		FailureResult:     string(lifecycle.Continue),
+		RetryAfter:        10 * time.Second,
+	}
+}
+
+// queueWait is SQS's longest long poll.
+const queueWait = 20 * time.Second
+
+// AddQueueFlags implements provider.Queue.
+func (p *Provider) AddQueueFlags(fs *pflag.FlagSet) {
+	q := &p.queue
+	fs.StringVar(&q.URL, "queue-url", q.URL, "Queue: URL of the SQS queue. Required in queue mode.")
+	fs.StringVar(&q.Region, "region", q.Region, "Queue: AWS region; from the environment or the instance when empty.")
+	fs.StringVar(&q.Endpoint, "aws-endpoint", q.Endpoint, "Queue: endpoint override for SQS, EC2 and Auto Scaling (tests, VPC endpoints).")
+	fs.IntVar(&q.Workers, "workers", q.Workers, "Queue: messages worked on at once. A drain mostly waits (for pods to stop, for PDBs), so this should cover the nodes a mass reclaim takes at once.")
+	fs.DurationVar(&q.Visibility, "visibility-timeout", q.Visibility, "Queue: how long a received message stays invisible; extended every third of it while its work runs.")
+	fs.IntVar(&q.MaxReceives, "max-receives", q.MaxReceives, "Queue: after this many receives, a failing message is left to the queue's redrive policy.")
+	fs.DurationVar(&q.HeartbeatInterval, "heartbeat-interval", q.HeartbeatInterval, "Queue: interval of RecordLifecycleActionHeartbeat while a drain runs.")
+	fs.StringVar(&q.ManagedTag, "managed-tag", q.ManagedTag, "Queue: only process instances carrying this tag (key, or key=value), so clusters can share a queue.")
+	fs.StringVar(&q.FailureResult, "lifecycle-failure-result", q.FailureResult, "Queue: lifecycle action result when a drain fails: CONTINUE or ABANDON.")
+	fs.DurationVar(&q.RetryAfter, "retry-after", q.RetryAfter, "Queue: how soon a message that could not be worked on now reappears.")
+}
+
+// ValidateQueue implements provider.Queue.
+func (p *Provider) ValidateQueue() error {
+	q := p.queue
+	var errs []error
+	bad := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	if q.URL == "" {
+		bad("queue-url", "required in queue mode")
+	}
+	if err := provider.CheckURL(q.Endpoint); err != nil {
+		bad("aws-endpoint", "%v", err)
+	}
+	if q.Workers < 1 {
+		bad("workers", "must be at least 1; got %d", q.Workers)
+	}
+	if q.Visibility < 3*time.Second || q.Visibility > 12*time.Hour {
+		bad("visibility-timeout", "must be between 3s and 12h; got %s", q.Visibility)
+	}
+	if q.MaxReceives < 1 {
+		bad("max-receives", "must be at least 1; got %d", q.MaxReceives)
+	}
+	if q.HeartbeatInterval < time.Second {
+		bad("heartbeat-interval", "must be at least 1s; got %s", q.HeartbeatInterval)
+	}
+	if r := lifecycle.Result(q.FailureResult); !r.Valid() {
+		bad("lifecycle-failure-result", "must be CONTINUE or ABANDON; got %q", q.FailureResult)
+	}
+	if q.RetryAfter < 0 || q.RetryAfter > 12*time.Hour {
+		bad("retry-after", "must be between 0 and 12h; got %s", q.RetryAfter)
+	}
+	if k, _, _ := strings.Cut(q.ManagedTag, "="); q.ManagedTag != "" && k == "" {
+		bad("managed-tag", "needs a key: key or key=value; got %q", q.ManagedTag)
+	}
+	return errors.Join(errs...)
+}
+
+// NewQueue implements provider.Queue: SQS in, each message's instances
+// mapped to nodes and handed to their episodes, lifecycle actions
+// completed.
+func (p *Provider) NewQueue(ctx context.Context, env provider.QueueEnv) (provider.Runner, error) {
+	q := p.queue
+	aws := awsconfig.Options{Region: q.Region, Endpoint: q.Endpoint}
+	cfg, err := awsconfig.Load(ctx, aws)
+	if err != nil {
+		return nil, fmt.Errorf("loading AWS configuration: %w", err)
+	}
+	mapper, err := instances.NewMapper(env.Nodes, aws.EC2(cfg), q.ManagedTag)
+	if err != nil {
+		return nil, err
+	}
+	completer := lifecycle.NewCompleter(aws.AutoScaling(cfg), env.Registry, env.Log.With("component", "lifecycle"), env.Clock, q.HeartbeatInterval)
+	proc := queue.NewProcessor(queue.ProcessorOptions{
+		FailureResult: lifecycle.Result(q.FailureResult), RetryAfter: q.RetryAfter, LaunchRetryAfter: q.RetryAfter,
+	}, mapper, env.Episodes, env.Leases, completer, env.Registry, env.Log.With("component", "processor"), env.Clock)
+	env.Register(queue.SourceName)
+	consumer := queue.NewConsumer(aws.SQS(cfg), proc, queue.Options{
+		QueueURL: q.URL, Workers: q.Workers, WaitTime: queueWait, Visibility: q.Visibility,
+		MaxReceives: q.MaxReceives, Health: env.Health,
+	}, env.Registry, env.Log.With("component", "consumer"), env.Clock)
+	env.Log.Info("queue processor ready", "queue", q.URL, "workers", q.Workers, "managed_tag", q.ManagedTag)
+	return consumer, nil
+}

@@ -1,0 +1,284 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
+
+	"github.com/lastcall/lastcall/pkg/drain"
+	"github.com/lastcall/lastcall/pkg/episode"
+	"github.com/lastcall/lastcall/pkg/interruption"
+	"github.com/lastcall/lastcall/pkg/lease"
+	"github.com/lastcall/lastcall/providers/aws/instances"
+	"github.com/lastcall/lastcall/providers/aws/lifecycle"
+	"github.com/lastcall/lastcall/providers/aws/messages"
+)
+
+// Nodes maps instances to nodes (see package instances).
+type Nodes interface {
+	NodeFor(ctx context.Context, instanceID string) (string, error)
+	Node(name string) (*corev1.Node, bool)
+}
+
+// Episodes is what the handler feeds (an *episode.Manager).
+type Episodes interface {
+	Add(node string, n episode.Notice) (*episode.Ticket, error)
+	Drop(node, id string) error
+}
+
+// Locker gives this replica the right to work on a node (see package
+// lease).
+type Locker interface {
+	Acquire(ctx context.Context, node string) (*lease.Held, error)
+}
+
+// Lifecycle keeps alive and completes Auto Scaling lifecycle actions (a
+// *lifecycle.Completer).
+type Lifecycle interface {
+	KeepAlive(ctx context.Context, a messages.LifecycleAction) error
+	Complete(ctx context.Context, a messages.LifecycleAction, result lifecycle.Result) error
+}
+
+// ProcessorOptions tune the Processor.
+type ProcessorOptions struct {
+	// FailureResult completes a lifecycle action whose drain did not
+	// finish: CONTINUE (the default) or ABANDON.
+	FailureResult lifecycle.Result
+	// RetryAfter is how soon a message that could not be worked on now
+	// (another replica holds the node, the API failed) reappears.
+	RetryAfter time.Duration
+	// LaunchRetryAfter is how soon a launch message reappears while its
+	// node has not joined or is not Ready.
+	LaunchRetryAfter time.Duration
+}
+
+// Processor is the queue processor's front end: it turns each message into
+// notices for the episodes of the instances' nodes, under the node's
+// Lease, and waits for them to end before the message is deleted.
+type Processor struct {
+	opts      ProcessorOptions
+	nodes     Nodes
+	episodes  Episodes
+	leases    Locker
+	lifecycle Lifecycle
+	metrics   *processorMetrics
+	log       *slog.Logger
+	clock     clock.Clock
+}
+
+// NewProcessor returns a Processor.
+func NewProcessor(opts ProcessorOptions, nodes Nodes, episodes Episodes, leases Locker, lc Lifecycle,
+	reg prometheus.Registerer, log *slog.Logger, clk clock.Clock) *Processor {
+	if opts.FailureResult == "" {
+		opts.FailureResult = lifecycle.Continue
+	}
+	return &Processor{opts: opts, nodes: nodes, episodes: episodes, leases: leases, lifecycle: lc,
+		metrics: newProcessorMetrics(reg), log: log, clock: clk}
+}
+
+// completeTimeout bounds completing a lifecycle action outside a drain,
+// retries included.
+const completeTimeout = 2 * time.Minute
+
+// Handle implements Handler.
+func (h *Processor) Handle(ctx context.Context, d Delivery) Outcome {
+	msg, err := messages.Parse(d.Body)
+	if err != nil {
+		h.metrics.received.WithLabelValues("unparsable").Inc()
+		h.log.Warn("message cannot be parsed and will never be; deleting it", "message_id", d.MessageID,
+			"parse_error", messages.ReasonOf(err), "err", err)
+		return Done("unparsable")
+	}
+	h.metrics.received.WithLabelValues(msg.Kind).Inc()
+	if !msg.Time.IsZero() {
+		h.metrics.lag.Observe(max(0, h.clock.Since(msg.Time).Seconds()))
+	}
+	log := h.log.With("message_id", d.MessageID, "kind", msg.Kind, "event_id", msg.ID, "instances", msg.InstanceIDs)
+	if msg.Verdict == messages.Ignore {
+		log.Info("nothing to do for this message", "reason", msg.Reason)
+		return Done(msg.Reason)
+	}
+	if len(msg.InstanceIDs) == 1 {
+		return h.handleInstance(ctx, msg, msg.InstanceIDs[0], log)
+	}
+	// A Health event may name many instances: work on them together, and
+	// keep the message until every one is done.
+	outs := make([]Outcome, len(msg.InstanceIDs))
+	var wg sync.WaitGroup
+	for i, id := range msg.InstanceIDs {
+		wg.Go(func() { outs[i] = h.handleInstance(ctx, msg, id, log.With("instance", id)) })
+	}
+	wg.Wait()
+	for _, o := range outs {
+		if !o.Delete {
+			return o
+		}
+	}
+	return Done("processed")
+}
+
+func (h *Processor) handleInstance(ctx context.Context, msg messages.Message, instanceID string, log *slog.Logger) Outcome {
+	name, err := h.nodes.NodeFor(ctx, instanceID)
+	switch {
+	case errors.Is(err, instances.ErrNotOurs):
+		log.Info("instance belongs to another cluster; deleting the message", "err", err)
+		return Done("not-our-cluster")
+	case errors.Is(err, instances.ErrUnknownInstance):
+		if msg.Verdict == messages.CompleteLaunch {
+			log.Info("launching instance has not joined yet", "err", err)
+			return Retry("node-not-joined", h.opts.LaunchRetryAfter)
+		}
+		if msg.Lifecycle != nil {
+			// Ours, but no node to drain: let the Auto Scaling group go on.
+			h.complete(ctx, *msg.Lifecycle, lifecycle.Continue, drainNotApplicable, log)
+		}
+		log.Info("no node runs this instance; deleting the message", "err", err)
+		return Done("unknown-instance")
+	case err != nil:
+		log.Warn("finding the instance's node failed; will retry", "err", err)
+		return Retry("lookup-failed", h.opts.RetryAfter)
+	}
+	log = log.With("node", name)
+	if msg.Verdict == messages.CompleteLaunch {
+		return h.completeLaunch(ctx, msg, name, log)
+	}
+
+	held, err := h.leases.Acquire(ctx, name)
+	if errors.Is(err, lease.ErrHeld) {
+		log.Info("another replica is working on this node; will retry", "err", err)
+		return Retry("node-busy", h.opts.RetryAfter)
+	}
+	if err != nil {
+		log.Warn("taking the node's lease failed; will retry", "err", err)
+		return Retry("lease-failed", h.opts.RetryAfter)
+	}
+	defer held.Release(context.WithoutCancel(ctx))
+
+	n := h.notice(msg, instanceID)
+	t, err := h.episodes.Add(name, n)
+	if err != nil {
+		return Retry("stopping", h.opts.RetryAfter)
+	}
+	select {
+	case <-t.Done():
+	case <-held.Lost():
+		// Another replica may take the node now: stop working on it, and
+		// leave the hold for whoever does.
+		_ = h.episodes.Drop(name, n.ID)
+		return Retry("lease-lost", h.opts.RetryAfter)
+	case <-ctx.Done():
+		return Retry("interrupted", h.opts.RetryAfter)
+	}
+	if t.Ending().Interrupted {
+		return Retry("interrupted", h.opts.RetryAfter)
+	}
+	return Done("processed")
+}
+
+// notice is what a message tells of one instance.
+func (h *Processor) notice(msg messages.Message, instanceID string) episode.Notice {
+	action := interruption.ActionDrain
+	if msg.Verdict == messages.Cordon {
+		action = interruption.ActionCordon
+	}
+	n := episode.Notice{
+		Event: interruption.Event{
+			ID: interruption.NewID(msg.Interruption, msg.ID, instanceID), Source: SourceName, Kind: msg.Interruption,
+			Action: action, Deadline: msg.Deadline, Observed: h.clock.Now(), Detail: msg.Detail,
+		},
+		Instance: instanceID,
+	}
+	if msg.Lifecycle != nil && action == interruption.ActionDrain {
+		n.Completer = &lifecycleStep{h: h, action: *msg.Lifecycle}
+	}
+	return n
+}
+
+func (h *Processor) completeLaunch(ctx context.Context, msg messages.Message, name string, log *slog.Logger) Outcome {
+	n, ok := h.nodes.Node(name)
+	if !ok || !ready(n) {
+		log.Info("launched node not Ready yet; will retry")
+		return Retry("node-not-ready", h.opts.LaunchRetryAfter)
+	}
+	h.complete(ctx, *msg.Lifecycle, lifecycle.Continue, drainNotApplicable, log)
+	return Done("processed")
+}
+
+// What a lifecycle action's node had been through when it was completed: a
+// bounded label of lastcall_lifecycle_completions_total.
+const (
+	drainFinished      = "finished"
+	drainUnfinished    = "unfinished"
+	drainNotApplicable = "not_applicable"
+)
+
+// complete completes a lifecycle action outside a drain (a launch, or an
+// instance no node runs): the explicit last step. It must outlive a
+// shutdown, but not hang it: a failure that never clears (a missing
+// permission) is given up after completeTimeout, and the action then
+// times out in AWS with its default result.
+func (h *Processor) complete(ctx context.Context, a messages.LifecycleAction, result lifecycle.Result, drained string, log *slog.Logger) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), completeTimeout)
+	defer cancel()
+	_ = h.completed(cctx, a, result, drained, log)
+}
+
+// completed completes a, counts and logs it. An action already gone is
+// done, not an error.
+func (h *Processor) completed(ctx context.Context, a messages.LifecycleAction, result lifecycle.Result, drained string, log *slog.Logger) error {
+	err := h.lifecycle.Complete(ctx, a, result)
+	switch {
+	case errors.Is(err, lifecycle.ErrNoActiveAction):
+		log.Warn("lifecycle action was already gone (completed elsewhere or timed out)", "result", result, "err", err)
+		return nil
+	case err != nil:
+		log.Error("completing lifecycle action failed", "result", result, "err", err)
+		return err
+	}
+	h.metrics.completions.WithLabelValues(string(result), drained).Inc()
+	if drained == drainUnfinished {
+		log.Warn("lifecycle action completed before the drain finished", "result", result, "hook", a.HookName, "group", a.GroupName)
+		return nil
+	}
+	log.Info("lifecycle action completed", "result", result, "drain", drained, "hook", a.HookName, "group", a.GroupName)
+	return nil
+}
+
+// lifecycleStep is a lifecycle action as the completer of its notice:
+// heartbeats while the drain runs, then CONTINUE, or the failure result
+// when the drain did not finish.
+type lifecycleStep struct {
+	h      *Processor
+	action messages.LifecycleAction
+}
+
+func (s *lifecycleStep) Name() string { return "asg-lifecycle" }
+
+func (s *lifecycleStep) KeepAlive(ctx context.Context) {
+	if err := s.h.lifecycle.KeepAlive(ctx, s.action); errors.Is(err, lifecycle.ErrNoActiveAction) {
+		s.h.log.Warn("lifecycle action gone while draining; heartbeats stopped", "instance", s.action.InstanceID, "err", err)
+	}
+}
+
+func (s *lifecycleStep) Complete(ctx context.Context, o drain.Outcome) error {
+	result, drained := lifecycle.Continue, drainFinished
+	if !o.Finished() && o != drain.DryRun {
+		result, drained = s.h.opts.FailureResult, drainUnfinished
+	}
+	return s.h.completed(ctx, s.action, result, drained, s.h.log.With("instance", s.action.InstanceID, "outcome", o.Label()))
+}
+
+func ready(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
