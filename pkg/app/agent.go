@@ -40,7 +40,7 @@ func buildAgent(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 	core := env.Client.CoreV1().RESTClient()
 	nodeInformer := informer(core, "nodes", &corev1.Node{}, fields.OneTermEqualSelector("metadata.name", name))
 	podInformer := informer(core, "pods", &corev1.Pod{}, fields.OneTermEqualSelector("spec.nodeName", name))
-	k, err := newKernel(o, env, c, nodeInformer, podInformer, node.OwnerAgent, log)
+	k, err := newKernel(o, env, c, nodeInformer, podInformer, node.OwnerAgent, env.Log) // its logs name the node
 	if err != nil {
 		return nil, err
 	}

@@ -130,8 +130,12 @@ func NewClient(o Options, httpClient imds.HTTPClient) *imds.Client {
 		fallback = aws.TrueTernary
 	}
 	return imds.New(imds.Options{
-		Endpoint:       o.Endpoint,
-		EnableFallback: fallback,
+		// Reading the instance's own notices is the point: never off
+		// because AWS_EC2_METADATA_DISABLED, meant for the SDK's
+		// credential and region lookups, is set.
+		ClientEnableState: imds.ClientEnabled,
+		Endpoint:          o.Endpoint,
+		EnableFallback:    fallback,
 		// The SDK's default cap (1 s) would replace maxRetryBackoff.
 		DisableDefaultMaxBackoff: true,
 		Retryer: retry.NewStandard(func(so *retry.StandardOptions) {
