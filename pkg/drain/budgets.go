@@ -3,13 +3,15 @@ package drain
 import (
 	"context"
 	"log/slog"
+	"math"
 	"sync"
+	"time"
 
-	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
 )
 
 // budgetWatch watches, during one drain only, the PodDisruptionBudgets of
@@ -17,19 +19,27 @@ import (
 // is retried as soon as its budget may allow it (a replacement became
 // Ready and the disruption controller raised disruptionsAllowed), rather
 // than at the end of a backoff. A namespace is watched from the first 429
-// of one of its pods until the drain ends.
+// of one of its pods until the drain ends. Only the changes matter, so it
+// keeps no cache: a watch, opened again when it ends.
 type budgetWatch struct {
 	ctx    context.Context
 	client kubernetes.Interface
+	clock  clock.Clock
 	log    *slog.Logger
 
-	mu     sync.Mutex
-	byNS   map[string]*notifier
-	cancel []context.CancelFunc
+	stopFn context.CancelFunc
+
+	mu   sync.Mutex
+	byNS map[string]*notifier
+	wg   sync.WaitGroup
 }
 
-func newBudgetWatch(ctx context.Context, client kubernetes.Interface, log *slog.Logger) *budgetWatch {
-	return &budgetWatch{ctx: ctx, client: client, log: log, byNS: map[string]*notifier{}}
+func newBudgetWatch(ctx context.Context, client kubernetes.Interface, clk clock.Clock, log *slog.Logger) *budgetWatch {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &budgetWatch{client: client, clock: clk, log: log, byNS: map[string]*notifier{}}
+	w.ctx = ctx
+	w.stopFn = cancel
+	return w
 }
 
 // changed returns a channel closed at the next change of a budget in ns,
@@ -42,40 +52,51 @@ func (w *budgetWatch) changed(ns string) <-chan struct{} {
 		n = &notifier{}
 		n.init()
 		w.byNS[ns] = n
-		ctx, cancel := context.WithCancel(w.ctx)
-		w.cancel = append(w.cancel, cancel)
-		w.watch(ctx, ns, n)
+		w.wg.Go(func() { w.watch(ns, n) })
 	}
 	return n.wait()
 }
 
-// watch runs an informer of the budgets of ns until ctx ends; every change
-// it sees wakes the waiters.
-func (w *budgetWatch) watch(ctx context.Context, ns string, n *notifier) {
-	lw := cache.NewListWatchFromClient(w.client.PolicyV1().RESTClient(), "poddisruptionbudgets", ns, fields.Everything())
-	inf := cache.NewSharedIndexInformer(lw, &policyv1.PodDisruptionBudget{}, 0, cache.Indexers{})
-	// Only the change matters, not the budget: keep nothing but its name.
-	_ = inf.SetTransform(func(obj any) (any, error) {
-		if b, ok := obj.(*policyv1.PodDisruptionBudget); ok {
-			return &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: b.Name, Namespace: b.Namespace, ResourceVersion: b.ResourceVersion}}, nil
-		}
-		return obj, nil
-	})
-	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { n.broadcast() },
-		UpdateFunc: func(any, any) { n.broadcast() },
-		DeleteFunc: func(any) { n.broadcast() },
-	})
+// watch wakes n at every event of a budget of ns, until the drain ends. A
+// watch opened without a resourceVersion starts by telling of every
+// budget there: a wake too, which retries the pods once more.
+func (w *budgetWatch) watch(ns string, n *notifier) {
+	budgets := w.client.PolicyV1().PodDisruptionBudgets(ns)
+	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Cap: 30 * time.Second, Steps: math.MaxInt32}
 	w.log.Debug("watching PodDisruptionBudgets while the drain lasts", "namespace", ns)
-	go inf.RunWithContext(ctx)
+	for w.ctx.Err() == nil {
+		wi, err := budgets.Watch(w.ctx, metav1.ListOptions{})
+		if err != nil {
+			pause := backoff.Step()
+			w.log.Warn("watching PodDisruptionBudgets failed; blocked pods are retried on their backoff", "namespace", ns, "err", err, "retry_in", pause)
+			select {
+			case <-w.ctx.Done():
+			case <-w.clock.After(pause):
+			}
+			continue
+		}
+		w.forward(wi, n)
+	}
 }
 
-// stop ends every watch.
-func (w *budgetWatch) stop() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, c := range w.cancel {
-		c()
+// forward wakes n at every event of wi until it ends or the drain does.
+func (w *budgetWatch) forward(wi watch.Interface, n *notifier) {
+	defer wi.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case _, ok := <-wi.ResultChan():
+			if !ok {
+				return
+			}
+			n.broadcast()
+		}
 	}
-	w.cancel = nil
+}
+
+// stop ends every watch and waits for them.
+func (w *budgetWatch) stop() {
+	w.stopFn()
+	w.wg.Wait()
 }
