@@ -45,16 +45,65 @@ func startAEMM(b *testing.B, cfg aemm.Config) *aemm.Server {
 	return s
 }
 
-// spotAt is a metadata service whose only notice, a spot interruption,
-// appears exactly at trigger (AEMM serves it from that whole second).
-func spotAt(trigger, deadline time.Time) aemm.Config {
-	return aemm.Config{MockTriggerTime: trigger, SpotTime: deadline, RebalanceDelay: aemm.Never,
-		ASGTerminationDelay: aemm.Never, Events: &aemm.ScheduledEvent{State: "completed"}}
+// noticeLead is how long after AEMM's start the spot notice appears: time
+// enough for lastcall and aws-node-termination-handler to start, so that
+// each meets the notice already polling.
+const noticeLead = 4 * time.Second
+
+// spotNotice is AEMM in its spot mode, as aws-node-termination-handler's
+// users run it, whose only notice, a spot interruption, appears exactly at
+// trigger (AEMM serves it from that whole second) for the node to go two
+// minutes later. Spot mode would also serve a rebalance recommendation from
+// the start: it is kept away, so that the node starts in service for both
+// agents (lastcall cordons on a rebalance recommendation;
+// aws-node-termination-handler, by default, does not).
+func spotNotice(trigger time.Time) aemm.Config {
+	return aemm.Config{Subcommand: aemm.SubcommandSpot, MockTriggerTime: trigger, SpotTime: trigger.Add(2 * time.Minute),
+		RebalanceDelay: aemm.Never}
 }
 
-func startAgent(b *testing.B, node, imdsURL string) *agentproc.Agent {
+// noNotice is AEMM in its spot mode with no notice in the benchmark's life.
+func noNotice() aemm.Config {
+	never := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
+	return spotNotice(never)
+}
+
+// heldFor reports whether the node is cordoned and carries the taint: held
+// for that notice.
+func heldFor(n *corev1.Node, taint string) bool {
+	if !n.Spec.Unschedulable {
+		return false
+	}
+	for _, t := range n.Spec.Taints {
+		if t.Key == taint {
+			return true
+		}
+	}
+	return false
+}
+
+// waitHeld returns held if set, or else waits for the node update that
+// shows the node held: a watch on nodes delivers it independently of the
+// watch on pods, so it may come after the last pod is gone.
+func waitHeld(b *testing.B, ctx context.Context, nodes <-chan stamped[*corev1.Node], held time.Time, name, taint string) time.Time {
 	b.Helper()
-	return startAgentEnv(b, node, imdsURL)
+	for held.IsZero() {
+		if nodes == nil {
+			b.Fatalf("node watch of %s ended before it was seen held", name)
+		}
+		select {
+		case <-ctx.Done():
+			b.Fatalf("node %s drained but never seen cordoned with taint %s", name, taint)
+		case u, ok := <-nodes:
+			if !ok {
+				b.Fatalf("node watch of %s ended before it was seen held", name)
+			}
+			if heldFor(u.obj, taint) {
+				held = u.at
+			}
+		}
+	}
+	return held
 }
 
 // startAgentEnv starts the agent with extra environment variables.
@@ -139,5 +188,28 @@ func percentile(d []time.Duration, p float64) time.Duration {
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()) }
+
+// times says how many times a is b, as the table's ratio column does.
+func times(a, b float64) string {
+	if b <= 0 {
+		return "–"
+	}
+	r := a / b
+	switch {
+	case r >= 10:
+		return fmt.Sprintf("%.0f×", r)
+	case r >= 1:
+		return fmt.Sprintf("%.1f×", r)
+	}
+	return fmt.Sprintf("%.2f×", r)
+}
+
+// check marks a target met or not.
+func check(ok bool) string {
+	if ok {
+		return "✔"
+	}
+	return "✘"
+}
 
 func mib(bytes int64) string { return fmt.Sprintf("%.1f MiB", float64(bytes)/(1<<20)) }

@@ -1,11 +1,16 @@
 // Package bench measures lastcall against its anchors on a real local
 // control plane and the real amazon-ec2-metadata-mock, with lastcall run as
-// a process of its own with its default settings. Run it with
+// a process of its own with its default settings, and
+// aws-node-termination-handler v1.25.6 (test/anchors/nth) and
+// `kubectl drain` run beside it in the same run, on the same cluster and
+// the same emulator. Run it with
 //
 //	make bench    (go test -run '^$' -bench . -benchtime 1x ./test/bench/)
 //
-// Each benchmark takes its samples itself; -benchtime 1x runs each once.
-// The table of results, beside the anchors' figures, is printed at the end.
+// as root: aws-node-termination-handler runs in a mount namespace of its
+// own, and every agent in a memory cgroup of its own. Each benchmark takes
+// its samples itself; -benchtime 1x runs each once. The table of results,
+// every anchor figure from the same run, is printed at the end.
 package bench
 
 import (
@@ -59,9 +64,11 @@ func lastcallBinary(b *testing.B) string {
 	return binary
 }
 
-// row is one line of the results table.
+// row is one line of the results table: lastcall's figure, an anchor's
+// from the same run, how many times lastcall's the anchor's is, and the
+// target with whether it was met.
 type row struct {
-	what, lastcall, anchor, target string
+	what, lastcall, anchor, ratio, target string
 }
 
 type table struct {
@@ -69,10 +76,16 @@ type table struct {
 	rows []row
 }
 
+// add adds a row without a ratio.
 func (t *table) add(what, lastcall, anchor, target string) {
+	t.compare(what, lastcall, anchor, "", target)
+}
+
+// compare adds a row with the anchor's figure over lastcall's.
+func (t *table) compare(what, lastcall, anchor, ratio, target string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.rows = append(t.rows, row{what, lastcall, anchor, target})
+	t.rows = append(t.rows, row{what, lastcall, anchor, ratio, target})
 }
 
 func (t *table) print(w *os.File) {
@@ -84,10 +97,10 @@ func (t *table) print(w *os.File) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Machine:", machine())
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| measure | lastcall | anchor | target |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- |")
+	fmt.Fprintln(w, "| measure | lastcall | anchor, same run | anchor / lastcall | target |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- |")
 	for _, r := range t.rows {
-		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.what, r.lastcall, r.anchor, r.target)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", r.what, r.lastcall, r.anchor, r.ratio, r.target)
 	}
 }
 

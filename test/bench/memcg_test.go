@@ -80,6 +80,20 @@ func (m *memcg) usage() (usage, workingSet int64, err error) {
 	return 0, 0, fmt.Errorf("%s/memory.stat has no %s", m.dir, inactive)
 }
 
+// peak returns the cgroup's largest memory usage so far, page cache
+// included: memory.max_usage_in_bytes on cgroup v1, memory.peak on v2.
+func (m *memcg) peak() (int64, error) {
+	file := "memory.peak"
+	if m.v1 {
+		file = "memory.max_usage_in_bytes"
+	}
+	raw, err := os.ReadFile(filepath.Join(m.dir, file))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+}
+
 // coldCopy copies the binary at src to disk and drops the copy from the
 // page cache, so a process started from it reads its pages again, charged
 // to its own cgroup, as after an image pull whose pages were since
@@ -90,7 +104,7 @@ func coldCopy(b *testing.B, src string) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	dst := filepath.Join(b.TempDir(), "lastcall")
+	dst := filepath.Join(b.TempDir(), filepath.Base(src))
 	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
 	if err != nil {
 		b.Fatal(err)

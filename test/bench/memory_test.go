@@ -5,7 +5,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -31,99 +30,88 @@ const (
 	idleWindow = 3 * time.Minute
 )
 
-// BenchmarkAgentIdle runs, at once and each on a node and metadata service
-// of its own with no notice: the agent with its default settings; the agent
-// keeping its start-up pages (--release-startup-pages=false); and the
-// floor, a program with only a client-go clientset and the same two
-// informers. It samples their memory once a second over idleWindow and
-// reports the largest resident set seen. Each agent runs from its own copy
-// of the binary, dropped from the page cache, in a memory cgroup of its
-// own, so its working set can be read as the kubelet reads it.
-func BenchmarkAgentIdle(b *testing.B) {
+// BenchmarkIdle runs, at once and each on a node and AEMM of its own with
+// no notice: lastcall with its default settings; aws-node-termination-handler
+// as its users run it; and the floor, a program with only a client-go
+// clientset and the same two informers as lastcall. Each runs from its own
+// copy of its binary, dropped from the page cache, in a memory cgroup of
+// its own, where its memory is read as the kubelet reads a container's.
+// Over idleWindow it samples each one's working set once a second and
+// reports the largest, then the cgroup's peak usage since the start, and
+// the CPU each used over the window.
+func BenchmarkIdle(b *testing.B) {
+	lastcallBinary(b)
+	nthSetup(b)
 	for range b.N {
 		type run struct {
-			agent  *agentproc.Agent
+			p      process
 			cg     *memcg
 			sample idleSample
-			ws     int64 // working set at the end
-			usage  int64 // cgroup usage at the end, page cache included
+			peak   int64
 		}
-		var runs [2]*run
-		var noCgroup string
-		for i, extra := range [][]string{nil, {"LASTCALL_RELEASE_STARTUP_PAGES=false"}} {
+		var runs []*run
+		for _, c := range []contender{lastcallRun, nthRun} {
 			name := uniq("idle")
 			addNode(b, name, nil)
-			imds := startAEMM(b, spotAt(time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2099, 1, 1, 0, 2, 0, 0, time.UTC)))
+			imds := startAEMM(b, noNotice())
 			b.Cleanup(imds.Stop)
-			bin := coldCopy(b, lastcallBinary(b))
-			cg, why := newMemcg(b, name)
-			r := &run{cg: cg}
-			cfg := agentproc.Config{Binary: bin, Node: name, Kubeconfig: env.Kubeconfig, IMDS: imds.URL(),
-				LogPath: filepath.Join(env.Dir, "logs", "lastcall-"+name+".log"), Env: extra}
-			if cg != nil {
-				cfg.Cgroup = cg.dir
-			} else {
-				noCgroup = why
-			}
-			a, err := agentproc.Start(context.Background(), cfg)
+			cg := memcgFor(b, name)
+			p := c.start(b, name, imds.URL(), cg)
+			b.Cleanup(func() { p.Stop() })
+			runs = append(runs, &run{p: p, cg: cg})
+		}
+		floorNode := uniq("floor")
+		floor := &run{cg: memcgFor(b, floorNode)}
+		floorPID := startFloor(b, floorNode, floor.cg)
+		time.Sleep(idleWarmUp) // a measurement window, not a wait for a condition
+		var wg sync.WaitGroup
+		for _, r := range runs {
+			wg.Go(func() { r.sample = sampleIdle(b, r.p.PID(), r.cg, idleWindow) })
+		}
+		wg.Go(func() { floor.sample = sampleIdle(b, floorPID, floor.cg, idleWindow) })
+		wg.Wait()
+		for _, r := range append(runs, floor) {
+			peak, err := r.cg.peak()
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Cleanup(func() { a.Stop() })
-			r.agent, runs[i] = a, r
+			r.peak = peak
 		}
-		floorPID := startFloor(b, uniq("floor"))
-		time.Sleep(idleWarmUp) // a measurement window, not a wait for a condition
-		var wg sync.WaitGroup
-		var floor idleSample
-		for _, r := range runs {
-			wg.Go(func() { r.sample = sampleIdle(b, r.agent.PID(), idleWindow) })
-		}
-		wg.Go(func() { floor = sampleIdle(b, floorPID, idleWindow) })
-		wg.Wait()
-		for _, r := range runs {
-			if r.cg != nil {
-				u, ws, err := r.cg.usage()
-				if err != nil {
-					b.Fatal(err)
-				}
-				r.usage, r.ws = u, ws
-			}
-		}
-		def, kept := runs[0], runs[1]
-		heap := scrapeGauge(b, "http://"+def.agent.Addr+"/metrics", "go_memstats_heap_inuse_bytes")
-		b.ReportMetric(float64(def.sample.maxRSS)/(1<<20), "idle-rss-MiB")
-		b.ReportMetric(float64(kept.sample.maxRSS)/(1<<20), "idle-rss-kept-MiB")
-		b.ReportMetric(float64(floor.maxRSS)/(1<<20), "floor-rss-MiB")
-		b.ReportMetric(def.sample.cpu*100, "idle-cpu-%")
+		lc, nt := runs[0], runs[1]
+		heap := scrapeGauge(b, "http://"+lc.p.(*agentproc.Agent).Addr+"/metrics", "go_memstats_heap_inuse_bytes")
+		b.ReportMetric(float64(lc.sample.maxWS)/(1<<20), "idle-ws-MiB")
+		b.ReportMetric(float64(nt.sample.maxWS)/(1<<20), "nth-idle-ws-MiB")
+		b.ReportMetric(float64(lc.peak)/(1<<20), "peak-MiB")
+		b.ReportMetric(float64(nt.peak)/(1<<20), "nth-peak-MiB")
+		b.ReportMetric(lc.sample.cpu*100, "idle-cpu-%")
+		b.ReportMetric(nt.sample.cpu*100, "nth-idle-cpu-%")
 		over := fmt.Sprintf("max over %s", idleWindow)
-		results.add("agent idle RSS ("+over+", 4 signals polled every 250 ms; start-up pages released, the default)",
-			mib(def.sample.maxRSS), "aws-node-termination-handler 48 MiB ("+fmt.Sprintf("%.2f×", float64(def.sample.maxRSS)/(48<<20))+")", "≤ 24 MiB")
-		results.add("  of which anonymous (heap, stacks) / the binary's pages", mib(def.sample.split.anon)+" / "+mib(def.sample.split.file), "", "")
-		results.add("agent idle RSS keeping its start-up pages (--release-startup-pages=false)", mib(kept.sample.maxRSS), "", "")
-		results.add("  of which anonymous (heap, stacks) / the binary's pages", mib(kept.sample.split.anon)+" / "+mib(kept.sample.split.file), "", "")
-		if def.cg != nil {
-			results.add("agent working set as the kubelet counts it (cgroup usage less inactive file pages), default / keeping start-up pages",
-				mib(def.ws)+" / "+mib(kept.ws), "", "")
-			results.add("  cgroup usage, page cache of the binary included, default / keeping start-up pages", mib(def.usage)+" / "+mib(kept.usage), "", "")
-		} else {
-			results.add("agent working set as the kubelet counts it", "not measured: "+noCgroup, "", "")
-		}
+		ws := float64(lc.sample.maxWS) / float64(nt.sample.maxWS)
+		results.compare("idle working set ("+over+"; cgroup usage less inactive file pages, as the kubelet counts it)",
+			mib(lc.sample.maxWS), nthName+": "+mib(nt.sample.maxWS), times(float64(nt.sample.maxWS), float64(lc.sample.maxWS)),
+			"≤ 1/2 of "+nthName+"'s "+check(ws <= 0.5))
+		results.compare("peak cgroup usage over start-up and idle (memory.max_usage_in_bytes, page cache included)",
+			mib(lc.peak), nthName+": "+mib(nt.peak), times(float64(nt.peak), float64(lc.peak)), "")
+		results.compare("  cgroup usage at the end of the window, page cache included",
+			mib(lc.sample.usage), nthName+": "+mib(nt.sample.usage), times(float64(nt.sample.usage), float64(lc.sample.usage)), "")
+		results.compare("idle CPU over "+idleWindow.String()+" (lastcall polls 4 paths every 250 ms; "+nthName+" its spot path every 2 s)",
+			fmt.Sprintf("%.2f%% of a core", lc.sample.cpu*100), fmt.Sprintf("%s: %.2f%% of a core", nthName, nt.sample.cpu*100),
+			times(nt.sample.cpu, lc.sample.cpu), "")
 		results.add("Go heap in use, idle", mib(int64(heap)), "", "")
-		results.add("floor: client-go clientset + the same 2 informers, nothing else ("+over+")", mib(floor.maxRSS), "", "")
-		results.add("agent idle CPU", fmt.Sprintf("%.2f%% of a core", def.sample.cpu*100), "", "")
+		results.add("floor: client-go clientset + lastcall's 2 informers, nothing else: idle working set ("+over+")", mib(floor.sample.maxWS), "", "")
 	}
 }
 
-// idleSample is what sampleIdle saw of a process.
+// idleSample is what sampleIdle saw of a process and its cgroup.
 type idleSample struct {
-	maxRSS int64
-	split  rssSplit // at the largest resident set
-	cpu    float64  // cores used on average
+	maxWS int64   // largest working set
+	usage int64   // cgroup usage at the end, page cache included
+	cpu   float64 // cores used on average
 }
 
-// sampleIdle samples pid's memory once a second for window.
-func sampleIdle(b *testing.B, pid int, window time.Duration) idleSample {
+// sampleIdle samples the working set of cg, which holds pid, once a second
+// for window, and pid's CPU time over it.
+func sampleIdle(b *testing.B, pid int, cg *memcg, window time.Duration) idleSample {
 	b.Helper()
 	var s idleSample
 	cpu0, err := agentproc.ProcessCPU(pid)
@@ -134,24 +122,22 @@ func sampleIdle(b *testing.B, pid int, window time.Duration) idleSample {
 	start := time.Now()
 	for time.Since(start) < window {
 		time.Sleep(time.Second)
-		st, err := agentproc.Status(pid)
+		usage, ws, err := cg.usage()
 		if err != nil {
 			b.Error(err)
 			return s
 		}
-		if st["VmRSS"] > s.maxRSS {
-			s.maxRSS, s.split = st["VmRSS"], rssSplit{anon: st["RssAnon"], file: st["RssFile"]}
-		}
+		s.maxWS, s.usage = max(s.maxWS, ws), usage
 	}
 	cpu1, _ := agentproc.ProcessCPU(pid)
 	s.cpu = float64(cpu1-cpu0) / float64(time.Since(start))
 	return s
 }
 
-// startFloor builds and runs test/bench/floor on a node of its own, waits
-// for its informers to sync and returns its PID; it is stopped at the end
-// of the benchmark.
-func startFloor(b *testing.B, node string) int {
+// startFloor builds and runs test/bench/floor on a node of its own, in the
+// memory cgroup cg from a cold copy of its binary, waits for its informers
+// to sync and returns its PID; it is stopped at the end of the benchmark.
+func startFloor(b *testing.B, node string, cg *memcg) int {
 	b.Helper()
 	addNode(b, node, nil)
 	root, err := tools.RepoRoot()
@@ -164,7 +150,8 @@ func startFloor(b *testing.B, node string) int {
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("building the floor: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, env.Kubeconfig, node)
+	// The shell joins the cgroup, then becomes the floor (same PID).
+	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, cg.dir, coldCopy(b, bin), env.Kubeconfig, node)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -179,9 +166,6 @@ func startFloor(b *testing.B, node string) int {
 	}
 	return cmd.Process.Pid
 }
-
-// rssSplit is a process's resident memory by kind.
-type rssSplit struct{ anon, file int64 }
 
 // scrapeGauge reads one unlabelled sample from a /metrics page.
 func scrapeGauge(b *testing.B, url, name string) float64 {

@@ -199,6 +199,71 @@ func TestEvictionBlockedByPDB(t *testing.T) {
 	}
 }
 
+// TestSlowReadyLabel checks kwok's two pod-ready stages: a pod labelled
+// cluster.SlowReadyLabel becomes Ready no sooner than SlowReadyDelay after
+// it was created, while a pod without the label, created at the same time,
+// is Ready at once, before it.
+func TestSlowReadyLabel(t *testing.T) {
+	ctx := testContext(t)
+	ns := createNamespace(ctx, t, "slow")
+	if _, err := c.AddNode(ctx, "slow-node"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	pod := func(name string, labels map[string]string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+			Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{"kubernetes.io/hostname": "slow-node"},
+				Containers:   []corev1.Container{{Name: "main", Image: "registry.k8s.io/pause:3.10"}},
+			},
+		}
+	}
+	begin := time.Now() // before either pod exists
+	for _, p := range []*corev1.Pod{pod("slow", map[string]string{cluster.SlowReadyLabel: "true"}), pod("fast", nil)} {
+		if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ready := map[string]time.Time{}
+	var order []string
+	for len(ready) < 2 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("Ready so far: %v: %v", order, ctx.Err())
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatalf("watch ended; Ready so far: %v", order)
+			}
+			p, isPod := ev.Object.(*corev1.Pod)
+			if !isPod || !cluster.PodReady(p) {
+				continue
+			}
+			if _, seen := ready[p.Name]; !seen {
+				ready[p.Name] = time.Now()
+				order = append(order, p.Name)
+			}
+		}
+	}
+	t.Logf("after the creates began: fast Ready at %s, slow at %s",
+		ready["fast"].Sub(begin).Round(time.Millisecond), ready["slow"].Sub(begin).Round(time.Millisecond))
+	if order[0] != "fast" {
+		t.Errorf("pods became Ready in the order %v: the unlabelled pod should be Ready first, at once", order)
+	}
+	if took := ready["slow"].Sub(begin); took < cluster.SlowReadyDelay {
+		t.Errorf("labelled pod Ready %s after its creation began, want at least %s", took, cluster.SlowReadyDelay)
+	}
+}
+
 func TestKubeconfigWorksWithKubectl(t *testing.T) {
 	ctx := testContext(t)
 	out, err := runKubectl(ctx, "get", "--raw", "/readyz")

@@ -6,13 +6,16 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
 )
 
 // localhost is the only address anything of the cluster binds.
@@ -66,6 +69,21 @@ func writeKubeconfig(path, server string, ca []byte, token string) error {
 	return nil
 }
 
+// SlowReadyLabel marks the pods that kwok makes Running and Ready
+// SlowReadyDelay after they are created rather than at once, like a
+// container that takes a while to pass its readiness probe: kwok's
+// pod-ready stage leaves them to a copy of itself, pod-ready-slow, applied
+// SlowReadyDelay after kwok sees the pod on its node (moments after the
+// pod is created and scheduled). The label's value does not matter. Every
+// other pod keeps kwok's fast behaviour.
+const (
+	SlowReadyLabel = "lastcall.test/slow-ready"
+	SlowReadyDelay = 2 * time.Second
+)
+
+// podReadyStage is kwok's stage that makes a pod Running and Ready.
+const podReadyStage = "kustomize/stage/pod/fast/pod-ready.yaml"
+
 // kwokStageFiles lists the stage manifests, relative to the kwok module,
 // that make nodes Ready and keep them so with leases, and take pods through
 // Running, Ready, completion and deletion at once.
@@ -73,14 +91,14 @@ func kwokStageFiles() []string {
 	return []string{
 		"kustomize/stage/node/fast/node-initialize.yaml",
 		"kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
-		"kustomize/stage/pod/fast/pod-ready.yaml",
+		podReadyStage,
 		"kustomize/stage/pod/fast/pod-complete.yaml",
 		"kustomize/stage/pod/fast/pod-delete.yaml",
 	}
 }
 
-// writeKwokStages concatenates kwok's stage manifests from its module source
-// into one multi-document YAML file.
+// writeKwokStages writes kwok's stages from its module source into one
+// multi-document YAML file, with pod-ready split in two by SlowReadyLabel.
 func writeKwokStages(path, kwokModuleDir string) error {
 	var docs []string
 	for _, f := range kwokStageFiles() {
@@ -88,10 +106,51 @@ func writeKwokStages(path, kwokModuleDir string) error {
 		if err != nil {
 			return fmt.Errorf("reading kwok stage %s: %w", f, err)
 		}
-		docs = append(docs, strings.TrimSpace(string(b)))
+		if f != podReadyStage {
+			docs = append(docs, strings.TrimSpace(string(b)))
+			continue
+		}
+		fast, slow, err := splitPodReady(b)
+		if err != nil {
+			return fmt.Errorf("kwok stage %s: %w", f, err)
+		}
+		docs = append(docs, fast, slow)
 	}
 	if err := os.WriteFile(path, []byte(strings.Join(docs, "\n---\n")+"\n"), 0o644); err != nil {
 		return fmt.Errorf("writing kwok stages: %w", err)
 	}
 	return nil
+}
+
+// splitPodReady turns kwok's pod-ready stage into two: itself, for pods
+// without SlowReadyLabel, and pod-ready-slow, the same stage for pods with
+// the label, applied SlowReadyDelay after kwok sees the pod on its node.
+func splitPodReady(stage []byte) (fast, slow string, err error) {
+	label := fmt.Sprintf(".metadata.labels[%q]", SlowReadyLabel)
+	edit := func(name, op string, delay time.Duration) (string, error) {
+		var doc map[string]any // a fresh copy each time
+		if err := yaml.Unmarshal(stage, &doc); err != nil {
+			return "", err
+		}
+		spec, _ := doc["spec"].(map[string]any)
+		sel, _ := spec["selector"].(map[string]any)
+		exprs, ok := sel["matchExpressions"].([]any)
+		if !ok {
+			return "", errors.New("no spec.selector.matchExpressions to extend")
+		}
+		sel["matchExpressions"] = append(exprs, map[string]any{"key": label, "operator": op})
+		if delay > 0 {
+			spec["delay"] = map[string]any{"durationMilliseconds": delay.Milliseconds()}
+		}
+		doc["metadata"] = map[string]any{"name": name}
+		out, err := yaml.Marshal(doc)
+		return strings.TrimSpace(string(out)), err
+	}
+	if fast, err = edit("pod-ready", "DoesNotExist", 0); err != nil {
+		return "", "", err
+	}
+	if slow, err = edit("pod-ready-slow", "Exists", SlowReadyDelay); err != nil {
+		return "", "", err
+	}
+	return fast, slow, nil
 }

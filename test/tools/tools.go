@@ -1,6 +1,7 @@
 // Package tools builds the third-party programs the tests, the demo and the
 // benchmarks run (the Kubernetes control plane, etcd, kwok,
-// amazon-ec2-metadata-mock and Helm) from Go modules pinned in the sub-directories
+// amazon-ec2-metadata-mock, Helm and, for the benchmarks only,
+// aws-node-termination-handler) from Go modules pinned in the sub-directories
 // here, and caches the binaries in a directory named by tool, version and a
 // digest of the pinning go.mod and go.sum. A warm cache costs a stat.
 package tools
@@ -30,6 +31,8 @@ type Tool struct {
 	Packages []string
 	// LDFlags are passed to go build.
 	LDFlags string
+	// Tags are the build tags passed to go build (-tags), if any.
+	Tags string
 }
 
 // The tools this repository pins.
@@ -61,13 +64,21 @@ var (
 	// PrometheusOperator builds nothing: its module's source holds the
 	// monitoring.coreos.com CRDs (see ModuleSourceDir).
 	PrometheusOperator = Tool{Name: "promop", Version: "v0.85.0"}
+	// NTH is aws-node-termination-handler, the anchor the benchmarks run
+	// beside lastcall. Its Linux build needs the nthlinux tag (as its
+	// Makefile's build does). It is not in All: only the benchmarks build
+	// it, on demand (about 3 minutes cold on 2 cores). Its binary is named
+	// "cmd" after its package and installed as "node-termination-handler".
+	NTH = Tool{Name: "nth", Version: "v1.25.6", Packages: []string{"github.com/aws/aws-node-termination-handler/cmd"},
+		LDFlags: "-s -w", Tags: "nthlinux"}
 )
 
 // PrometheusOperatorModule is the module whose source holds the CRDs, under
 // example/prometheus-operator-crd.
 const PrometheusOperatorModule = "github.com/prometheus-operator/prometheus-operator"
 
-// All lists every pinned tool with programs to build.
+// All lists every pinned tool with programs to build for the tests (make
+// tools); NTH, for the benchmarks only, is left out.
 var All = []Tool{Kubernetes, Etcd, Kwok, AEMM, Helm}
 
 // ModuleDir is the directory of the tool's pinning module.
@@ -120,6 +131,9 @@ func (t Tool) key() (string, error) {
 		h.Write(b)
 	}
 	h.Write([]byte(t.LDFlags + runtime.Version()))
+	if t.Tags != "" { // only then, so the other tools' keys stay as they were
+		h.Write([]byte("\x00tags=" + t.Tags))
+	}
 	return fmt.Sprintf("%s-%s-%s", t.Name, t.Version, hex.EncodeToString(h.Sum(nil))[:10]), nil
 }
 
@@ -163,7 +177,11 @@ func Build(ctx context.Context, t Tool) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	args := []string{"build", "-trimpath", "-ldflags", t.LDFlags, "-o", tmp + string(filepath.Separator)}
+	args := []string{"build", "-trimpath", "-ldflags", t.LDFlags}
+	if t.Tags != "" {
+		args = append(args, "-tags", t.Tags)
+	}
+	args = append(args, "-o", tmp+string(filepath.Separator))
 	args = append(args, t.Packages...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = modDir
@@ -174,8 +192,9 @@ func Build(ctx context.Context, t Tool) (string, error) {
 		return "", fmt.Errorf("building %s %s in %s (go %s): %w\n%s",
 			t.Name, t.Version, modDir, strings.Join(args, " "), err, tail(out.String(), 40))
 	}
-	if t.Name == AEMM.Name {
-		if err := os.Rename(filepath.Join(tmp, "cmd"), filepath.Join(tmp, "ec2-metadata-mock")); err != nil {
+	// Tools whose main package is named cmd get their program's name.
+	if name, ok := map[string]string{AEMM.Name: "ec2-metadata-mock", NTH.Name: "node-termination-handler"}[t.Name]; ok {
+		if err := os.Rename(filepath.Join(tmp, "cmd"), filepath.Join(tmp, name)); err != nil {
 			return "", err
 		}
 	}
