@@ -3,11 +3,12 @@
 // 127.0.0.1, no credentials), and the proxy forwards each request to the
 // API server with the credentials and CA of a rest.Config, counting per
 // verb and resource the requests made, those still open, and the response
-// bytes received. The benchmarks use it to see what an agent reads from the
-// API server.
+// bytes received, as they came and decompressed. The benchmarks use it to
+// see what an agent reads from the API server.
 package apiproxy
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -75,6 +76,12 @@ type Count struct {
 	// Bytes is how many response body bytes came from the API server, as
 	// they came (compressed when the API server compressed them).
 	Bytes int64
+	// Decoded is how many bytes those were once decompressed: what the
+	// client decodes. The API server gzips a response of over 128 KiB to
+	// a client that accepts it (client-go does), so a large LIST is a
+	// tenth or less of its size on the wire. A response in another
+	// encoding counts as it came.
+	Decoded int64
 	// Gzipped is how many responses came gzip-compressed.
 	Gzipped int64
 	// Failed is how many responses had a status of 400 or more, or did not
@@ -83,7 +90,7 @@ type Count struct {
 }
 
 func (c Count) add(d Count) Count {
-	return Count{c.Requests + d.Requests, c.Open + d.Open, c.Bytes + d.Bytes, c.Gzipped + d.Gzipped, c.Failed + d.Failed}
+	return Count{c.Requests + d.Requests, c.Open + d.Open, c.Bytes + d.Bytes, c.Decoded + d.Decoded, c.Gzipped + d.Gzipped, c.Failed + d.Failed}
 }
 
 // Counts is a snapshot of what the proxy counted.
@@ -110,13 +117,13 @@ func (cs Counts) Total() Count {
 }
 
 // Since is what was counted after earlier, a snapshot of the same proxy:
-// Requests, Bytes, Gzipped and Failed are differences, Open is as now.
+// Open is as now, the others are differences.
 // Keys with nothing new are left out.
 func (cs Counts) Since(earlier Counts) Counts {
 	out := Counts{}
 	for k, c := range cs {
 		e := earlier[k]
-		d := Count{c.Requests - e.Requests, c.Open, c.Bytes - e.Bytes, c.Gzipped - e.Gzipped, c.Failed - e.Failed}
+		d := Count{c.Requests - e.Requests, c.Open, c.Bytes - e.Bytes, c.Decoded - e.Decoded, c.Gzipped - e.Gzipped, c.Failed - e.Failed}
 		if d != (Count{Open: c.Open}) {
 			out[k] = d
 		}
@@ -136,19 +143,19 @@ func (cs Counts) String() string {
 	var sb strings.Builder
 	for _, k := range cs.Keys() {
 		c := cs[k]
-		fmt.Fprintf(&sb, "%s: %d requests (%d open, %d failed), %d bytes (%d responses gzipped)\n",
-			k, c.Requests, c.Open, c.Failed, c.Bytes, c.Gzipped)
+		fmt.Fprintf(&sb, "%s: %d requests (%d open, %d failed), %d bytes, %d decoded (%d responses gzipped)\n",
+			k, c.Requests, c.Open, c.Failed, c.Bytes, c.Decoded, c.Gzipped)
 	}
 	return sb.String()
 }
 
 // counter is the live count of one Key.
 type counter struct {
-	requests, open, bytes, gzipped, failed atomic.Int64
+	requests, open, bytes, decoded, gzipped, failed atomic.Int64
 }
 
 func (c *counter) load() Count {
-	return Count{c.requests.Load(), c.open.Load(), c.bytes.Load(), c.gzipped.Load(), c.failed.Load()}
+	return Count{c.requests.Load(), c.open.Load(), c.bytes.Load(), c.decoded.Load(), c.gzipped.Load(), c.failed.Load()}
 }
 
 // Proxy is a running counting proxy.
@@ -282,24 +289,83 @@ func (p *Proxy) countResponse(resp *http.Response) error {
 	if resp.StatusCode >= 400 {
 		c.failed.Add(1)
 	}
-	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+	gzipped := strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip")
+	if gzipped {
 		c.gzipped.Add(1)
 	}
-	resp.Body = &countingBody{ReadCloser: resp.Body, n: &c.bytes}
+	resp.Body = newCountingBody(resp.Body, c, gzipped)
 	return nil
 }
 
-// countingBody adds what is read from it to n before returning it, so a
-// client that has received some bytes sees them counted.
+// countingBody counts what is read from it before returning it, so that
+// a client that has received some bytes finds them counted. A gzipped
+// body is also decompressed, on the side, to count its decoded bytes.
 type countingBody struct {
 	io.ReadCloser
-	n *atomic.Int64
+	c *counter
+	// For a gzipped body: what is read is written to unzip, which a
+	// goroutine decompresses; unzipped is closed once it has finished.
+	unzip    *io.PipeWriter
+	unzipped chan struct{}
+	finish   sync.Once
+}
+
+func newCountingBody(body io.ReadCloser, c *counter, gzipped bool) *countingBody {
+	b := &countingBody{ReadCloser: body, c: c}
+	if !gzipped {
+		return b
+	}
+	r, w := io.Pipe()
+	b.unzip, b.unzipped = w, make(chan struct{})
+	go func() {
+		defer close(b.unzipped)
+		defer r.Close() // a write after a bad stream fails rather than blocks
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(addTo{&c.decoded}, zr)
+	}()
+	return b
 }
 
 func (b *countingBody) Read(buf []byte) (int, error) {
 	n, err := b.ReadCloser.Read(buf)
-	b.n.Add(int64(n))
+	b.c.bytes.Add(int64(n))
+	if b.unzip == nil {
+		b.c.decoded.Add(int64(n))
+		return n, err
+	}
+	if n > 0 {
+		_, _ = b.unzip.Write(buf[:n])
+	}
+	if err != nil {
+		b.done() // the decoded count is whole before the end is passed on
+	}
 	return n, err
+}
+
+func (b *countingBody) Close() error {
+	if b.unzip != nil {
+		b.done()
+	}
+	return b.ReadCloser.Close()
+}
+
+// done ends the decompression and waits for it.
+func (b *countingBody) done() {
+	b.finish.Do(func() {
+		b.unzip.Close()
+		<-b.unzipped
+	})
+}
+
+// addTo is a writer that only counts.
+type addTo struct{ n *atomic.Int64 }
+
+func (a addTo) Write(p []byte) (int, error) {
+	a.n.Add(int64(len(p)))
+	return len(p), nil
 }
 
 // Classify names a request as the API server's request info does: the

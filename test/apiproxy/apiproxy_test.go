@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/pem"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -194,17 +195,18 @@ func TestCountsRequestsAndBytes(t *testing.T) {
 
 	waitQuiet(t, p) // a handler may return just after its client has the whole response
 	got := p.Counts()
+	version := int64(len(`{"major":"1","minor":"36","gitVersion":"v1.36.3"}`))
 	want := Counts{
-		{Verb: "get", Resource: "/version"}:                               {Requests: 1, Bytes: int64(len(`{"major":"1","minor":"36","gitVersion":"v1.36.3"}`))},
-		{Verb: "list", Resource: "pods"}:                                  {Requests: 2, Bytes: 2000},
-		{Verb: "list", Group: "policy", Resource: "poddisruptionbudgets"}: {Requests: 1, Bytes: 2500},
-		{Verb: "list", Resource: "services"}:                              {Requests: 1, Bytes: int64(gz.Len()), Gzipped: 1},
-		{Verb: "get", Resource: "nodes"}:                                  {Requests: 1, Bytes: int64(len(forbidden)), Failed: 1},
+		{Verb: "get", Resource: "/version"}:                               {Requests: 1, Bytes: version, Decoded: version},
+		{Verb: "list", Resource: "pods"}:                                  {Requests: 2, Bytes: 2000, Decoded: 2000},
+		{Verb: "list", Group: "policy", Resource: "poddisruptionbudgets"}: {Requests: 1, Bytes: 2500, Decoded: 2500},
+		{Verb: "list", Resource: "services"}:                              {Requests: 1, Bytes: int64(gz.Len()), Decoded: 10000, Gzipped: 1},
+		{Verb: "get", Resource: "nodes"}:                                  {Requests: 1, Bytes: int64(len(forbidden)), Decoded: int64(len(forbidden)), Failed: 1},
 	}
 	if got.String() != want.String() {
 		t.Errorf("counts:\n%s\nwant:\n%s", got, want)
 	}
-	if list := got.Verb("list"); list != (Count{Requests: 4, Bytes: int64(4500 + gz.Len()), Gzipped: 1}) {
+	if list := got.Verb("list"); list != (Count{Requests: 4, Bytes: int64(4500 + gz.Len()), Decoded: 14500, Gzipped: 1}) {
 		t.Errorf("lists: %+v", list)
 	}
 	if total := got.Total(); total.Requests != 6 {
@@ -216,7 +218,7 @@ func TestCountsRequestsAndBytes(t *testing.T) {
 	get(t, "GET", p.URL()+"/api/v1/pods", nil)
 	waitQuiet(t, p)
 	since := p.Counts().Since(before)
-	if want := (Counts{{Verb: "list", Resource: "pods"}: {Requests: 1, Bytes: 1000}}); since.String() != want.String() {
+	if want := (Counts{{Verb: "list", Resource: "pods"}: {Requests: 1, Bytes: 1000, Decoded: 1000}}); since.String() != want.String() {
 		t.Errorf("since:\n%s\nwant:\n%s", since, want)
 	}
 }
@@ -270,7 +272,7 @@ func TestCountsWatchesAsTheyStream(t *testing.T) {
 		}
 		received += int64(len(buf))
 		// What the client has is counted, while the watch is open.
-		if got, want := p.Counts()[key], (Count{Requests: 1, Open: 1, Bytes: received}); got != want {
+		if got, want := p.Counts()[key], (Count{Requests: 1, Open: 1, Bytes: received, Decoded: received}); got != want {
 			t.Fatalf("after event %d: %+v, want %+v", i, got, want)
 		}
 	}
@@ -280,7 +282,7 @@ func TestCountsWatchesAsTheyStream(t *testing.T) {
 	}
 	// Open drops when the proxy's handler returns.
 	waitOpen(t, p, key, 0)
-	if got, want := p.Counts()[key], (Count{Requests: 1, Bytes: received}); got != want {
+	if got, want := p.Counts()[key], (Count{Requests: 1, Bytes: received, Decoded: received}); got != want {
 		t.Errorf("after the end: %+v, want %+v", got, want)
 	}
 }
@@ -303,14 +305,65 @@ func TestWatchEndedByTheClient(t *testing.T) {
 	if _, err := io.ReadFull(resp.Body, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if got := p.Counts()[key]; got != (Count{Requests: 1, Open: 1, Bytes: 1}) {
+	if got := p.Counts()[key]; got != (Count{Requests: 1, Open: 1, Bytes: 1, Decoded: 1}) {
 		t.Fatalf("open: %+v", got)
 	}
 	resp.Body.Close()
 	cancel()
 	waitOpen(t, p, key, 0)
-	if got := p.Counts()[key]; got != (Count{Requests: 1, Bytes: 1}) {
+	if got := p.Counts()[key]; got != (Count{Requests: 1, Bytes: 1, Decoded: 1}) {
 		t.Errorf("after the client left: %+v (a watch the client ends is no failure)", got)
+	}
+}
+
+// A gzipped response read whole counts its decompressed size; one the
+// client leaves half-read, or that is not gzip at all, counts what came and
+// holds nothing up.
+func TestGzipCutShortOrBroken(t *testing.T) {
+	// Random, so incompressible: it spans several reads.
+	data := make([]byte, 256<<10)
+	rand.NewChaCha8([32]byte{1}).Read(data)
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	zw.Write(data)
+	zw.Close()
+	cfg, _ := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Encoding", "gzip")
+		if r.URL.Path == "/api/v1/secrets" {
+			io.WriteString(w, "not gzip at all")
+			return
+		}
+		w.Write(gz.Bytes())
+	})
+	p := startProxy(t, cfg)
+
+	req, _ := http.NewRequest("GET", p.URL()+"/api/v1/configmaps", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	if code, b := get(t, "GET", p.URL()+"/api/v1/events", http.Header{"Accept-Encoding": {"gzip"}}); code != 200 || !bytes.Equal(b, gz.Bytes()) {
+		t.Fatalf("events: %d, %d bytes, want %d", code, len(b), gz.Len())
+	}
+	if code, b := get(t, "GET", p.URL()+"/api/v1/secrets", http.Header{"Accept-Encoding": {"gzip"}}); code != 200 || string(b) != "not gzip at all" {
+		t.Fatalf("secrets: %d %q", code, b)
+	}
+	waitQuiet(t, p)
+	cut := p.Counts()[Key{Verb: "list", Resource: "configmaps"}]
+	if cut.Requests != 1 || cut.Gzipped != 1 || cut.Bytes < 100 || cut.Bytes > int64(gz.Len()) {
+		t.Errorf("cut short: %+v (%d bytes in all)", cut, gz.Len())
+	}
+	if got, want := p.Counts()[Key{Verb: "list", Resource: "events"}], (Count{Requests: 1, Bytes: int64(gz.Len()), Decoded: int64(len(data)), Gzipped: 1}); got != want {
+		t.Errorf("read whole: %+v, want %+v", got, want)
+	}
+	if got := p.Counts()[Key{Verb: "list", Resource: "secrets"}]; got != (Count{Requests: 1, Bytes: 15, Gzipped: 1}) {
+		t.Errorf("not gzip: %+v", got)
 	}
 }
 
