@@ -3,7 +3,9 @@ package chart_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +28,9 @@ import (
 
 	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/flagenv"
+	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/kubemetrics"
+	"github.com/lastcall/lastcall/pkg/provider"
 	"github.com/lastcall/lastcall/test/chart"
 	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/tools"
@@ -99,11 +103,14 @@ var matrix = []struct {
 }{
 	{"agent defaults", nil},
 	{"agent on a hop-limit-1 AWS fleet", map[string]any{
-		"agent":     map[string]any{"cloud": "aws", "hostNetwork": true, "rebalanceAction": "drain", "imdsSignals": []string{"spot", "rebalance"}},
+		"agent": map[string]any{"cloud": "aws", "hostNetwork": true, "clouds": map[string]any{"aws": map[string]any{
+			"rebalance-action": "drain", "imds-signals": []string{"spot", "rebalance"}, "imds-allow-v1": true,
+			"imds-endpoint": "http://169.254.169.254"}}},
 		"logFormat": "text", "logLevel": "debug", "dryRun": true, "clusterName": "prod-eu",
 	}},
 	{"agent on Azure with every monitoring object and a webhook", map[string]any{
-		"agent":          map[string]any{"cloud": "azure", "azure": map[string]any{"acknowledge": true, "drainFreeze": true}},
+		"agent": map[string]any{"cloud": "azure", "clouds": map[string]any{"azure": map[string]any{
+			"azure-acknowledge": true, "azure-drain-freeze": true}}},
 		"metrics":        map[string]any{"serviceMonitor": map[string]any{"enabled": true}, "podMonitor": map[string]any{"enabled": true}},
 		"prometheusRule": map[string]any{"enabled": true, "alertLabels": map[string]any{"team": "platform"}},
 		"dashboard":      map[string]any{"enabled": true},
@@ -112,9 +119,20 @@ var matrix = []struct {
 		"image": map[string]any{"digest": "sha256:" + strings.Repeat("ab", 32)},
 	}},
 	{"agent on GCE without a Service, respecting budgets, evicting DaemonSets", map[string]any{
-		"agent":             map[string]any{"cloud": "gce", "gce": map[string]any{"preemptionDeadline": "25s"}},
+		"agent": map[string]any{"cloud": "gce", "clouds": map[string]any{"gce": map[string]any{"gce-preemption-deadline": "25s"},
+			// Set to null, a default flag is left out.
+			"aws": map[string]any{"asg-termination-deadline": nil}}},
+		"drainability": map[string]any{"priorityClassName": "system-cluster-critical", "podLabels": map[string]any{"team": "platform"},
+			"tolerations": []any{map[string]any{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}}},
 		"metrics":           map[string]any{"service": map[string]any{"enabled": false}, "port": 9500},
 		"pdbDeadlinePolicy": "respect", "lbDeregistrationDelay": "15s", "evictDaemonSets": true,
+	}},
+	{"agent without the drainability process", map[string]any{"drainability": map[string]any{"enabled": false}}},
+	{"agent with existing ServiceAccounts and no RBAC", map[string]any{
+		"serviceAccount": map[string]any{"create": false, "name": "lastcall-agent"},
+		"drainability":   map[string]any{"serviceAccountName": "lastcall-drainability"},
+		"rbac":           map[string]any{"create": false},
+		"extraArgs":      []string{"--source-stale-after=2m"},
 	}},
 	{"queue defaults", map[string]any{"mode": "queue", "queue": map[string]any{"url": queueURL}}},
 	{"queue with IRSA, a managed tag and no PDB", map[string]any{
@@ -147,12 +165,27 @@ func TestTemplateMatrix(t *testing.T) {
 					t.Errorf("%s %s is in namespace %q, not the release's %q", o.GetKind(), o.GetName(), o.GetNamespace(), ns)
 				}
 			}
-			want, notWant := "DaemonSet", "Deployment"
-			if mode == "queue" {
-				want, notWant = notWant, want
+			// The components and the kind of workload each one is.
+			want := map[string]string{"queue": "Deployment"}
+			if mode == "agent" {
+				want = map[string]string{"agent": "DaemonSet"}
+				if enabled, ok := nested(tc.values, "drainability", "enabled").(bool); !ok || enabled {
+					want["drainability"] = "Deployment"
+				}
 			}
-			if kinds[want] != 1 || kinds[notWant] != 0 {
-				t.Fatalf("mode %s rendered %v; want one %s and no %s", mode, kinds, want, notWant)
+			workloads := map[string]*unstructured.Unstructured{}
+			for _, o := range objs {
+				if o.GetKind() != "DaemonSet" && o.GetKind() != "Deployment" {
+					continue
+				}
+				c := o.GetLabels()["app.kubernetes.io/component"]
+				if want[c] != o.GetKind() || workloads[c] != nil {
+					t.Fatalf("mode %s rendered %s %s of component %q; want one each of %v", mode, o.GetKind(), o.GetName(), c, want)
+				}
+				workloads[c] = o
+			}
+			if len(workloads) != len(want) {
+				t.Fatalf("mode %s rendered the components %v; want %v", mode, slices.Sorted(maps.Keys(workloads)), want)
 			}
 			if got := kinds["Role"] == 1 && kinds["RoleBinding"] == 1; got != (mode == "queue") {
 				t.Errorf("lease Role and RoleBinding rendered: %v, want %v (queue mode only)", got, mode == "queue")
@@ -161,15 +194,104 @@ func TestTemplateMatrix(t *testing.T) {
 			if got := kinds["PodDisruptionBudget"] == 1; got != pdbWanted {
 				t.Errorf("PodDisruptionBudget rendered: %v, want %v", got, pdbWanted)
 			}
-			workload := chart.Find(objs, want)
-			checkPodSpec(t, workload, mode)
-			checkArgs(t, objs, workload, mode, tc.values)
+			checkServiceAccounts(t, objs, workloads)
+			for c, w := range workloads {
+				t.Run(c, func(t *testing.T) {
+					checkPodSpec(t, w, c)
+					checkScraped(t, objs, w)
+					checkArgs(t, objs, w, c, tc.values, app.Providers())
+				})
+			}
 		})
 	}
 }
 
-// checkPodSpec checks the hardening every mode must have.
-func checkPodSpec(t *testing.T, w *unstructured.Unstructured, mode string) {
+// nested returns the value at path in values, or nil.
+func nested(values map[string]any, path ...string) any {
+	var v any = values
+	for _, k := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+// podLabels returns the labels of a workload's pods.
+func podLabels(w *unstructured.Unstructured) map[string]string {
+	l, _, _ := unstructured.NestedStringMap(w.Object, "spec", "template", "metadata", "labels")
+	return l
+}
+
+// checkServiceAccounts checks that each component runs under a
+// ServiceAccount of its own, which the chart binds to a ClusterRole of its
+// own when it creates RBAC.
+func checkServiceAccounts(t *testing.T, objs []*unstructured.Unstructured, workloads map[string]*unstructured.Unstructured) {
+	t.Helper()
+	created, bound := map[string]bool{}, map[string]string{}
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ServiceAccount":
+			created[o.GetName()] = true
+		case "ClusterRoleBinding":
+			subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+			role, _, _ := unstructured.NestedString(o.Object, "roleRef", "name")
+			for _, s := range subjects {
+				name, _, _ := unstructured.NestedString(s.(map[string]any), "name")
+				if prev, dup := bound[name]; dup {
+					t.Errorf("ServiceAccount %s is bound to ClusterRoles %s and %s", name, prev, role)
+				}
+				bound[name] = role
+			}
+		}
+	}
+	rbac := len(bound) > 0
+	roles := map[string]string{}
+	for c, w := range workloads {
+		sa, _, _ := unstructured.NestedString(w.Object, "spec", "template", "spec", "serviceAccountName")
+		if other, dup := roles[sa]; dup || sa == "" {
+			t.Errorf("%s runs under ServiceAccount %q, as %s does", c, sa, other)
+		}
+		roles[sa] = c
+		if len(created) > 0 && !created[sa] {
+			t.Errorf("%s runs under ServiceAccount %q, which the chart does not create (it creates %v)", c, sa, slices.Sorted(maps.Keys(created)))
+		}
+		if rbac && bound[sa] == "" {
+			t.Errorf("%s's ServiceAccount %s is bound to no ClusterRole", c, sa)
+		}
+	}
+}
+
+// checkScraped checks that the metrics Service and the Prometheus Operator
+// monitors, when rendered, select the workload's pods.
+func checkScraped(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.Unstructured) {
+	t.Helper()
+	labels := podLabels(w)
+	for kind, path := range map[string][]string{
+		"Service":        {"spec", "selector"},
+		"PodMonitor":     {"spec", "selector", "matchLabels"},
+		"ServiceMonitor": {"spec", "selector", "matchLabels"},
+	} {
+		o := chart.Find(objs, kind)
+		if o == nil {
+			continue
+		}
+		sel, _, _ := unstructured.NestedStringMap(o.Object, path...)
+		if len(sel) == 0 {
+			t.Errorf("%s %s selects nothing", kind, o.GetName())
+		}
+		for k, v := range sel {
+			if labels[k] != v {
+				t.Errorf("%s %s selects %s=%s; %s %s's pods have %q", kind, o.GetName(), k, v, w.GetKind(), w.GetName(), labels[k])
+			}
+		}
+	}
+}
+
+// checkPodSpec checks the hardening every component must have.
+func checkPodSpec(t *testing.T, w *unstructured.Unstructured, component string) {
 	t.Helper()
 	pod := &corev1.PodTemplateSpec{}
 	tmpl, _, _ := unstructured.NestedMap(w.Object, "spec", "template")
@@ -198,7 +320,7 @@ func checkPodSpec(t *testing.T, w *unstructured.Unstructured, mode string) {
 	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Error("probes are not /healthz and /readyz")
 	}
-	if mode == "agent" {
+	if component == "agent" {
 		if ps.PriorityClassName != "system-node-critical" {
 			t.Errorf("agent priorityClassName %q, want system-node-critical", ps.PriorityClassName)
 		}
@@ -207,15 +329,21 @@ func checkPodSpec(t *testing.T, w *unstructured.Unstructured, mode string) {
 		}) {
 			t.Errorf("agent tolerations %+v do not tolerate every taint", ps.Tolerations)
 		}
-	} else if ps.HostNetwork {
-		t.Error("the queue processor runs in the host network")
+		return
+	}
+	if ps.HostNetwork {
+		t.Errorf("the %s runs in the host network", component)
+	}
+	if len(c.VolumeMounts) > 0 && component == "drainability" {
+		t.Errorf("the drainability process mounts %+v; it sends no notifications", c.VolumeMounts)
 	}
 }
 
 // checkArgs parses the container's arguments and environment exactly as
-// lastcall would, so a chart value that renders a flag lastcall does not
-// know, or a value it rejects, fails here.
-func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.Unstructured, mode string, values map[string]any) {
+// lastcall would, with the given clouds, so a chart value that renders a
+// flag lastcall does not know, or a value it rejects, fails here.
+func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.Unstructured, component string, values map[string]any,
+	providers []provider.Provider) (*app.Options, *pflag.FlagSet) {
 	t.Helper()
 	containers, _, _ := unstructured.NestedSlice(w.Object, "spec", "template", "spec", "containers")
 	c := &corev1.Container{}
@@ -254,7 +382,7 @@ func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.
 			}
 		}
 	}
-	o := app.NewOptions(app.Providers()...)
+	o := app.NewOptions(providers...)
 	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
 	o.AddFlags(fs)
 	lookup := func(k string) (string, bool) { v, ok := envs[k]; return v, ok }
@@ -269,11 +397,45 @@ func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.
 	if err := o.Validate(); err != nil {
 		t.Fatalf("lastcall rejects the rendered configuration %q: %v", args, err)
 	}
-	if o.Mode != mode {
-		t.Errorf("--mode %s, want %s", o.Mode, mode)
+	if o.Mode != component {
+		t.Errorf("--mode %s, want %s", o.Mode, component)
 	}
-	if mode == "agent" && o.Agent.NodeName != "node-1" {
-		t.Errorf("node name %q does not come from spec.nodeName", o.Agent.NodeName)
+	cloud := "auto"
+	if v, ok := nested(values, "agent", "cloud").(string); ok {
+		cloud = v
+	}
+	if component != "queue" && o.Agent.Cloud != cloud {
+		t.Errorf("--cloud %s, want agent.cloud %s", o.Agent.Cloud, cloud)
+	}
+	switch component {
+	case "agent":
+		if o.Agent.NodeName != "node-1" {
+			t.Errorf("node name %q does not come from spec.nodeName", o.Agent.NodeName)
+		}
+		// Each cloud flag set in the values is passed as its value, and one
+		// set to null is left out.
+		clouds, _ := nested(values, "agent", "clouds").(map[string]any)
+		for cloud, flags := range clouds {
+			for name, v := range flags.(map[string]any) {
+				f := fs.Lookup(name)
+				if f == nil {
+					t.Errorf("agent.clouds.%s.%s: lastcall has no --%s", cloud, name, name)
+					continue
+				}
+				if want := cloudArg(name, v); want == "" {
+					if f.Changed {
+						t.Errorf("agent.clouds.%s.%s is null, and --%s was passed: %q", cloud, name, name, args)
+					}
+				} else if !slices.Contains(args, want) {
+					t.Errorf("agent.clouds.%s.%s: %q not in the arguments %q", cloud, name, want, args)
+				}
+			}
+		}
+	case "drainability":
+		// It sends no notifications, so it is given no webhook.
+		if o.Notify.URL != "" || o.Notify.TemplateFile != "" {
+			t.Errorf("the drainability process is given a webhook (URL set: %v, template %q)", o.Notify.URL != "", o.Notify.TemplateFile)
+		}
 	}
 	// The drain's values reach its options, defaults included.
 	policy, lbDelay, daemonSets := "graceful-override", "0s", false
@@ -289,6 +451,20 @@ func checkArgs(t *testing.T, objs []*unstructured.Unstructured, w *unstructured.
 	if string(o.Drain.Policy) != policy || o.Drain.LBDelay.String() != lbDelay || o.Drain.EvictDaemonSets != daemonSets {
 		t.Errorf("drain options: policy %s, LB delay %s, evict DaemonSets %v; want %s, %s, %v",
 			o.Drain.Policy, o.Drain.LBDelay, o.Drain.EvictDaemonSets, policy, lbDelay, daemonSets)
+	}
+	return o, fs
+}
+
+// cloudArg is the argument agent.clouds.<cloud>.<name>: v renders, as the
+// values document it; "" for null.
+func cloudArg(name string, v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case []string:
+		return "--" + name + "=" + strings.Join(v, ",")
+	default:
+		return fmt.Sprintf("--%s=%v", name, v)
 	}
 }
 
@@ -309,9 +485,18 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"queue URL not a URL", map[string]any{"mode": "queue", "queue": map[string]any{"url": "my-queue"}}, []string{"/queue/url"}},
 		{"misspelt top-level key", map[string]any{"mdoe": "queue"}, []string{"mdoe"}},
 		{"misspelt nested key", map[string]any{"agent": map[string]any{"pollIntervall": "1s"}}, []string{"pollIntervall"}},
-		{"unknown cloud", map[string]any{"agent": map[string]any{"cloud": "ibm"}}, []string{"/agent/cloud"}},
+		{"cloud not a name", map[string]any{"agent": map[string]any{"cloud": "AWS"}}, []string{"/agent/cloud"}},
 		{"duration without unit", map[string]any{"agent": map[string]any{"pollInterval": "500"}}, []string{"/agent/pollInterval"}},
-		{"unknown IMDS signal", map[string]any{"agent": map[string]any{"imdsSignals": []string{"spot", "reboot"}}}, []string{"/agent/imdsSignals/1"}},
+		{"unknown IMDS signal", cloudFlags("aws", "imds-signals", []string{"spot", "reboot"}), []string{"/agent/clouds/aws/imds-signals/1"}},
+		{"unknown rebalance action", cloudFlags("aws", "rebalance-action", "terminate"), []string{"/agent/clouds/aws/rebalance-action", "cordon", "drain"}},
+		{"AWS flag of the old values", cloudFlags("aws", "imdsSignals", []string{"spot"}), []string{"/agent/clouds/aws", "imdsSignals"}},
+		{"GCE deadline without unit", cloudFlags("gce", "gce-preemption-deadline", "30"), []string{"/agent/clouds/gce/gce-preemption-deadline"}},
+		{"Azure flag on GCE", cloudFlags("gce", "azure-acknowledge", true), []string{"/agent/clouds/gce", "azure-acknowledge"}},
+		{"another cloud's flag not a flag name", cloudFlags("example", "--example-deadline", "1m"), []string{"/agent/clouds/example", "--example-deadline"}},
+		{"another cloud's flag an object", cloudFlags("example", "example-deadline", map[string]any{"value": "1m"}), []string{"/agent/clouds/example/example-deadline"}},
+		{"existing agent ServiceAccount without the drainability one", map[string]any{"serviceAccount": map[string]any{"create": false, "name": "lastcall"}},
+			[]string{"drainability.serviceAccountName"}},
+		{"drainability in replicas", map[string]any{"drainability": map[string]any{"replicas": 2}}, []string{"/drainability", "replicas"}},
 		{"no eviction concurrency", map[string]any{"evictionConcurrency": 0}, []string{"/evictionConcurrency"}},
 		{"zero client QPS", map[string]any{"kubeApiQPS": 0}, []string{"/kubeApiQPS"}},
 		{"lowercase lifecycle result", map[string]any{"mode": "queue", "queue": map[string]any{"url": queueURL, "lifecycleFailureResult": "continue"}}, []string{"/queue/lifecycleFailureResult"}},
@@ -333,6 +518,119 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// cloudFlags are values setting one flag of one cloud.
+func cloudFlags(cloud, flag string, v any) map[string]any {
+	return map[string]any{"agent": map[string]any{"clouds": map[string]any{cloud: map[string]any{flag: v}}}}
+}
+
+// TestSchemaKnowsEachCloudsFlags checks that the schema's flags of each
+// cloud it knows are the flags that cloud's provider declares, so a value
+// the schema accepts is a flag of that cloud, and a flag a provider adds
+// can be set. A cloud the schema does not know (a provider added since)
+// takes any flag name.
+func TestSchemaKnowsEachCloudsFlags(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(chartDir(t), "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema struct {
+		Properties struct {
+			Agent struct {
+				Properties struct {
+					Clouds struct {
+						Properties map[string]struct {
+							AdditionalProperties *bool                     `json:"additionalProperties"`
+							Properties           map[string]map[string]any `json:"properties"`
+						} `json:"properties"`
+					} `json:"clouds"`
+				} `json:"properties"`
+			} `json:"agent"`
+		} `json:"properties"`
+	}
+	if err := yaml.Unmarshal(b, &schema); err != nil {
+		t.Fatal(err)
+	}
+	known := schema.Properties.Agent.Properties.Clouds.Properties
+	providers := map[string]provider.Provider{}
+	for _, p := range app.Providers() {
+		providers[p.Name()] = p
+	}
+	for cloud, s := range known {
+		p := providers[cloud]
+		if p == nil {
+			t.Errorf("the schema knows cloud %s, which lastcall does not", cloud)
+			continue
+		}
+		if s.AdditionalProperties == nil || *s.AdditionalProperties {
+			t.Errorf("the schema of cloud %s allows other flags than its own", cloud)
+		}
+		fs := pflag.NewFlagSet(cloud, pflag.ContinueOnError)
+		p.AddFlags(fs)
+		var flags []string
+		fs.VisitAll(func(f *pflag.Flag) { flags = append(flags, f.Name) })
+		if got := slices.Sorted(maps.Keys(s.Properties)); !slices.Equal(got, flags) {
+			t.Errorf("the schema of cloud %s knows the flags %v; its provider declares %v", cloud, got, flags)
+		}
+	}
+	if len(known) < 3 {
+		t.Errorf("the schema knows %d clouds, want aws, gce and azure at least", len(known))
+	}
+}
+
+// exampleCloud is a cloud lastcall does not ship, with a flag of each kind
+// the chart renders.
+type exampleCloud struct {
+	deadline time.Duration
+	signals  []string
+	ack      bool
+	retries  int
+}
+
+func (*exampleCloud) Name() string { return "example" }
+
+func (c *exampleCloud) AddFlags(fs *pflag.FlagSet) {
+	fs.DurationVar(&c.deadline, "example-deadline", 0, "")
+	fs.StringSliceVar(&c.signals, "example-signals", nil, "")
+	fs.BoolVar(&c.ack, "example-acknowledge", false, "")
+	fs.IntVar(&c.retries, "example-retries", 0, "")
+}
+
+func (*exampleCloud) Validate() error              { return nil }
+func (*exampleCloud) Detect(context.Context) error { return errors.New("not here") }
+func (*exampleCloud) NoticeWindow() time.Duration  { return time.Minute }
+func (*exampleCloud) Sources(context.Context, provider.Env) ([]interruption.Source, error) {
+	return nil, nil
+}
+
+// TestChartTakesANewCloud renders the chart for a cloud it was not written
+// for, with nothing but values: the agent and the drainability process
+// render arguments that lastcall, with that cloud registered, parses into
+// the cloud's own options.
+func TestChartTakesANewCloud(t *testing.T) {
+	values := map[string]any{"agent": map[string]any{"cloud": "example", "clouds": map[string]any{"example": map[string]any{
+		"example-deadline": "45s", "example-signals": []string{"a", "b"}, "example-acknowledge": true, "example-retries": 1000000,
+	}}}}
+	objs := render(t, "lc", "lastcall", values)
+	for _, kind := range []string{"DaemonSet", "Deployment"} {
+		w := chart.Find(objs, kind)
+		if w == nil {
+			t.Fatalf("no %s rendered", kind)
+		}
+		component := w.GetLabels()["app.kubernetes.io/component"]
+		c := &exampleCloud{}
+		o, _ := checkArgs(t, objs, w, component, values, append(app.Providers(), c))
+		if o.Agent.Cloud != "example" {
+			t.Errorf("%s: --cloud %s, want example", component, o.Agent.Cloud)
+		}
+		if component != "agent" {
+			continue
+		}
+		if c.deadline != 45*time.Second || !slices.Equal(c.signals, []string{"a", "b"}) || !c.ack || c.retries != 1000000 {
+			t.Errorf("the new cloud's options: %+v, want 45s, [a b], true, 1000000", *c)
+		}
 	}
 }
 

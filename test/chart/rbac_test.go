@@ -5,6 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,7 +34,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/pkg/drain"
+	"github.com/lastcall/lastcall/pkg/drainability"
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/lease"
 	"github.com/lastcall/lastcall/pkg/node"
@@ -40,9 +47,11 @@ func schemaGVR(group, version, resource string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: group, Version: version, Resource: resource}
 }
 
-// installRBAC creates the chart's ServiceAccount and RBAC objects for real
-// and returns a client impersonating the ServiceAccount.
-func installRBAC(t *testing.T, release, ns string, values map[string]any) kubernetes.Interface {
+// installRBAC creates the chart's ServiceAccounts and RBAC objects for real
+// and returns, for each component (the ServiceAccount's
+// app.kubernetes.io/component label), a client impersonating its
+// ServiceAccount.
+func installRBAC(t *testing.T, release, ns string, values map[string]any) map[string]kubernetes.Interface {
 	t.Helper()
 	ctx := testContext(t)
 	dyn := dynamic.NewForConfigOrDie(env.Config)
@@ -53,7 +62,7 @@ func installRBAC(t *testing.T, release, ns string, values map[string]any) kubern
 		"Role":               schemaGVR("rbac.authorization.k8s.io", "v1", "roles"),
 		"RoleBinding":        schemaGVR("rbac.authorization.k8s.io", "v1", "rolebindings"),
 	}
-	var sa string
+	clients := map[string]kubernetes.Interface{}
 	for _, o := range render(t, release, ns, values) {
 		gvr, ok := resources[o.GetKind()]
 		if !ok {
@@ -67,18 +76,18 @@ func installRBAC(t *testing.T, release, ns string, values map[string]any) kubern
 			t.Fatalf("creating %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 		if o.GetKind() == "ServiceAccount" {
-			sa = o.GetName()
+			cfg := rest.CopyConfig(env.Config)
+			cfg.Impersonate = rest.ImpersonationConfig{UserName: fmt.Sprintf("system:serviceaccount:%s:%s", ns, o.GetName())}
+			clients[o.GetLabels()["app.kubernetes.io/component"]] = kubernetes.NewForConfigOrDie(cfg)
 		}
 		if o.GetNamespace() == "" {
 			t.Cleanup(func() { _ = dyn.Resource(gvr).Delete(context.Background(), o.GetName(), metav1.DeleteOptions{}) })
 		}
 	}
-	if sa == "" {
+	if len(clients) == 0 {
 		t.Fatal("the chart rendered no ServiceAccount")
 	}
-	cfg := rest.CopyConfig(env.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: fmt.Sprintf("system:serviceaccount:%s:%s", ns, sa)}
-	return kubernetes.NewForConfigOrDie(cfg)
+	return clients
 }
 
 type access struct {
@@ -115,10 +124,67 @@ func allowed(t *testing.T, c kubernetes.Interface, a access) bool {
 	return r.Status.Allowed
 }
 
-// TestRBACAllowsADrainAndNothingMore impersonates the chart's
-// ServiceAccount on the real API server. It may do everything a drain does
-// (checked with SelfSubjectAccessReviews, then by running one under it) and
-// nothing around it.
+// What the components may do, as SelfSubjectAccessReviews ask it.
+var (
+	// drainAccess is what a drain does: hold the node, evict (delete under
+	// graceful-override), watch pods until they are gone, watch the budgets
+	// of a namespace whose pods it was refused to evict, record Events.
+	drainAccess = []access{
+		{"get", "", "nodes", "", ""}, {"list", "", "nodes", "", ""}, {"watch", "", "nodes", "", ""}, {"patch", "", "nodes", "", ""},
+		{"get", "", "pods", "", "default"}, {"list", "", "pods", "", ""}, {"watch", "", "pods", "", ""},
+		{"delete", "", "pods", "", "default"}, {"delete", "", "pods", "", "kube-system"}, // graceful-override
+		{"create", "", "pods", "eviction", "default"}, {"create", "", "pods", "eviction", "kube-system"},
+		{"list", "policy", "poddisruptionbudgets", "", "default"}, {"watch", "policy", "poddisruptionbudgets", "", "default"},
+		{"create", "", "events", "", "default"}, {"patch", "", "events", "", "default"},
+	}
+	// planAccess is what keeping every node's drainability does: watch
+	// every node, pod, budget and Service, record Events.
+	planAccess = []access{
+		{"list", "", "nodes", "", ""}, {"watch", "", "nodes", "", ""}, {"list", "", "pods", "", ""}, {"watch", "", "pods", "", ""},
+		{"list", "policy", "poddisruptionbudgets", "", ""}, {"watch", "policy", "poddisruptionbudgets", "", ""},
+		{"list", "", "services", "", ""}, {"watch", "", "services", "", ""},
+		{"create", "", "events", "", "default"}, {"patch", "", "events", "", "default"},
+	}
+	// servicesAccess is planAccess's beyond a drain's.
+	servicesAccess = []access{{"list", "", "services", "", ""}, {"watch", "", "services", "", ""}}
+	// writesAccess is a drain's writes, and the reads it does beyond
+	// planning's.
+	writesAccess = []access{
+		{"get", "", "nodes", "", ""}, {"patch", "", "nodes", "", ""}, {"get", "", "pods", "", "default"},
+		{"delete", "", "pods", "", "default"}, {"create", "", "pods", "eviction", "default"},
+	}
+	// neverAccess is what no component does.
+	neverAccess = []access{
+		{"update", "", "nodes", "", ""}, {"delete", "", "nodes", "", ""}, {"create", "", "nodes", "", ""},
+		{"patch", "", "nodes", "status", ""}, {"get", "", "nodes", "proxy", ""},
+		{"create", "", "pods", "", "default"}, {"update", "", "pods", "", "default"},
+		{"patch", "", "pods", "", "default"}, {"create", "", "pods", "exec", "default"}, {"get", "", "pods", "log", "default"},
+		{"list", "", "secrets", "", ""}, {"get", "", "secrets", "", "default"}, {"get", "", "configmaps", "", "default"},
+		{"delete", "", "events", "", "default"},
+		{"update", "apps", "daemonsets", "", "default"}, {"delete", "apps", "deployments", "", "default"},
+		{"get", "policy", "poddisruptionbudgets", "", "default"},
+		{"update", "policy", "poddisruptionbudgets", "", "default"}, {"delete", "policy", "poddisruptionbudgets", "", "default"},
+		{"create", "policy", "poddisruptionbudgets", "", "default"}, {"get", "", "services", "", "default"},
+		{"update", "", "services", "", "default"}, {"delete", "", "services", "", "default"}, {"list", "", "endpoints", "", ""},
+		{"create", "rbac.authorization.k8s.io", "clusterrolebindings", "", ""},
+		{"get", "coordination.k8s.io", "leases", "", "kube-system"}, {"create", "coordination.k8s.io", "leases", "", "kube-system"},
+		{"update", "coordination.k8s.io", "leases", "", "default"},
+	}
+)
+
+// leasesAccess is the queue processor's per-node Leases, in ns.
+func leasesAccess(ns string) []access {
+	return []access{
+		{"get", "coordination.k8s.io", "leases", "", ns}, {"create", "coordination.k8s.io", "leases", "", ns},
+		{"update", "coordination.k8s.io", "leases", "", ns}, {"delete", "coordination.k8s.io", "leases", "", ns},
+	}
+}
+
+// TestRBACAllowsADrainAndNothingMore impersonates each component's
+// ServiceAccount on the real API server. Each may do everything its work
+// needs (checked with SelfSubjectAccessReviews, then by doing that work
+// under it: a drain, or keeping every node's drainability) and nothing
+// around it.
 func TestRBACAllowsADrainAndNothingMore(t *testing.T) {
 	for _, mode := range []string{"agent", "queue"} {
 		t.Run(mode, func(t *testing.T) {
@@ -127,68 +193,69 @@ func TestRBACAllowsADrainAndNothingMore(t *testing.T) {
 			if mode == "queue" {
 				values["queue"] = map[string]any{"url": queueURL}
 			}
-			sa := installRBAC(t, "rbac-"+mode, ns, values)
-			other := "kube-system"
-			must := []access{
-				{"get", "", "nodes", "", ""}, {"list", "", "nodes", "", ""}, {"watch", "", "nodes", "", ""}, {"patch", "", "nodes", "", ""},
-				{"get", "", "pods", "", "default"}, {"list", "", "pods", "", ""}, {"watch", "", "pods", "", ""},
-				{"delete", "", "pods", "", "default"}, {"delete", "", "pods", "", other}, // graceful-override
-				{"create", "", "pods", "eviction", "default"}, {"create", "", "pods", "eviction", other},
-				{"list", "policy", "poddisruptionbudgets", "", ""}, {"watch", "policy", "poddisruptionbudgets", "", ""},
-				{"list", "", "services", "", ""}, {"watch", "", "services", "", ""},
-				{"create", "", "events", "", "default"}, {"patch", "", "events", "", "default"},
-			}
-			mustNot := []access{
-				{"update", "", "nodes", "", ""}, {"delete", "", "nodes", "", ""}, {"create", "", "nodes", "", ""},
-				{"patch", "", "nodes", "status", ""}, {"get", "", "nodes", "proxy", ""},
-				{"create", "", "pods", "", "default"}, {"update", "", "pods", "", "default"},
-				{"patch", "", "pods", "", "default"}, {"create", "", "pods", "exec", "default"}, {"get", "", "pods", "log", "default"},
-				{"get", "", "secrets", "", ns}, {"list", "", "secrets", "", ""}, {"get", "", "configmaps", "", ns},
-				{"delete", "", "events", "", "default"},
-				{"update", "apps", "daemonsets", "", ns}, {"delete", "apps", "deployments", "", "default"},
-				{"update", "policy", "poddisruptionbudgets", "", "default"}, {"delete", "policy", "poddisruptionbudgets", "", "default"},
-				{"create", "policy", "poddisruptionbudgets", "", "default"}, {"update", "", "services", "", "default"},
-				{"delete", "", "services", "", "default"}, {"list", "", "endpoints", "", ""},
-				{"create", "rbac.authorization.k8s.io", "clusterrolebindings", "", ""},
-				{"delete", "coordination.k8s.io", "leases", "", ns}, {"get", "coordination.k8s.io", "leases", "", other},
-				{"create", "coordination.k8s.io", "leases", "", other}, {"update", "coordination.k8s.io", "leases", "", "default"},
-			}
-			leases := []access{
-				{"get", "coordination.k8s.io", "leases", "", ns}, {"create", "coordination.k8s.io", "leases", "", ns},
-				{"update", "coordination.k8s.io", "leases", "", ns},
-			}
-			if mode == "queue" {
-				must = append(must, leases...)
-			} else {
-				mustNot = append(mustNot, leases...)
-			}
-			for _, a := range must {
-				if !allowed(t, sa, a) {
-					t.Errorf("the ServiceAccount may not %s; a drain needs it", a)
+			clients := installRBAC(t, "rbac-"+mode, ns, values)
+			leases := leasesAccess(ns)
+			for _, tc := range []struct {
+				component     string
+				must, mustNot []access
+				work          func(t *testing.T, client kubernetes.Interface)
+			}{
+				{"agent", drainAccess, concat(neverAccess, servicesAccess, leases),
+					func(t *testing.T, c kubernetes.Interface) { drainAs(t, c, ns, drainWith{}) }},
+				{"drainability", planAccess, concat(neverAccess, writesAccess, leases), drainabilityAs},
+				{"queue", concat(drainAccess, planAccess, leases[:3]), concat(neverAccess, leases[3:]),
+					func(t *testing.T, c kubernetes.Interface) { drainAs(t, c, ns, drainWith{lease: true, plan: true}) }},
+			} {
+				client, ok := clients[tc.component]
+				if (mode == "agent") == (tc.component == "queue") {
+					if ok {
+						t.Errorf("mode %s has a ServiceAccount for the %s", mode, tc.component)
+					}
+					continue
 				}
-			}
-			for _, a := range mustNot {
-				if allowed(t, sa, a) {
-					t.Errorf("the ServiceAccount may %s; nothing lastcall does needs it", a)
+				if !ok {
+					t.Fatalf("mode %s has no ServiceAccount for the %s (it has %v)", mode, tc.component, slices.Sorted(maps.Keys(clients)))
 				}
+				t.Run(tc.component, func(t *testing.T) {
+					for _, a := range tc.must {
+						if !allowed(t, client, a) {
+							t.Errorf("the %s's ServiceAccount may not %s; its work needs it", tc.component, a)
+						}
+					}
+					for _, a := range tc.mustNot {
+						if allowed(t, client, a) {
+							t.Errorf("the %s's ServiceAccount may %s; nothing it does needs it", tc.component, a)
+						}
+					}
+					tc.work(t, client)
+				})
 			}
-			drainAs(t, sa, ns, mode == "queue")
 		})
 	}
 }
 
-// drainAs runs a drain with client, as the modes do: node and pod
-// informers, a hold (taint, cordon, label, annotation), evictions, Events,
-// and in queue mode the node's Lease.
-func drainAs(t *testing.T, client kubernetes.Interface, ns string, withLease bool) {
+func concat(lists ...[]access) []access { return slices.Concat(lists...) }
+
+// drainWith is what a drain does beyond the agent's.
+type drainWith struct {
+	// lease: take the node's Lease first (queue mode).
+	lease bool
+	// plan: plan the drain ahead from every budget and Service, as the
+	// queue processor's drainability does.
+	plan bool
+}
+
+// nodeWithPods adds a node running three ready pods labelled app=rbac, in
+// a namespace of their own, and returns the node and the namespace.
+func nodeWithPods(t *testing.T) (name, podNS string) {
 	t.Helper()
 	ctx := testContext(t)
-	name := fmt.Sprintf("rbac-%d", time.Now().UnixNano())
+	name = fmt.Sprintf("rbac-%d", time.Now().UnixNano())
 	if _, err := env.AddNode(ctx, name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
-	podNS := createNamespace(t, "rbac-pods")
+	podNS = createNamespace(t, "rbac-pods")
 	for i := range 3 {
 		_, err := env.Client.CoreV1().Pods(podNS).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Labels: map[string]string{"app": "rbac"}},
@@ -205,6 +272,113 @@ func drainAs(t *testing.T, client kubernetes.Interface, ns string, withLease boo
 	if err := env.WaitPodsReady(ctx, podNS, "app=rbac", 3); err != nil {
 		t.Fatal(err)
 	}
+	return name, podNS
+}
+
+// createService creates a Service in front of the app=rbac pods of ns.
+func createService(ctx context.Context, t *testing.T, ns string) {
+	t.Helper()
+	_, err := env.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "rbac"},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "rbac"}, Ports: []corev1.ServicePort{{Port: 80}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// drainabilityAs runs lastcall --mode=drainability, as the chart does,
+// with client, until it has exported the gauge of a node whose pods sit
+// behind a Service without a preStop hook and recorded a DrainBlocked
+// Event on it.
+func drainabilityAs(t *testing.T, client kubernetes.Interface) {
+	ctx := testContext(t)
+	name, podNS := nodeWithPods(t)
+	createService(ctx, t, podNS)
+
+	o, err := app.Parse([]string{"--mode=drainability", "--cloud=aws", "--log-format=text"}, func(string) (string, bool) { return "", false }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Run(rctx, o, app.Env{Client: client, Listener: ln, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("the drainability process under the ServiceAccount: %v", err)
+		}
+	}()
+
+	want := fmt.Sprintf(`lastcall_drain_blockers{node=%q,reason=%q} 3`, name, plan.ReasonNoPreStop)
+	base := "http://" + ln.Addr().String()
+	var last string
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		ready, err := httpGet(ctx, base+"/readyz")
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		if last = "readyz: " + ready; !strings.Contains(ready, "ok") {
+			return false, nil
+		}
+		metrics, err := httpGet(ctx, base+"/metrics")
+		if err != nil {
+			return false, err
+		}
+		last = "no " + want + " in /metrics"
+		return strings.Contains(metrics, want), nil
+	})
+	if err != nil {
+		t.Fatalf("the drainability process under the ServiceAccount: %v (%s)", err, last)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := env.Client.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: fields.AndSelectors(
+			fields.OneTermEqualSelector("involvedObject.name", name), fields.OneTermEqualSelector("reason", drainability.ReasonBlocked)).String()})
+		if err != nil {
+			return false, err
+		}
+		return len(evs.Items) > 0, nil
+	})
+	if err != nil {
+		t.Errorf("no %s Event recorded on the node under the ServiceAccount: %v", drainability.ReasonBlocked, err)
+	}
+}
+
+// httpGet returns the body of a 200 answer to GET url.
+func httpGet(ctx context.Context, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	return string(b), nil
+}
+
+// drainAs runs a drain with client, as the modes do: node and pod
+// informers, the budgets of the pods' namespace, a hold (taint, cordon,
+// label, annotation), evictions, Events, and with.lease the node's Lease.
+func drainAs(t *testing.T, client kubernetes.Interface, ns string, with drainWith) {
+	t.Helper()
+	ctx := testContext(t)
+	name, podNS := nodeWithPods(t)
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
@@ -228,38 +402,16 @@ func drainAs(t *testing.T, client kubernetes.Interface, ns string, withLease boo
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	// Plan the drain as the drainability gauge and lastcall plan do, from
-	// every PodDisruptionBudget and Service of the cluster, listed and
-	// watched under the ServiceAccount. A Service sends the pods traffic and
-	// they have no preStop hook: a blocker each.
-	_, err = env.Client.CoreV1().Services(podNS).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "rbac"},
-		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "rbac"}, Ports: []corev1.ServicePort{{Port: 80}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
+	// A drain refused an eviction watches the budgets of the pod's
+	// namespace while it lasts.
+	budgetFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(podNS))
+	nsBudgetsSynced := budgetFactory.Policy().V1().PodDisruptionBudgets().Informer().HasSynced
+	budgetFactory.Start(ictx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), nsBudgetsSynced) {
+		t.Fatal("the PodDisruptionBudget informer of the pods' namespace under the ServiceAccount did not sync (list/watch refused?)")
 	}
-	planFactory := informers.NewSharedInformerFactory(client, 0)
-	budgets, services := planFactory.Policy().V1().PodDisruptionBudgets(), planFactory.Core().V1().Services()
-	budgetsSynced, servicesSynced := budgets.Informer().HasSynced, services.Informer().HasSynced
-	planFactory.Start(ictx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), budgetsSynced, servicesSynced) {
-		t.Fatal("PodDisruptionBudget and Service informers under the ServiceAccount did not sync (list/watch refused?)")
-	}
-	pods, err := index.OnNode(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := plan.Inputs{Node: name, Now: time.Now(), Deadline: time.Now().Add(time.Minute), Pods: pods}
-	if in.Budgets, err = budgets.Lister().List(labels.Everything()); err != nil {
-		t.Fatal(err)
-	}
-	if in.Services, err = services.Lister().List(labels.Everything()); err != nil {
-		t.Fatal(err)
-	}
-	if got := plan.Build(in, drain.DefaultOptions()).Counts()[plan.ReasonNoPreStop]; got != 3 {
-		t.Errorf("planned under the ServiceAccount: %d pods behind a Service without a preStop hook, want 3", got)
+	if with.plan {
+		planAs(ictx, t, client, name, podNS, index)
 	}
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
@@ -267,7 +419,7 @@ func drainAs(t *testing.T, client kubernetes.Interface, ns string, withLease boo
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "lastcall"})
 
-	if withLease {
+	if with.lease {
 		held, err := lease.NewLocker(client, ns, "rbac-test", 15*time.Second, clock.RealClock{}, log).Acquire(ctx, name)
 		if err != nil {
 			t.Fatalf("taking the node's Lease as the ServiceAccount: %v", err)
@@ -315,5 +467,36 @@ func drainAs(t *testing.T, client kubernetes.Interface, ns string, withLease boo
 	err = client.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
 	if !apierrors.IsForbidden(err) {
 		t.Errorf("deleting the node as the ServiceAccount: got %v, want Forbidden", err)
+	}
+}
+
+// planAs plans the node's drain as the queue processor's drainability
+// does, from every PodDisruptionBudget and Service of the cluster, listed
+// and watched under client. A Service sends the node's pods traffic and
+// they have no preStop hook: a blocker each. The informers run until ctx
+// ends.
+func planAs(ctx context.Context, t *testing.T, client kubernetes.Interface, name, podNS string, index *drain.InformerIndex) {
+	t.Helper()
+	createService(ctx, t, podNS)
+	planFactory := informers.NewSharedInformerFactory(client, 0)
+	budgets, services := planFactory.Policy().V1().PodDisruptionBudgets(), planFactory.Core().V1().Services()
+	budgetsSynced, servicesSynced := budgets.Informer().HasSynced, services.Informer().HasSynced
+	planFactory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), budgetsSynced, servicesSynced) {
+		t.Fatal("PodDisruptionBudget and Service informers under the ServiceAccount did not sync (list/watch refused?)")
+	}
+	pods, err := index.OnNode(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := plan.Inputs{Node: name, Now: time.Now(), Deadline: time.Now().Add(time.Minute), Pods: pods}
+	if in.Budgets, err = budgets.Lister().List(labels.Everything()); err != nil {
+		t.Fatal(err)
+	}
+	if in.Services, err = services.Lister().List(labels.Everything()); err != nil {
+		t.Fatal(err)
+	}
+	if got := plan.Build(in, drain.DefaultOptions()).Counts()[plan.ReasonNoPreStop]; got != 3 {
+		t.Errorf("planned under the ServiceAccount: %d pods behind a Service without a preStop hook, want 3", got)
 	}
 }

@@ -189,9 +189,9 @@ func Manifests(ctx context.Context) (map[string][]byte, error) {
 	namespace := "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + ns + "\n"
 	return map[string][]byte{
 		"namespace.yaml":                 []byte(manifestHeader + namespace),
-		"agent.yaml":                     []byte(manifestHeader + "# Node agent (DaemonSet): kubectl apply -f namespace.yaml -f agent.yaml\n" + string(agent)),
+		"agent.yaml":                     []byte(manifestHeader + "# Node agent (DaemonSet) and the drainability process (Deployment of one):\n# kubectl apply -f namespace.yaml -f agent.yaml\n" + string(agent)),
 		"queue.yaml":                     []byte(manifestHeader + "# Queue processor (Deployment). Replace the --queue-url " + QueueURLPlaceholder + ",\n# and give the ServiceAccount an IAM role (IRSA annotation or EKS Pod Identity).\n" + string(queue)),
-		"monitoring.yaml":                []byte(manifestHeader + "# Prometheus Operator PodMonitor and PrometheusRule (the agent's labels; for the queue\n# processor, use the chart with mode=queue).\n" + operator.String()),
+		"monitoring.yaml":                []byte(manifestHeader + "# Prometheus Operator PodMonitor and PrometheusRule. The PodMonitor selects every pod of\n# release lastcall: the agents and the drainability process, or the queue processors.\n" + operator.String()),
 		"prometheus/lastcall-rules.yaml": []byte(manifestHeader + "# lastcall's alerting rules as a plain Prometheus rules file (rule_files:).\n" + string(rules)),
 	}, nil
 }

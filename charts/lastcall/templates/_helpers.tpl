@@ -21,19 +21,51 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Selector labels: stable for the life of the release. */}}
-{{- define "lastcall.selectorLabels" -}}
+{{/* Labels every pod of the release carries, whatever its component: what
+the metrics Service and the Prometheus Operator monitors select. */}}
+{{- define "lastcall.releaseSelectorLabels" -}}
 app.kubernetes.io/name: {{ include "lastcall.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/component: {{ .Values.mode }}
+{{- end }}
+
+{{/* Selector labels of one component, from (dict "root" $ "component"
+name): stable for the life of the release. */}}
+{{- define "lastcall.componentSelectorLabels" -}}
+{{ include "lastcall.releaseSelectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "lastcall.componentLabels" -}}
+helm.sh/chart: {{ include "lastcall.chart" .root }}
+{{ include "lastcall.componentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: lastcall
+{{- end }}
+
+{{/* Selector labels and labels of the mode's own component: the agent
+DaemonSet or the queue processor. */}}
+{{- define "lastcall.selectorLabels" -}}
+{{ include "lastcall.componentSelectorLabels" (dict "root" . "component" .Values.mode) }}
 {{- end }}
 
 {{- define "lastcall.labels" -}}
-helm.sh/chart: {{ include "lastcall.chart" . }}
-{{ include "lastcall.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: lastcall
+{{ include "lastcall.componentLabels" (dict "root" . "component" .Values.mode) }}
+{{- end }}
+
+{{/* The drainability process's labels. */}}
+{{- define "lastcall.drainabilitySelectorLabels" -}}
+{{ include "lastcall.componentSelectorLabels" (dict "root" . "component" "drainability") }}
+{{- end }}
+
+{{- define "lastcall.drainabilityLabels" -}}
+{{ include "lastcall.componentLabels" (dict "root" . "component" "drainability") }}
+{{- end }}
+
+{{/* Whether the drainability process runs: agent mode only (the queue
+processor keeps every node's drainability itself). */}}
+{{- define "lastcall.drainabilityEnabled" -}}
+{{- if and (eq .Values.mode "agent") .Values.drainability.enabled }}true{{ end }}
 {{- end }}
 
 {{- define "lastcall.serviceAccountName" -}}
@@ -41,6 +73,14 @@ app.kubernetes.io/part-of: lastcall
 {{- default (include "lastcall.fullname" .) .Values.serviceAccount.name }}
 {{- else }}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "lastcall.drainabilityServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (printf "%s-drainability" (include "lastcall.fullname" .)) .Values.drainability.serviceAccountName }}
+{{- else }}
+{{- required "drainability.serviceAccountName is required when serviceAccount.create is false (or set drainability.enabled=false)" .Values.drainability.serviceAccountName }}
 {{- end }}
 {{- end }}
 
@@ -52,9 +92,8 @@ app.kubernetes.io/part-of: lastcall
 {{- end }}
 {{- end }}
 
-{{/* Arguments both modes take. */}}
+{{/* Arguments every component takes (--mode apart). */}}
 {{- define "lastcall.commonArgs" -}}
-- --mode={{ .Values.mode }}
 - --listen-address=:{{ .Values.metrics.port }}
 - --log-format={{ .Values.logFormat }}
 - --log-level={{ .Values.logLevel }}
@@ -70,6 +109,11 @@ app.kubernetes.io/part-of: lastcall
 {{- if .Values.dryRun }}
 - --dry-run
 {{- end }}
+{{- end }}
+
+{{/* Arguments of the components that send notifications: the agent and
+the queue processor. */}}
+{{- define "lastcall.notifyArgs" -}}
 {{- if .Values.clusterName }}
 - --cluster-name={{ .Values.clusterName }}
 {{- end }}
@@ -79,12 +123,36 @@ app.kubernetes.io/part-of: lastcall
 - --webhook-template-file=/etc/lastcall/notifications/webhook.tmpl
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* extraArgs, last so that they win over the chart's. */}}
+{{- define "lastcall.extraArgs" -}}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
 {{- end }}
 
-{{/* Environment both modes take: the pod's identity and the webhook URL. */}}
+{{/* Every cloud's flags, from agent.clouds.<cloud>.<flag>: value, so that a
+cloud lastcall adds needs no change here. A list is joined with commas, a
+boolean is --flag=true|false, null leaves the flag out. */}}
+{{- define "lastcall.cloudArgs" -}}
+{{- range $cloud, $flags := .Values.agent.clouds }}
+{{- range $flag, $v := $flags }}
+{{- if kindIs "invalid" $v }}
+{{- else if kindIs "slice" $v }}
+- {{ printf "--%s=%s" $flag (join "," $v) | quote }}
+{{- else if kindIs "map" $v }}
+{{- fail (printf "agent.clouds.%s.%s: a flag's value is a string, number, boolean or list" $cloud $flag) }}
+{{- else if and (kindIs "float64" $v) (eq $v (floor $v)) }}
+- {{ printf "--%s=%d" $flag (int64 $v) | quote }}
+{{- else }}
+- {{ printf "--%s=%v" $flag $v | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Environment every component takes: the pod's identity. */}}
 {{- define "lastcall.commonEnv" -}}
 - name: LASTCALL_POD_NAME
   valueFrom:
@@ -94,6 +162,11 @@ app.kubernetes.io/part-of: lastcall
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+{{- end }}
+
+{{/* Environment of the components that send notifications: the webhook
+URL. */}}
+{{- define "lastcall.notifyEnv" -}}
 {{- if .Values.notifications.webhook.existingSecret }}
 - name: LASTCALL_WEBHOOK_URL
   valueFrom:
@@ -101,6 +174,9 @@ app.kubernetes.io/part-of: lastcall
       name: {{ .Values.notifications.webhook.existingSecret }}
       key: {{ .Values.notifications.webhook.secretKey }}
 {{- end }}
+{{- end }}
+
+{{- define "lastcall.extraEnv" -}}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
