@@ -18,8 +18,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		blockers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "drain_blockers",
 			Help: "Pods on the node that would block or degrade a drain of it started now, by reason (" + reasonList() + "). " +
-				"Unlike lastcall's other metrics it has a node label: one series per reason for each node watched (the agent's own, or every node in queue mode), " +
-				"bounded by the size of the cluster; a node's series go with the node.",
+				"Unlike lastcall's other metrics it has a node label: one series per reason for each node of the cluster, exported by the one process that keeps every node's drainability " +
+				"(the queue processor, or --mode=drainability); a node's series go with the node.",
 		}, []string{"node", "reason"}),
 		evaluations: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "drainability_evaluations_total",
