@@ -209,7 +209,7 @@ func TestGaugeCountsEveryReason(t *testing.T) {
 	w.pass()
 
 	want := `
-# HELP lastcall_drain_blockers Pods on the node that would block or degrade a drain of it started now, by reason (pdb-allows-no-disruption, no-controller, emptydir, no-prestop-behind-service, grace-exceeds-deadline). Unlike lastcall's other metrics it has a node label: one series per reason for each node watched (the agent's own, or every node in queue mode), bounded by the size of the cluster; a node's series go with the node.
+# HELP lastcall_drain_blockers Pods on the node that would block or degrade a drain of it started now, by reason (pdb-allows-no-disruption, no-controller, emptydir, no-prestop-behind-service, grace-exceeds-deadline). Unlike lastcall's other metrics it has a node label: one series per reason for each node of the cluster, exported by the one process that keeps every node's drainability (the queue processor, or --mode=drainability); a node's series go with the node.
 # TYPE lastcall_drain_blockers gauge
 lastcall_drain_blockers{node="n1",reason="emptydir"} 1
 lastcall_drain_blockers{node="n1",reason="grace-exceeds-deadline"} 1
