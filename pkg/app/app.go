@@ -202,10 +202,25 @@ func (p *process) serve(ctx context.Context, env Env, gatherer prometheus.Gather
 
 // informer watches one kind of object of the core group, limited by a
 // field selector. Informers are built directly rather than through an
-// informer factory, which would link every API group's informers in.
+// informer factory, which would link every API group's informers in. What
+// no component reads is not kept: managed fields, and a node's list of
+// images (often tens of kilobytes on a real node).
 func informer(c cache.Getter, resource string, obj runtime.Object, sel fields.Selector) cache.SharedIndexInformer {
 	lw := cache.NewListWatchFromClient(c, resource, metav1.NamespaceAll, sel)
-	return cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	inf := cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	_ = inf.SetTransform(slimObject) // fails only once started
+	return inf
+}
+
+// slimObject drops what lastcall never reads from a cached object.
+func slimObject(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	if n, ok := obj.(*corev1.Node); ok {
+		n.Status.Images = nil
+	}
+	return obj, nil
 }
 
 // onDelete calls gone with the name of every object the informer sees
