@@ -77,7 +77,7 @@ func TestLint(t *testing.T) {
 		{"queue", []string{"--set", "mode=queue", "--set", "queue.url=" + queueURL}},
 		{"everything on", []string{"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
 			"--set", "prometheusRule.enabled=true", "--set", "dashboard.enabled=true",
-			"--set", "notifications.webhook.existingSecret=hook", "--set-json", `notifications.template="{\"text\": {{ json .Node }}}"`}},
+			"--set", "notifications.webhook.existingSecret=hook", "--set-json", `notifications.template="{\"text\": \"${summary}\"}"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := chart.Helm(testContext(t), append([]string{"lint", "--strict", chartDir(t)}, tc.set...)...)
@@ -107,7 +107,7 @@ var matrix = []struct {
 		"prometheusRule": map[string]any{"enabled": true, "alertLabels": map[string]any{"team": "platform"}},
 		"dashboard":      map[string]any{"enabled": true},
 		"notifications": map[string]any{"webhook": map[string]any{"existingSecret": "lastcall-webhook"},
-			"template": `{"text": {{ json .Node }}}`},
+			"template": `{"text": "${summary}", "node": "${node}"}`},
 		"image": map[string]any{"digest": "sha256:" + strings.Repeat("ab", 32)},
 	}},
 	{"agent on GCE without a Service, respecting budgets, evicting DaemonSets", map[string]any{
