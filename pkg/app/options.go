@@ -141,11 +141,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(newPolicyValue(&o.Drain.Policy), "pdb-deadline-policy", "When a PodDisruptionBudget still blocks a pod as the deadline nears: graceful-override (honour it until the last moment the pod can still shut down gracefully, then delete the pod with the grace it has left) or respect (never override; the cloud kills the pod at the deadline).")
 	fs.DurationVar(&o.Drain.LBDelay, "lb-deregistration-delay", o.Drain.LBDelay, "Wait this long after taking the node out of load balancers before the first eviction, so they stop sending it connections; shortened so pods keep their grace period before the deadline.")
 	fs.BoolVar(&o.Drain.EvictDaemonSets, "evict-daemonsets", o.Drain.EvictDaemonSets, "Evict DaemonSet pods too, after every other pod is gone (log shippers then flush what the others wrote).")
-	fs.StringVar(&o.Notify.URL, "webhook-url", o.Notify.URL, "URL POSTed a JSON notification when an interruption is received and when its drain finishes (one of each per instance or node); none when empty. "+
-		"Such URLs usually hold a secret: set $"+EnvName("webhook-url")+" from a Secret rather than the flag.")
-	fs.StringVar(&o.Notify.TemplateFile, "webhook-template-file", o.Notify.TemplateFile, "Go template of the webhook's JSON body, over a notify.Notification; a built-in Slack-compatible {\"text\": ...} message when empty.")
-	fs.DurationVar(&o.Notify.Timeout, "webhook-timeout", o.Notify.Timeout, "Timeout of each webhook attempt (3 attempts at most, on network errors, 429 and 5xx).")
-	fs.StringVar(&o.Notify.Cluster, "cluster-name", o.Notify.Cluster, "Name of the cluster, shown in webhook notifications; optional.")
+	o.Notify.AddFlags(fs)
 
 	a := &o.Agent
 	fs.StringVar(&a.NodeName, "node-name", a.NodeName, "Agent: name of the node this agent runs on (from the downward API: spec.nodeName). Required in agent mode.")
@@ -214,18 +210,8 @@ func (o *Options) Validate() error {
 	if (o.PodName == "") != (o.PodNamespace == "") {
 		bad("pod-name", "--pod-name and --pod-namespace go together")
 	}
-	if o.Notify.URL != "" {
-		if err := notify.CheckURL(o.Notify.URL); err != nil {
-			bad("webhook-url", "%v", err)
-		}
-	}
-	if o.Notify.Timeout <= 0 {
-		bad("webhook-timeout", "must be positive; got %s", o.Notify.Timeout)
-	}
-	if o.Notify.TemplateFile != "" {
-		if _, err := notify.LoadTemplate(o.Notify.TemplateFile); err != nil {
-			bad("webhook-template-file", "%v", err)
-		}
+	if err := o.Notify.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	switch o.Mode {
 	case ModeAgent:

@@ -54,12 +54,12 @@ func TestWebhookFlags(t *testing.T) {
 		env  map[string]string
 		want notify.Options
 	}{
-		{"defaults: no webhook", []string{"--node-name=n"}, nil, notify.Options{Timeout: 5 * time.Second}},
+		{"defaults: no webhook", []string{"--node-name=n"}, nil, notify.Options{Format: notify.FormatSlack, Timeout: 5 * time.Second}},
 		{"URL from the environment (a Secret)", q("--cluster-name=prod", "--webhook-timeout=2s"),
 			map[string]string{"LASTCALL_WEBHOOK_URL": "https://hooks.example/services/T0/B0/x", "LASTCALL_WEBHOOK_TEMPLATE_FILE": tmpl},
-			notify.Options{URL: "https://hooks.example/services/T0/B0/x", TemplateFile: tmpl, Timeout: 2 * time.Second, Cluster: "prod"}},
+			notify.Options{URL: "https://hooks.example/services/T0/B0/x", Format: notify.FormatSlack, TemplateFile: tmpl, Timeout: 2 * time.Second, Cluster: "prod"}},
 		{"plain http", []string{"--node-name=n", "--webhook-url=http://receiver.monitoring:8080/hook"}, nil,
-			notify.Options{URL: "http://receiver.monitoring:8080/hook", Timeout: 5 * time.Second}},
+			notify.Options{URL: "http://receiver.monitoring:8080/hook", Format: notify.FormatSlack, Timeout: 5 * time.Second}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := parse(tc.args, tc.env)
