@@ -100,6 +100,7 @@ var matrix = []struct {
 	{"agent on a hop-limit-1 AWS fleet", map[string]any{
 		"agent":     map[string]any{"cloud": "aws", "hostNetwork": true, "rebalanceAction": "drain", "imdsSignals": []string{"spot", "rebalance"}},
 		"logFormat": "text", "logLevel": "debug", "dryRun": true, "clusterName": "prod-eu",
+		"notifications": map[string]any{"webhook": map[string]any{"existingSecret": "lastcall-teams", "format": "teams"}},
 	}},
 	{"agent on Azure with every monitoring object and a webhook", map[string]any{
 		"agent":          map[string]any{"cloud": "azure", "azure": map[string]any{"acknowledge": true, "drainFreeze": true}},
@@ -320,6 +321,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"extra arg not a flag", map[string]any{"extraArgs": []string{"dry-run"}}, []string{"/extraArgs/0"}},
 		{"unknown PDB deadline policy", map[string]any{"pdbDeadlinePolicy": "override"}, []string{"/pdbDeadlinePolicy", "graceful-override", "respect"}},
 		{"LB delay without unit", map[string]any{"lbDeregistrationDelay": "15"}, []string{"/lbDeregistrationDelay"}},
+		{"unknown webhook format", map[string]any{"notifications": map[string]any{"webhook": map[string]any{"format": "discord"}}},
+			[]string{"/notifications/webhook/format", "slack", "teams", "json"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := chart.Template(testContext(t), "lc", "lastcall", tc.values)

@@ -77,6 +77,8 @@ app.kubernetes.io/part-of: lastcall
 - --webhook-timeout={{ .Values.notifications.timeout }}
 {{- if .Values.notifications.template }}
 - --webhook-template-file=/etc/lastcall/notifications/webhook.tmpl
+{{- else }}
+- --webhook-format={{ .Values.notifications.webhook.format }}
 {{- end }}
 {{- end }}
 {{- range .Values.extraArgs }}
