@@ -56,7 +56,7 @@ func TestFlagsAndEnvironment(t *testing.T) {
 
 func TestWebhookFlags(t *testing.T) {
 	tmpl := filepath.Join(t.TempDir(), "hook.tmpl")
-	if err := os.WriteFile(tmpl, []byte(`{"content": {{json .Node}}}`), 0o600); err != nil {
+	if err := os.WriteFile(tmpl, []byte(`{"content": "${node}"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -65,12 +65,12 @@ func TestWebhookFlags(t *testing.T) {
 		env  map[string]string
 		want notify.Options
 	}{
-		{"defaults: no webhook", []string{"--node-name=n"}, nil, notify.Options{Timeout: 5 * time.Second}},
+		{"defaults: no webhook", []string{"--node-name=n"}, nil, notify.Options{Format: notify.FormatSlack, Timeout: 5 * time.Second}},
 		{"URL from the environment (a Secret)", q("--cluster-name=prod", "--webhook-timeout=2s"),
 			map[string]string{"LASTCALL_WEBHOOK_URL": "https://hooks.example/services/T0/B0/x", "LASTCALL_WEBHOOK_TEMPLATE_FILE": tmpl},
-			notify.Options{URL: "https://hooks.example/services/T0/B0/x", TemplateFile: tmpl, Timeout: 2 * time.Second, Cluster: "prod"}},
+			notify.Options{URL: "https://hooks.example/services/T0/B0/x", Format: notify.FormatSlack, TemplateFile: tmpl, Timeout: 2 * time.Second, Cluster: "prod"}},
 		{"plain http", []string{"--node-name=n", "--webhook-url=http://receiver.monitoring:8080/hook"}, nil,
-			notify.Options{URL: "http://receiver.monitoring:8080/hook", Timeout: 5 * time.Second}},
+			notify.Options{URL: "http://receiver.monitoring:8080/hook", Format: notify.FormatSlack, Timeout: 5 * time.Second}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := parse(tc.args, tc.env)
@@ -150,8 +150,8 @@ func TestBadValuesNameTheirFlag(t *testing.T) {
 		{[]string{"--node-name=n", "--webhook-timeout=0s"}, nil, "--webhook-timeout: must be positive"},
 		{q(), map[string]string{"LASTCALL_WEBHOOK_TIMEOUT": "-1s"}, "--webhook-timeout: must be positive"},
 		{[]string{"--node-name=n", "--webhook-template-file=/no/such/hook.tmpl"}, nil, "--webhook-template-file: open /no/such/hook.tmpl: no such file"},
-		{[]string{"--node-name=n", "--webhook-template-file=" + badTemplate}, nil, "--webhook-template-file: template: bad.tmpl:1:"},
-		{q("--webhook-template-file=" + notJSON), nil, "--webhook-template-file: rendering a sample received notification: output is not valid JSON"},
+		{[]string{"--node-name=n", "--webhook-template-file=" + badTemplate}, nil, "--webhook-template-file: bad.tmpl: line 1, column 11: not valid JSON"},
+		{q("--webhook-template-file=" + notJSON), nil, "--webhook-template-file: text.tmpl: line 1, column 2: not valid JSON"},
 	} {
 		_, err := parse(tc.args, tc.env)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -1,9 +1,10 @@
 // Package notify sends optional webhook notifications: one when an
 // interruption of a node is received, one when its drain finishes. The
-// body is a Go template over Notification (a Slack-compatible message by
-// default). Notifications are queued and delivered off the drain's path,
-// and deduplicated by instance (or node) and phase, so several signals
-// about one instance give one notification of each phase.
+// body is a built-in payload (Slack, Microsoft Teams, or the Notification
+// as JSON) or a user's JSON template with ${field} placeholders.
+// Notifications are queued and delivered off the drain's path, and
+// deduplicated by instance (or node) and phase, so several signals about
+// one instance give one notification of each phase.
 package notify
 
 import (
@@ -37,40 +38,42 @@ const (
 	PhaseFinished Phase = "finished"
 )
 
-// Notification is what a template renders. Fields that do not apply are
-// zero.
+// Notification is what a webhook is told. Fields that do not apply are
+// zero. Its JSON form (see MarshalJSON) is the json payload, and its keys
+// are a template's placeholders: a new field needs a json tag, no more
+// (a duration, or a time that may be unknown, also a line in MarshalJSON).
 type Notification struct {
-	Phase Phase
+	Phase Phase `json:"phase"`
 	// Node is the node's name.
-	Node string
+	Node string `json:"node"`
 	// Instance is the cloud instance ID, when known.
-	Instance string
+	Instance string `json:"instance"`
 	// Kind is the interruption's kind, e.g. spot-interruption.
-	Kind string
+	Kind string `json:"kind"`
 	// Action is what the notice asks: cordon or drain.
-	Action string
+	Action string `json:"action"`
 	// Source is the signal's source, e.g. imds-spot or sqs.
-	Source string
+	Source string `json:"source"`
 	// Detail is a short human description of the notice.
-	Detail string
+	Detail string `json:"detail"`
 	// Deadline is when the node goes; zero when unknown.
-	Deadline time.Time
+	Deadline time.Time `json:"deadline"`
 	// Result says how the drain ended (finished phase): success, timeout,
 	// failure or dry_run.
-	Result string
+	Result string `json:"result"`
 	// Evicted is the number of pods evicted (finished phase).
-	Evicted int
+	Evicted int `json:"evicted"`
 	// Remaining is the number of pods left when the drain ended early
 	// (finished phase).
-	Remaining int
+	Remaining int `json:"remaining"`
 	// Took is the drain's duration (finished phase).
-	Took time.Duration
+	Took time.Duration `json:"took_seconds"`
 	// Time is when lastcall notified; Notify sets it when zero.
-	Time time.Time
+	Time time.Time `json:"time"`
 	// Mode is lastcall's mode: agent or queue.
-	Mode string
+	Mode string `json:"mode"`
 	// Cluster is Options.Cluster; Notify sets it when empty.
-	Cluster string
+	Cluster string `json:"cluster"`
 }
 
 // Key is what notifications are deduplicated on, with their phase: the
@@ -80,24 +83,6 @@ func (m Notification) Key() string {
 		return m.Instance
 	}
 	return m.Node
-}
-
-// Options configure the notifier.
-type Options struct {
-	// URL receives a POST per notification; empty disables notifications.
-	URL string
-	// TemplateFile is the body's template; empty: the built-in
-	// Slack-compatible DefaultTemplate.
-	TemplateFile string
-	// Timeout bounds each attempt; DefaultTimeout when zero.
-	Timeout time.Duration
-	// Cluster names the cluster in notifications (optional).
-	Cluster string
-	// Headers are added to every request (e.g. Authorization).
-	Headers map[string]string
-	// DedupeWindow is how long a notified (key, phase) suppresses repeats
-	// unless Forget ends it first; DefaultDedupeWindow when zero.
-	DedupeWindow time.Duration
 }
 
 const (
@@ -125,7 +110,7 @@ const (
 type Notifier struct {
 	url       string // never logged: it often holds a secret
 	host      string
-	tmpl      *Template
+	render    func(Notification) ([]byte, error)
 	client    *http.Client
 	headers   http.Header
 	timeout   time.Duration
@@ -168,13 +153,13 @@ func CheckURL(raw string) error {
 }
 
 // New returns a Notifier for o, its metrics registered on reg. It fails
-// when the URL is not an absolute http or https URL, or the template
-// cannot be read, parsed or rendered to JSON. With no URL, the Notifier
-// does nothing (its metrics still exist, at 0).
+// when the URL is not an absolute http or https URL, the format is
+// unknown, or the template cannot be read, parsed or rendered to JSON.
+// With no URL, the Notifier does nothing (its metrics still exist, at 0).
 func New(o Options, reg prometheus.Registerer, log *slog.Logger, clk clock.Clock) (*Notifier, error) {
-	tmpl, err := LoadTemplate(o.TemplateFile)
+	render, body, err := o.payload()
 	if err != nil {
-		return nil, fmt.Errorf("webhook template: %w", err)
+		return nil, err
 	}
 	if o.URL != "" {
 		if err := CheckURL(o.URL); err != nil {
@@ -186,7 +171,7 @@ func New(o Options, reg prometheus.Registerer, log *slog.Logger, clk clock.Clock
 		return n, nil
 	}
 	u, _ := url.Parse(o.URL)
-	n.url, n.host, n.tmpl, n.cluster = o.URL, u.Host, tmpl, o.Cluster
+	n.url, n.host, n.render, n.cluster = o.URL, u.Host, render, o.Cluster
 	n.timeout = orDefault(o.Timeout, DefaultTimeout)
 	n.window = orDefault(o.DedupeWindow, DefaultDedupeWindow)
 	n.backoff, n.flush = firstBackoff, FlushTimeout
@@ -200,11 +185,7 @@ func New(o Options, reg prometheus.Registerer, log *slog.Logger, clk clock.Clock
 	n.client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	n.queue = make(chan Notification, QueueSize)
 	n.seen = map[dedupeKey]time.Time{}
-	tmplName := o.TemplateFile
-	if tmplName == "" {
-		tmplName = "built-in (Slack)"
-	}
-	log.Info("webhook notifications enabled", "host", n.host, "template", tmplName, "timeout", n.timeout, "cluster", o.Cluster)
+	log.Info("webhook notifications enabled", "host", n.host, "body", body, "timeout", n.timeout, "cluster", o.Cluster)
 	return n, nil
 }
 
@@ -345,10 +326,10 @@ func (n *Notifier) drain(ctx context.Context) {
 // deliver renders m and posts it, retrying network errors, 429 and 5xx.
 func (n *Notifier) deliver(ctx context.Context, m Notification) {
 	log := n.log.With("phase", m.Phase, "node", m.Node, "instance", m.Instance, "kind", m.Kind)
-	body, err := render(n.tmpl, m)
+	body, err := n.render(m)
 	if err != nil {
 		n.metrics.count(m.Phase, resultFailed)
-		log.Error("notification not sent: the webhook template failed or did not give JSON", "err", err, "output", excerpt(body))
+		log.Error("notification not sent: its body could not be rendered", "err", err, "output", excerpt(body))
 		return
 	}
 	start := n.clock.Now()

@@ -187,8 +187,8 @@ func TestDefaultTemplateIsSlackMessage(t *testing.T) {
 
 func TestCustomTemplateFile(t *testing.T) {
 	r := newReceiver(t)
-	f := writeTemplate(t, `{"phase": {{json .Phase}}, "node": {{json .Node}}, "cluster": {{json .Cluster}}, "mode": {{json .Mode}},
- "detail": {{json .Detail}}, "deadline": {{json .Deadline}}, "took_ms": {{.Took.Milliseconds}}}`)
+	f := writeTemplate(t, `{"phase": "${phase}", "node": "${node}", "cluster": "${cluster}", "mode": "${mode}",
+ "detail": "${detail}", "deadline": "${deadline}", "took": "${took_seconds}s"}`)
 	n := newNotifier(t, Options{URL: r.URL, TemplateFile: f, Cluster: "prod", Headers: map[string]string{"Authorization": "Bearer t0k"}}, clock.RealClock{})
 	run(t, n)
 	n.Notify(Notification{Phase: PhaseFinished, Node: "n1", Mode: "queue", Detail: `"quoted"`, Deadline: at, Took: 1500 * time.Millisecond})
@@ -198,7 +198,7 @@ func TestCustomTemplateFile(t *testing.T) {
 		t.Fatalf("%v: %s", err, p.body)
 	}
 	want := map[string]any{"phase": "finished", "node": "n1", "cluster": "prod", "mode": "queue", "detail": `"quoted"`,
-		"deadline": "2026-03-04T12:32:58Z", "took_ms": 1500.0}
+		"deadline": "2026-03-04T12:32:58Z", "took": "1.5s"}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v (body %s)", k, got[k], v, p.body)
@@ -216,7 +216,7 @@ func TestCustomTemplateFile(t *testing.T) {
 // until Forget or the window's end.
 func TestDedupe(t *testing.T) {
 	r := newReceiver(t)
-	f := writeTemplate(t, `{"key": {{json .Key}}, "phase": {{json .Phase}}, "kind": {{json .Kind}}}`)
+	f := writeTemplate(t, `{"key": "${key}", "phase": "${phase}", "kind": "${kind}"}`)
 	clk := testingclock.NewFakeClock(at)
 	n := newNotifier(t, Options{URL: r.URL, TemplateFile: f, DedupeWindow: time.Hour}, clk)
 	run(t, n)
@@ -355,11 +355,16 @@ func TestQueueFullDrops(t *testing.T) {
 	}
 }
 
-// A render that is not JSON is counted as failed and not sent.
-func TestInvalidRenderIsFailed(t *testing.T) {
+// A body that cannot be rendered is counted as failed and not sent.
+func TestFailedRenderIsFailed(t *testing.T) {
 	r := newReceiver(t)
-	f := writeTemplate(t, `{{if eq .Node "bad"}}{"broken": {{end}}{"node": {{json .Node}}}`)
-	n := newNotifier(t, Options{URL: r.URL, TemplateFile: f}, clock.RealClock{})
+	n := newNotifier(t, Options{URL: r.URL}, clock.RealClock{})
+	n.render = func(m Notification) ([]byte, error) {
+		if m.Node == "bad" {
+			return []byte(`{"broken": `), errNotJSON
+		}
+		return []byte(`{"node": "` + m.Node + `"}`), nil
+	}
 	run(t, n)
 	n.Notify(Notification{Phase: PhaseReceived, Node: "bad"})
 	n.Notify(Notification{Phase: PhaseReceived, Node: "good"})
@@ -381,10 +386,11 @@ func TestNewErrors(t *testing.T) {
 		{"relative", Options{URL: "hooks.example/services/secret"}, `got scheme ""`},
 		{"no host", Options{URL: "https:///services/x"}, "got no host"},
 		{"unparsable", Options{URL: "://hooks.example/secret"}, "webhook URL: not a valid URL: missing protocol scheme"},
+		{"unknown format", Options{Format: "discord"}, `webhook format: must be slack, teams or json; got "discord"`},
 		{"missing template", Options{TemplateFile: "/no/such/hook.tmpl"}, "webhook template: open /no/such/hook.tmpl: no such file or directory"},
-		{"template does not parse", Options{TemplateFile: writeTemplate(t, `{"text": {{json .Node}`)}, "webhook template: template: hook.tmpl:1:"},
-		{"template with an unknown field", Options{TemplateFile: writeTemplate(t, `{"text": {{json .Pod}}}`)}, "has no field or method Pod"},
-		{"template does not give JSON", Options{TemplateFile: writeTemplate(t, `{"text": "{{.Detail}}"}`)}, "output is not valid JSON"},
+		{"template is not JSON", Options{TemplateFile: writeTemplate(t, "{\"text\": \"${node}\",\n}")}, "webhook template: hook.tmpl: line 2, column 1: not valid JSON"},
+		{"template with an unknown field", Options{TemplateFile: writeTemplate(t, `{"text": "${pod}"}`)}, "unknown placeholder ${pod}; the fields are phase, node,"},
+		{"a Go template", Options{TemplateFile: writeTemplate(t, `{"text": {{json .Node}}}`)}, "Go templates are no longer taken"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()

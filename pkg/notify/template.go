@@ -1,8 +1,6 @@
 package notify
 
 import (
-	"bytes"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,75 +11,114 @@ import (
 	"time"
 )
 
-// DefaultTemplate is the built-in body: a Slack-compatible {"text": ...}
-// message. Users copy it to start their own.
-//
-//go:embed slack.tmpl
-var DefaultTemplate string
+// Template is a webhook body of the user's: a JSON document whose strings
+// may hold ${field} placeholders, field being a key of the notification's
+// JSON form (phase, node, instance, ..., key, summary). Render puts each
+// field's text in its place, escaped for a JSON string, so the output is
+// JSON whatever the values. JSON has "$" only inside strings, so the
+// placeholders are found in the raw text; "\u0024{" is a literal "${".
+type Template struct {
+	text  []string // around the placeholders: len(names)+1
+	names []string
+}
 
-// LoadTemplate reads and parses the template file, or the built-in
-// default when file is empty, and renders a sample notification of each
-// phase, so that a template that fails or does not give JSON is reported
-// at startup rather than at the first interruption.
-func LoadTemplate(file string) (*Template, error) {
-	name, text := "slack.tmpl", DefaultTemplate
-	if file != "" {
-		b, err := readLimited(file, maxTemplateSize)
-		if err != nil {
-			return nil, err
+// ParseTemplate parses src, refusing one that is not JSON or names a
+// field a Notification does not have.
+func ParseTemplate(src string) (*Template, error) {
+	if err := checkJSON(src); err != nil {
+		if strings.Contains(src, "{{") {
+			err = fmt.Errorf("%w (Go templates are no longer taken: write JSON with ${field} placeholders)", err)
 		}
-		name, text = filepath.Base(file), string(b)
+		return nil, err
 	}
-	t, err := parseTemplate(name, text)
+	fields, err := fieldsOf(Notification{})
 	if err != nil {
 		return nil, err
 	}
+	known, names := map[string]bool{}, make([]string, len(fields))
+	for i, f := range fields {
+		known[f.name], names[i] = true, f.name
+	}
+	t, rest := &Template{}, src
+	for {
+		before, after, ok := strings.Cut(rest, "${")
+		if !ok {
+			t.text = append(t.text, rest)
+			return t, nil
+		}
+		at := len(src) - len(rest) + len(before)
+		end := strings.IndexAny(after, `}"`)
+		if end < 0 || after[end] != '}' {
+			return nil, fmt.Errorf("%s: a placeholder not closed by }", position(src, at))
+		}
+		if name := after[:end]; !known[name] {
+			return nil, fmt.Errorf("%s: unknown placeholder ${%s}; the fields are %s", position(src, at), name, strings.Join(names, ", "))
+		}
+		t.text, t.names, rest = append(t.text, before), append(t.names, after[:end]), after[end+1:]
+	}
+}
+
+// Render is t with m's fields in place of its placeholders.
+func (t *Template) Render(m Notification) ([]byte, error) {
+	fields, err := fieldsOf(m)
+	if err != nil {
+		return nil, err
+	}
+	text := map[string]string{}
+	for _, f := range fields {
+		text[f.name] = f.text
+	}
+	var b strings.Builder
+	for i, name := range t.names {
+		q, _ := marshal(text[name]) // a string always encodes
+		b.WriteString(t.text[i])
+		b.Write(q[1 : len(q)-1])
+	}
+	b.WriteString(t.text[len(t.names)])
+	return []byte(b.String()), checkJSON(b.String())
+}
+
+// errNotJSON says a template or its output is not a JSON document.
+var errNotJSON = errors.New("not valid JSON")
+
+// checkJSON says where src stops being JSON.
+func checkJSON(src string) error {
+	var v any
+	err := json.Unmarshal([]byte(src), &v)
+	if se := (*json.SyntaxError)(nil); errors.As(err, &se) {
+		return fmt.Errorf("%s: %w: %v", position(src, int(se.Offset)-1), errNotJSON, err)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNotJSON, err)
+	}
+	return nil
+}
+
+// position is the line and column of the byte at offset in src.
+func position(src string, offset int) string {
+	before := src[:min(max(offset, 0), len(src))]
+	line := strings.Count(before, "\n") + 1
+	return fmt.Sprintf("line %d, column %d", line, len(before)-strings.LastIndexByte(before, '\n'))
+}
+
+// LoadTemplate reads and parses the template file and renders a sample
+// notification of each phase, so that a template that fails is reported
+// at startup rather than at the first interruption.
+func LoadTemplate(file string) (*Template, error) {
+	b, err := readLimited(file, maxTemplateSize)
+	if err != nil {
+		return nil, err
+	}
+	t, err := ParseTemplate(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(file), err)
+	}
 	for _, m := range samples() {
-		if b, err := render(t, m); err != nil {
+		if b, err := t.Render(m); err != nil {
 			return nil, fmt.Errorf("rendering a sample %s notification: %w (output %q)", m.Phase, err, excerpt(b))
 		}
 	}
 	return t, nil
-}
-
-// errNotJSON says a template's output is not a JSON document.
-var errNotJSON = errors.New("output is not valid JSON")
-
-// render executes t for m and checks that the output is JSON.
-func render(t *Template, m Notification) ([]byte, error) {
-	var b bytes.Buffer
-	if err := t.Execute(&b, m); err != nil {
-		return b.Bytes(), err
-	}
-	if !json.Valid(b.Bytes()) {
-		var v any
-		err := json.Unmarshal(b.Bytes(), &v) // says where
-		return b.Bytes(), fmt.Errorf("%w: %v", errNotJSON, err)
-	}
-	return b.Bytes(), nil
-}
-
-// toJSON encodes v as JSON, HTML characters left as they are.
-func toJSON(v any) (string, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return "", err
-	}
-	return strings.TrimSuffix(b.String(), "\n"), nil
-}
-
-// roundDuration rounds d for reading: 1m58s, 1.2s, 340ms.
-func roundDuration(d time.Duration) time.Duration {
-	switch a := d.Abs(); {
-	case a >= time.Minute:
-		return d.Round(time.Second)
-	case a >= time.Second:
-		return d.Round(100 * time.Millisecond)
-	default:
-		return d.Round(time.Millisecond)
-	}
 }
 
 // samples are the notifications a template is tried on at load: the
@@ -98,15 +135,6 @@ func samples() []Notification {
 	timeout := base
 	timeout.Phase, timeout.Result, timeout.Remaining, timeout.Took, timeout.Instance = PhaseFinished, "timeout", 3, 2*time.Minute, ""
 	return []Notification{received, success, timeout}
-}
-
-// excerpt is the start of b, for logs and errors.
-func excerpt(b []byte) string {
-	const n = 200
-	if len(b) > n {
-		return strings.ToValidUTF8(string(b[:n]), "") + "..."
-	}
-	return string(b)
 }
 
 // maxTemplateSize bounds a template file: a body template has no reason to

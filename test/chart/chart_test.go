@@ -82,7 +82,7 @@ func TestLint(t *testing.T) {
 		{"queue", []string{"--set", "mode=queue", "--set", "queue.url=" + queueURL}},
 		{"everything on", []string{"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
 			"--set", "prometheusRule.enabled=true", "--set", "dashboard.enabled=true",
-			"--set", "notifications.webhook.existingSecret=hook", "--set-json", `notifications.template="{\"text\": {{ json .Node }}}"`}},
+			"--set", "notifications.webhook.existingSecret=hook", "--set-json", `notifications.template="{\"text\": \"${summary}\"}"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := chart.Helm(testContext(t), append([]string{"lint", "--strict", chartDir(t)}, tc.set...)...)
@@ -107,6 +107,7 @@ var matrix = []struct {
 			"rebalance-action": "drain", "imds-signals": []string{"spot", "rebalance"}, "imds-allow-v1": true,
 			"imds-endpoint": "http://169.254.169.254"}}},
 		"logFormat": "text", "logLevel": "debug", "dryRun": true, "clusterName": "prod-eu",
+		"notifications": map[string]any{"webhook": map[string]any{"existingSecret": "lastcall-teams", "format": "teams"}},
 	}},
 	{"agent on Azure with every monitoring object and a webhook", map[string]any{
 		"agent": map[string]any{"cloud": "azure", "clouds": map[string]any{"azure": map[string]any{
@@ -115,7 +116,7 @@ var matrix = []struct {
 		"prometheusRule": map[string]any{"enabled": true, "alertLabels": map[string]any{"team": "platform"}},
 		"dashboard":      map[string]any{"enabled": true},
 		"notifications": map[string]any{"webhook": map[string]any{"existingSecret": "lastcall-webhook"},
-			"template": `{"text": {{ json .Node }}}`},
+			"template": `{"text": "${summary}", "node": "${node}"}`},
 		"image": map[string]any{"digest": "sha256:" + strings.Repeat("ab", 32)},
 	}},
 	{"agent on GCE without a Service, respecting budgets, evicting DaemonSets", map[string]any{
@@ -506,6 +507,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"extra arg not a flag", map[string]any{"extraArgs": []string{"dry-run"}}, []string{"/extraArgs/0"}},
 		{"unknown PDB deadline policy", map[string]any{"pdbDeadlinePolicy": "override"}, []string{"/pdbDeadlinePolicy", "graceful-override", "respect"}},
 		{"LB delay without unit", map[string]any{"lbDeregistrationDelay": "15"}, []string{"/lbDeregistrationDelay"}},
+		{"unknown webhook format", map[string]any{"notifications": map[string]any{"webhook": map[string]any{"format": "discord"}}},
+			[]string{"/notifications/webhook/format", "slack", "teams", "json"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := chart.Template(testContext(t), "lc", "lastcall", tc.values)

@@ -71,6 +71,7 @@ var invalidStrings = map[string][]string{
 	"lifecycle-failure-result": {"x"},
 	"webhook-url":              {"x", "ftp://hooks.example/x", "https:///x"},
 	"webhook-template-file":    {"/no/such/hook.tmpl"},
+	"webhook-format":           {"x"},
 	"log-format":               {"x"},
 	"log-level":                {"x"},
 	"managed-tag":              {"=owned"},

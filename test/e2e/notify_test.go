@@ -60,7 +60,7 @@ func (h *hookReceiver) messages(t *testing.T) []map[string]any {
 	return out
 }
 
-// slackTexts splits the default template's messages into received
+// slackTexts splits the default payload's messages into received
 // (":warning:") and finished ones.
 func slackTexts(t *testing.T, msgs []map[string]any) (received, finished []string) {
 	t.Helper()
@@ -137,8 +137,8 @@ func TestNotifyQueueOncePerInstance(t *testing.T) {
 	m := e.group(t, 1, nil)[0]
 	hook := newHookReceiver(t)
 	tmpl := filepath.Join(t.TempDir(), "hook.tmpl")
-	if err := os.WriteFile(tmpl, []byte(`{"phase": {{json .Phase}}, "instance": {{json .Instance}}, "node": {{json .Node}},
-  "kind": {{json .Kind}}, "result": {{json .Result}}, "mode": {{json .Mode}}, "cluster": {{json .Cluster}}}`), 0o600); err != nil {
+	if err := os.WriteFile(tmpl, []byte(`{"phase": "${phase}", "instance": "${instance}", "node": "${node}",
+  "kind": "${kind}", "result": "${result}", "mode": "${mode}", "cluster": "${cluster}"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 

@@ -121,6 +121,8 @@ the queue processor. */}}
 - --webhook-timeout={{ .Values.notifications.timeout }}
 {{- if .Values.notifications.template }}
 - --webhook-template-file=/etc/lastcall/notifications/webhook.tmpl
+{{- else }}
+- --webhook-format={{ .Values.notifications.webhook.format }}
 {{- end }}
 {{- end }}
 {{- end }}
