@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 
 	"github.com/lastcall/lastcall/pkg/version"
@@ -333,8 +333,9 @@ func (n *Notifier) deliver(ctx context.Context, m Notification) {
 		return
 	}
 	start := n.clock.Now()
+	backoff := wait.Backoff{Duration: n.backoff, Factor: 2, Jitter: 1, Cap: maxWait, Steps: maxAttempts}
 	for attempt := 1; ; attempt++ {
-		retry, wait, err := n.post(ctx, body)
+		retry, after, err := n.post(ctx, body)
 		if err == nil {
 			n.metrics.count(m.Phase, resultSent)
 			n.metrics.duration.WithLabelValues(resultSent).Observe(n.clock.Since(start).Seconds())
@@ -352,20 +353,15 @@ func (n *Notifier) deliver(ctx context.Context, m Notification) {
 			log.Error("notification failed", append(attrs, "retry", false)...)
 			return
 		}
-		wait = min(max(wait, jitter(n.backoff<<(attempt-1))), maxWait)
-		log.Warn("notification attempt failed", append(attrs, "retry_in", wait)...)
-		t := n.clock.NewTimer(wait)
+		pause := min(max(after, backoff.Step()), maxWait)
+		log.Warn("notification attempt failed", append(attrs, "retry_in", pause)...)
+		t := n.clock.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 		case <-t.C():
 		}
 		t.Stop()
 	}
-}
-
-// jitter spreads d over [d/2, 3d/2).
-func jitter(d time.Duration) time.Duration {
-	return d/2 + time.Duration(rand.Int64N(int64(d)+1))
 }
 
 // statusError is a webhook's answer other than 2xx.
