@@ -11,8 +11,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -301,110 +299,4 @@ func (c *Controller) evaluate(name string) error {
 		c.events.Event(node.Ref(name), corev1.EventTypeNormal, ReasonUnblocked, "a drain now would be clean: nothing blocks or degrades it")
 	}
 	return nil
-}
-
-// blockers are a plan's blocked pods by reason: pod (namespace/name) to
-// the details of its blockers of that reason.
-type blockers map[plan.Reason]map[string][]string
-
-func blockersOf(p plan.Plan) blockers {
-	b := blockers{}
-	for _, g := range p.Groups {
-		for _, pod := range g.Pods {
-			for _, x := range pod.Blockers {
-				if b[x.Reason] == nil {
-					b[x.Reason] = map[string][]string{}
-				}
-				key := pod.Namespace + "/" + pod.Name
-				b[x.Reason][key] = append(b[x.Reason][key], x.Detail)
-			}
-		}
-	}
-	return b
-}
-
-// key identifies the set of (reason, pod), details left out: a detail that
-// changes alone (a shorter window left for grace) is no new blocker.
-func (b blockers) key() string {
-	var parts []string
-	for _, r := range plan.Reasons {
-		if len(b[r]) > 0 {
-			parts = append(parts, string(r)+"="+strings.Join(slices.Sorted(maps.Keys(b[r])), ","))
-		}
-	}
-	return strings.Join(parts, " ")
-}
-
-// message lists the reasons and up to podsPerReason pods each, e.g.
-// "a drain now would be blocked or degraded: pdb-allows-no-disruption:
-// ns/web-1 (PodDisruptionBudget web allows 0 disruptions); no-controller:
-// ns/bare (no controller recreates it)".
-func (b blockers) message() string {
-	var parts []string
-	for _, r := range plan.Reasons {
-		if len(b[r]) == 0 {
-			continue
-		}
-		pods := slices.Sorted(maps.Keys(b[r]))
-		var named []string
-		for _, p := range pods[:min(len(pods), podsPerReason)] {
-			named = append(named, p+" ("+strings.Join(b[r][p], ", ")+")")
-		}
-		s := string(r) + ": " + strings.Join(named, ", ")
-		if more := len(pods) - podsPerReason; more > 0 {
-			s += fmt.Sprintf(" and %d more", more)
-		}
-		parts = append(parts, s)
-	}
-	msg := "a drain now would be blocked or degraded: " + strings.Join(parts, "; ")
-	if len(msg) > maxMessage {
-		msg = strings.ToValidUTF8(msg[:maxMessage-len("…")], "") + "…"
-	}
-	return msg
-}
-
-// pending are the changes not evaluated yet. wake holds a token while
-// there are any.
-type pending struct {
-	mu   sync.Mutex
-	b    batch
-	wake chan struct{}
-}
-
-type batch struct {
-	all        bool
-	nodes      map[string]bool
-	namespaces map[string]bool
-}
-
-func newBatch() batch { return batch{nodes: map[string]bool{}, namespaces: map[string]bool{}} }
-
-func (p *pending) node(name string) { p.mark(func(b *batch) { b.nodes[name] = true }) }
-
-func (p *pending) namespace(ns string) { p.mark(func(b *batch) { b.namespaces[ns] = true }) }
-
-func (p *pending) everything() { p.mark(func(b *batch) { b.all = true }) }
-
-func (p *pending) mark(f func(*batch)) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	f(&p.b)
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
-// take returns the changes so far and starts a new batch; the wake token
-// goes with them, under the same lock, so no change is left without one.
-func (p *pending) take() batch {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	b := p.b
-	p.b = newBatch()
-	select {
-	case <-p.wake:
-	default:
-	}
-	return b
 }
