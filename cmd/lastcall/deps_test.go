@@ -22,3 +22,25 @@ func TestNoReflectiveMethodLookup(t *testing.T) {
 		}
 	}
 }
+
+// TestOnlyTheWiringKnowsClouds keeps the core below the clouds: no package
+// of pkg/ but pkg/app (which registers the providers) imports providers/,
+// directly or not.
+func TestOnlyTheWiringKnowsClouds(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Deps " "}}`, "github.com/lastcall/lastcall/pkg/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	const providers = "github.com/lastcall/lastcall/providers/"
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, deps, _ := strings.Cut(line, " ")
+		if pkg == "github.com/lastcall/lastcall/pkg/app" {
+			continue
+		}
+		for _, d := range strings.Fields(deps) {
+			if strings.HasPrefix(d, providers) {
+				t.Errorf("%s imports %s: only pkg/app may", pkg, d)
+			}
+		}
+	}
+}
