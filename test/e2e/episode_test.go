@@ -39,32 +39,19 @@ func stuckPods(t *testing.T, ns, nodeName string) {
 	})
 }
 
-// stuckDeleted waits for the stuck pod to be deleted past its budget, and
-// returns when that was asked.
-func stuckDeleted(t *testing.T, deletions func() []deletion, ns string) time.Time {
+// stuckDeleted waits until lastcall says it deleted the stuck pod past its
+// budget (a DisruptionBudgetOverridden Event on the node), and returns when
+// the deletion was asked, as the node's pod watch saw it.
+func stuckDeleted(t *testing.T, deletions func() []deletion, nodeName string) time.Time {
 	t.Helper()
-	var at time.Time
-	eventually(t, "the stuck pod deleted past its budget", func() bool {
-		pods, err := env.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=stuck"})
-		if err != nil {
-			return false
-		}
-		for _, p := range pods.Items {
-			if p.DeletionTimestamp != nil {
-				return true
-			}
-		}
-		return false
-	})
+	waitEvents(t, "default", nodeName, "DisruptionBudgetOverridden")
 	for _, d := range deletions() {
 		if strings.HasPrefix(d.name, "stuck-") {
-			at = d.at
+			return d.at
 		}
 	}
-	if at.IsZero() {
-		t.Fatal("no deletion of the stuck pod seen")
-	}
-	return at
+	t.Fatal("no deletion of the stuck pod seen")
+	return time.Time{}
 }
 
 // waitReason waits for a lastcall Event of the reason about any object of
@@ -129,7 +116,7 @@ func TestEpisodeAgentSpotReplansMaintenanceDrain(t *testing.T) {
 	proxy.set(t, after.URL())
 
 	waitEvents(t, "default", name, "DrainReplanned")
-	at := stuckDeleted(t, deletions, ns)
+	at := stuckDeleted(t, deletions, name)
 	if !at.Before(spotDeadline.Add(-5 * time.Second)) {
 		t.Errorf("the stuck pod was deleted at %v, too late to shut down before the spot deadline %v less the margin", at, spotDeadline)
 	}
@@ -179,7 +166,7 @@ func TestEpisodeQueueSpotReplansMaintenanceDrain(t *testing.T) {
 		[]string{instanceARN(m.instance)}, map[string]any{"instance-id": m.instance, "instance-action": "terminate"}))
 
 	waitEvents(t, "default", m.node, "DrainReplanned")
-	at := stuckDeleted(t, deletions, ns)
+	at := stuckDeleted(t, deletions, m.node)
 	if !at.Before(spotDeadline.Add(-5 * time.Second)) {
 		t.Errorf("the stuck pod was deleted at %v, too late to shut down before the spot deadline %v less the margin", at, spotDeadline)
 	}
