@@ -12,6 +12,7 @@ type metrics struct {
 	actions        *prometheus.CounterVec
 	noticeToCordon prometheus.Histogram
 	retargets      prometheus.Counter
+	unreadable     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,6 +31,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: namespace, Name: "drain_replans_total",
 			Help: "Running drains re-planned to another deadline: a notice with an earlier deadline joined, or the earliest was withdrawn.",
 		}),
+		unreadable: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "node_state_unreadable_total",
+			Help: "Holds and releases that found a node's lastcall.io/state annotation unreadable (not JSON, cut short, or from a newer lastcall): the node was taken anew.",
+		}),
 	}
 	for _, a := range []string{"cordon", "uncordon", "complete"} {
 		for _, r := range []string{"success", "failure"} {
@@ -39,6 +44,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, o := range drain.Outcomes {
 		m.actions.WithLabelValues("drain", o.Label())
 	}
-	reg.MustRegister(m.actions, m.noticeToCordon, m.retargets)
+	reg.MustRegister(m.actions, m.noticeToCordon, m.retargets, m.unreadable)
 	return m
 }

@@ -60,6 +60,7 @@ func (e *episode) hold(nt *notice) {
 		return
 	}
 	nt.hold, nt.held = nil, true
+	e.unreadable(ch)
 	switch {
 	case ch.DryRun:
 		m.metrics.actions.WithLabelValues("cordon", "dry_run").Inc()
@@ -126,6 +127,7 @@ func (e *episode) release(ev interruption.Event, r *retry) {
 		return
 	}
 	delete(e.releasing, ev.ID)
+	e.unreadable(ch)
 	switch {
 	case ch.Unchanged:
 	case ch.DryRun:
@@ -184,4 +186,16 @@ func (e *episode) endAll() {
 			nt.finish(Ending{Outcome: drain.NodeGone})
 		}
 	}
+}
+
+// unreadable tells that the node's state annotation could not be read, so
+// that lastcall took the node anew.
+func (e *episode) unreadable(ch node.Change) {
+	if ch.Unreadable == nil {
+		return
+	}
+	e.m.metrics.unreadable.Inc()
+	e.event(corev1.EventTypeWarning, "StateUnreadable", "%v; lastcall holds the node anew, and will not undo a taint, label or cordon it cannot prove it added",
+		ch.Unreadable)
+	e.log.Warn("node state unreadable: holding the node anew", "err", ch.Unreadable)
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -53,6 +54,10 @@ type Change struct {
 	Unchanged bool
 	// DryRun is true when the change was only logged.
 	DryRun bool
+	// Unreadable, when set, says the node's state annotation could not be
+	// read (it wraps ErrUnreadable): Hold took the node anew, and nothing
+	// found on it counts as lastcall's.
+	Unreadable error
 }
 
 // Hold taints and cordons the node for ev and takes it out of external load
@@ -60,19 +65,19 @@ type Change struct {
 func (c *Client) Hold(ctx context.Context, name string, ev interruption.Event) (Change, error) {
 	var ch Change
 	defer func() { ch.DryRun = c.dryRun && !ch.Unchanged }()
-	err := c.update(ctx, name, func(n *corev1.Node, s *State) error {
+	unreadable, err := c.update(ctx, name, func(n *corev1.Node, s *State) error {
 		ch = Change{}
 		if _, ok := s.Hold(ev.ID); ok && hasTaint(n, TaintKey(ev.Kind)) && n.Spec.Unschedulable {
 			ch.Unchanged = true
 			return nil
 		}
-		if len(s.Holds) == 0 {
-			s.BootID = n.Status.NodeInfo.BootID
-		}
-		if !hasTaint(n, TaintKey(ev.Kind)) {
+		if key := TaintKey(ev.Kind); !hasTaint(n, key) {
 			n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{
-				Key: TaintKey(ev.Kind), Value: interruption.ShortID(ev.ID), Effect: corev1.TaintEffectNoSchedule,
+				Key: key, Value: interruption.ShortID(ev.ID), Effect: corev1.TaintEffectNoSchedule,
 			})
+			if !slices.Contains(s.Tainted, key) {
+				s.Tainted = append(s.Tainted, key)
+			}
 			ch.Tainted = true
 		}
 		if !n.Spec.Unschedulable {
@@ -96,17 +101,19 @@ func (c *Client) Hold(ctx context.Context, name string, ev interruption.Event) (
 		}
 		return nil
 	})
+	ch.Unreadable = unreadable
 	return ch, err
 }
 
 // Release drops the hold of event id, if it is this client's owner's: a
 // hold another owner made is left as it is (Unchanged). The kind's taint
 // goes when no other hold of that kind remains; the cordon and the
-// load-balancer label go with the last hold, and only if lastcall set them.
+// load-balancer label go with the last hold; each only if lastcall added
+// it.
 func (c *Client) Release(ctx context.Context, name, id string) (Change, error) {
 	var ch Change
 	defer func() { ch.DryRun = c.dryRun && !ch.Unchanged }()
-	err := c.update(ctx, name, func(n *corev1.Node, s *State) error {
+	unreadable, err := c.update(ctx, name, func(n *corev1.Node, s *State) error {
 		ch = Change{}
 		h, ok := s.Hold(id)
 		if !ok || h.Owner != c.owner {
@@ -115,9 +122,10 @@ func (c *Client) Release(ctx context.Context, name, id string) (Change, error) {
 		}
 		kind := h.Kind
 		s.Holds = slices.DeleteFunc(s.Holds, func(h Hold) bool { return h.ID == id })
-		if !slices.ContainsFunc(s.Holds, func(h Hold) bool { return h.Kind == kind }) {
+		if key := TaintKey(kind); !slices.ContainsFunc(s.Holds, func(h Hold) bool { return h.Kind == kind }) && slices.Contains(s.Tainted, key) {
 			before := len(n.Spec.Taints)
-			n.Spec.Taints = slices.DeleteFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == TaintKey(kind) })
+			n.Spec.Taints = slices.DeleteFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == key })
+			s.Tainted = slices.DeleteFunc(s.Tainted, func(k string) bool { return k == key })
 			ch.Untainted = len(n.Spec.Taints) != before
 		}
 		if len(s.Holds) == 0 {
@@ -133,13 +141,14 @@ func (c *Client) Release(ctx context.Context, name, id string) (Change, error) {
 		}
 		return nil
 	})
+	ch.Unreadable = unreadable
 	return ch, err
 }
 
 // RecordDrain stores how a drain ended (a drain.Outcome) on the holds of
 // the given events.
 func (c *Client) RecordDrain(ctx context.Context, name, outcome string, ids ...string) error {
-	return c.update(ctx, name, func(_ *corev1.Node, s *State) error {
+	_, err := c.update(ctx, name, func(_ *corev1.Node, s *State) error {
 		at := c.clock.Now().UTC()
 		for _, id := range ids {
 			if h, ok := s.Hold(id); ok {
@@ -148,15 +157,22 @@ func (c *Client) RecordDrain(ctx context.Context, name, outcome string, ids ...s
 		}
 		return nil
 	})
+	return err
 }
 
 // State reads lastcall's state on the node, live: decisions are taken on it.
+// An unreadable state is an empty one: nothing on the node counts as
+// lastcall's.
 func (c *Client) State(ctx context.Context, name string) (State, *corev1.Node, error) {
 	n, err := c.get(ctx, name, true)
 	if err != nil {
 		return State{}, nil, err
 	}
 	s, err := StateOf(n)
+	if errors.Is(err, ErrUnreadable) {
+		c.log.Warn("node state unreadable: nothing on it counts as lastcall's", "node", name, "err", err)
+		return State{}, n, nil
+	}
 	return s, n, err
 }
 
@@ -180,55 +196,66 @@ func (c *Client) get(ctx context.Context, name string, live bool) (*corev1.Node,
 // write: a stale copy that needs a change fails the patch's resourceVersion
 // check, and a stale copy that seems to need none is read again live, so a
 // decision to do nothing is never taken on stale data.
-func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.Node, *State) error) error {
+//
+// An unreadable state is returned as unreadable, not as an error: the
+// mutation then starts from an empty state, and the node is written only
+// if that leaves a hold (the annotation is replaced then).
+func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.Node, *State) error) (unreadable error, err error) {
 	backoff := retry.DefaultBackoff
 	for attempt := 0; ; attempt++ {
 		live := attempt > 0 || c.cached == nil
 		n, err := c.get(ctx, name, live)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		s, err := StateOf(n)
-		if err != nil {
-			return err
+		unreadable = nil
+		switch {
+		case errors.Is(err, ErrUnreadable):
+			unreadable, s = err, State{}
+		case err != nil:
+			return nil, err
 		}
 		before := n.DeepCopy()
 		if err := mutate(n, &s); err != nil {
-			return err
+			return unreadable, err
+		}
+		if unreadable != nil && len(s.Holds) == 0 {
+			return unreadable, nil // nothing of lastcall's to write
 		}
 		if err := s.write(n); err != nil {
-			return err
+			return unreadable, err
 		}
 		if equalNode(before, n) {
 			if live {
-				return nil
+				return unreadable, nil
 			}
 			continue
 		}
 		if c.dryRun {
 			c.log.Info("dry run: would update node", "node", name,
 				"unschedulable", n.Spec.Unschedulable, "taints", len(n.Spec.Taints), "state", n.Annotations[AnnotationState])
-			return nil
+			return unreadable, nil
 		}
 		patch, err := mergePatch(before, n)
 		if err != nil {
-			return err
+			return unreadable, err
 		}
 		start := c.clock.Now()
 		_, err = c.client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
 		switch {
 		case err == nil:
 			c.log.Debug("node patched", "node", name, "took", c.clock.Since(start), "attempt", attempt+1)
-			return nil
+			return unreadable, nil
 		case !apierrors.IsConflict(err):
-			return fmt.Errorf("updating node %s: %w", name, err)
+			return unreadable, fmt.Errorf("updating node %s: %w", name, err)
 		case attempt+1 >= backoff.Steps:
-			return fmt.Errorf("updating node %s: still conflicting after %d attempts: %w", name, attempt+1, err)
+			return unreadable, fmt.Errorf("updating node %s: still conflicting after %d attempts: %w", name, attempt+1, err)
 		}
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return unreadable, ctx.Err()
 			case <-c.clock.After(backoff.Step()):
 			}
 		}

@@ -6,7 +6,9 @@ package node
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,8 +35,15 @@ func Ref(name string) *corev1.ObjectReference {
 // TaintKey is the taint key for an interruption kind.
 func TaintKey(k interruption.Kind) string { return TaintPrefix + string(k) }
 
+// stateVersion is the version of State this lastcall writes. A state of a
+// later version is unreadable: lastcall does not guess what a newer one
+// meant.
+const stateVersion = 2
+
 // State is what lastcall did to a node, stored in AnnotationState.
 type State struct {
+	// Version is stateVersion; 0 for a state written before versions.
+	Version int `json:"version,omitempty"`
 	// Holds are the interruptions currently holding the node cordoned.
 	Holds []Hold `json:"holds"`
 	// Cordoned is true when lastcall set spec.unschedulable (it was not
@@ -42,9 +51,15 @@ type State struct {
 	Cordoned bool `json:"cordoned,omitempty"`
 	// LBExcluded is true when lastcall added LabelExcludeLB.
 	LBExcluded bool `json:"lbExcluded,omitempty"`
-	// BootID is the node's boot ID when the first hold was taken.
-	BootID string `json:"bootID,omitempty"`
+	// Tainted are the taint keys lastcall added (they were not there
+	// before), so removing them is lastcall's to do.
+	Tainted []string `json:"tainted,omitempty"`
 }
+
+// ErrUnreadable says a node's AnnotationState cannot be read: not JSON,
+// cut short, or written by a newer lastcall. lastcall then holds nothing of
+// the node's, and undoes nothing it cannot prove it did.
+var ErrUnreadable = errors.New("lastcall state unreadable")
 
 // Owner is who made a hold: the mode of lastcall that acted on the notice.
 // Each owner releases only its own holds.
@@ -75,8 +90,8 @@ type Hold struct {
 }
 
 // StateOf reads lastcall's state from a node. A node lastcall never touched
-// has an empty state. A corrupt annotation is an error: lastcall then does
-// not guess what it owns.
+// has an empty state. An annotation that cannot be read is an error
+// wrapping ErrUnreadable: lastcall does not guess what it owns.
 func StateOf(n *corev1.Node) (State, error) {
 	var s State
 	raw, ok := n.Annotations[AnnotationState]
@@ -84,7 +99,20 @@ func StateOf(n *corev1.Node) (State, error) {
 		return s, nil
 	}
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
-		return State{}, fmt.Errorf("node %s: annotation %s is not lastcall state: %w", n.Name, AnnotationState, err)
+		return State{}, fmt.Errorf("node %s: annotation %s: %w: %w", n.Name, AnnotationState, ErrUnreadable, err)
+	}
+	if s.Version > stateVersion {
+		return State{}, fmt.Errorf("node %s: annotation %s: %w: written by a newer lastcall (version %d; this one reads %d)",
+			n.Name, AnnotationState, ErrUnreadable, s.Version, stateVersion)
+	}
+	if s.Version == 0 {
+		// Before versions, a hold's taint was lastcall's unless another
+		// hold of its kind remained: what it held for, it had tainted.
+		for _, h := range s.Holds {
+			if k := TaintKey(h.Kind); hasTaint(n, k) && !slices.Contains(s.Tainted, k) {
+				s.Tainted = append(s.Tainted, k)
+			}
+		}
 	}
 	return s, nil
 }
@@ -115,6 +143,7 @@ func (s *State) write(n *corev1.Node) error {
 		delete(n.Annotations, AnnotationState)
 		return nil
 	}
+	s.Version = stateVersion
 	b, err := json.Marshal(s)
 	if err != nil {
 		return err
