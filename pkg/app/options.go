@@ -174,7 +174,36 @@ func (o *Options) Validate() error {
 	default:
 		bad("mode", "must be %s; got %q", strings.Join(Modes, ", "), o.Mode)
 	}
+	if window, what := o.shortestWindow(); window > 0 && o.Drain.DeadlineMargin >= window {
+		bad("deadline-margin", "must be shorter than the shortest notice lastcall may drain within (%s: %s), or every drain would end as it starts; got %s",
+			window, what, o.Drain.DeadlineMargin)
+	}
 	return errors.Join(errs...)
+}
+
+// shortestWindow is the shortest notice a drain of this mode may have, and
+// where it comes from: the fallback deadline, or a cloud's notice (every
+// cloud the agent may detect; the queue's).
+func (o *Options) shortestWindow() (time.Duration, string) {
+	window, what := o.Episode.FallbackDeadline, "--fallback-deadline"
+	consider := func(p provider.Provider) {
+		if w := p.NoticeWindow(); w > 0 && (window <= 0 || w < window) {
+			window, what = w, p.Name()
+		}
+	}
+	switch p := o.provider(o.Agent.Cloud); {
+	case o.Mode == ModeQueue:
+		if q := o.queueProvider(); q != nil {
+			consider(q)
+		}
+	case p != nil:
+		consider(p)
+	default:
+		for _, p := range o.Providers {
+			consider(p)
+		}
+	}
+	return window, what
 }
 
 // drainOptions are the drain's options with what the process adds: its

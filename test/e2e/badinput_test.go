@@ -45,7 +45,7 @@ var outOfRange = map[string][]string{
 	"max-receives":             {"0"},
 	"fallback-deadline":        {"0s"},
 	"source-stale-after":       {"0s"},
-	"deadline-margin":          {"-1s"},
+	"deadline-margin":          {"-1s", "30s"},
 	"lb-deregistration-delay":  {"-1s", "11m"},
 	"webhook-timeout":          {"0s"},
 	"gce-preemption-deadline":  {"0s"},
