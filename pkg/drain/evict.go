@@ -7,6 +7,7 @@ import (
 	"math"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -78,7 +79,7 @@ func (e *eviction) run(ctx context.Context) (evictOutcome, error) {
 			return evicted, nil
 		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 			return gone, nil
-		case apierrors.IsTooManyRequests(err):
+		case refused(err):
 			if override && !d.clock.Now().Before(overrideAt) {
 				req := e.req
 				req.Deadline, _ = e.sched.current()
@@ -101,7 +102,7 @@ func (e *eviction) run(ctx context.Context) (evictOutcome, error) {
 			d.log.Warn("eviction failed, retrying", "pod", pod.Namespace+"/"+pod.Name, "err", err, "attempt", attempt)
 		}
 		pause := backoff.Step()
-		if override && apierrors.IsTooManyRequests(err) {
+		if override && refused(err) {
 			// Wake at the override moment rather than a backoff past it.
 			pause = max(0, min(pause, overrideAt.Sub(d.clock.Now())))
 		}
@@ -115,6 +116,15 @@ func (e *eviction) run(ctx context.Context) (evictOutcome, error) {
 		case <-d.clock.After(pause):
 		}
 	}
+}
+
+// refused says whether an eviction was refused for the pod's budgets: a
+// 429 (a budget allows no disruption now, or its status is not computed
+// yet), or the 500 the Eviction API answers for a pod that more than one
+// budget covers, which it cannot evict at all.
+func refused(err error) bool {
+	return apierrors.IsTooManyRequests(err) ||
+		apierrors.IsInternalError(err) && strings.Contains(err.Error(), "more than one PodDisruptionBudget")
 }
 
 // statusCode is the HTTP status of an API answer, as a metric label.
