@@ -18,6 +18,7 @@ import (
 
 	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/pkg/drainability"
+	"github.com/lastcall/lastcall/pkg/node"
 )
 
 // buildDrainability wires every node's drainability, and nothing else: the
@@ -89,6 +90,14 @@ func newClusterDrainability(o *Options, env Env, c *common, nodes, pods cache.Sh
 		Pods:     podIndex,
 		Budgets:  policylisters.NewPodDisruptionBudgetLister(d.budgets.GetIndexer()),
 		Services: corelisters.NewServiceLister(d.services.GetIndexer()),
+		Draining: func(name string) bool {
+			n, err := nodeLister.Get(name)
+			if err != nil {
+				return false
+			}
+			st, err := node.StateOf(n)
+			return err == nil && st.Draining()
+		},
 	}, c.recorder, c.reg, log.With("component", "drainability"), env.Clock)
 	return d, nil
 }

@@ -78,6 +78,10 @@ type Sources struct {
 	Pods     Pods
 	Budgets  policylisters.PodDisruptionBudgetLister
 	Services corelisters.ServiceLister
+	// Draining, if set, says whether a drain of the node is in progress:
+	// the gauge is kept then, but no Event is recorded (the drain's own
+	// Events say what blocks it).
+	Draining func(node string) bool
 }
 
 // Controller evaluates the drainability of nodes as their pods, and the
@@ -137,7 +141,8 @@ func (c *Controller) NamespacedHandler() cache.ResourceEventHandler {
 }
 
 // NodeHandler marks added and deleted nodes for evaluation (a deleted
-// node's series are removed).
+// node's series are removed), and nodes whose lastcall state changed (a
+// drain started or ended).
 func (c *Controller) NodeHandler() cache.ResourceEventHandler {
 	mark := func(obj any) {
 		if n, ok := obj.(*corev1.Node); ok {
@@ -145,7 +150,14 @@ func (c *Controller) NodeHandler() cache.ResourceEventHandler {
 		}
 	}
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { mark(obj) },
+		AddFunc: func(obj any) { mark(obj) },
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*corev1.Node)
+			n, ok2 := cur.(*corev1.Node)
+			if ok1 && ok2 && o.Annotations[node.AnnotationState] != n.Annotations[node.AnnotationState] {
+				mark(n)
+			}
+		},
 		DeleteFunc: func(obj any) { mark(unwrap(obj)) },
 	}
 }
@@ -287,6 +299,13 @@ func (c *Controller) evaluate(name string) error {
 	}
 	found := blockersOf(p)
 	st.blockers = found.key()
+	if c.src.Draining != nil && c.src.Draining(name) {
+		// The drain tells what blocks it; what it leaves is judged from
+		// nothing once it is over.
+		st.blockers = ""
+		c.known[name] = st
+		return nil
+	}
 	prev, seen := c.known[name]
 	c.known[name] = st
 	switch {

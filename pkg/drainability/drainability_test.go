@@ -38,8 +38,9 @@ type world struct {
 	budgets  cache.Indexer
 	services cache.Indexer
 
-	mu    sync.Mutex
-	nodes []string
+	mu       sync.Mutex
+	nodes    []string
+	draining map[string]bool
 }
 
 func newWorld(t *testing.T, nodes ...string) *world {
@@ -64,6 +65,11 @@ func newWorld(t *testing.T, nodes ...string) *world {
 		Pods:     w,
 		Budgets:  policylisters.NewPodDisruptionBudgetLister(w.budgets),
 		Services: corelisters.NewServiceLister(w.services),
+		Draining: func(node string) bool {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return w.draining[node]
+		},
 	}, w.events, w.reg, slog.New(slog.DiscardHandler), w.clock)
 	return w
 }
@@ -233,6 +239,38 @@ lastcall_drain_blockers{node="n1",reason="pdb-allows-no-disruption"} 2
 
 // An Event when the blockers change, none when they do not: DrainBlocked
 // naming reasons and pods, DrainUnblocked when none is left.
+// While its node drains, a change of blockers sets the gauge and records
+// no Event; once the drain is over, a node left clean records none either.
+func TestNoEventsWhileDraining(t *testing.T) {
+	w := newWorld(t, "n1")
+	w.addPod(pod("shop", "web-1", "n1"))
+	w.addPod(pod("shop", "web-2", "n1"))
+	w.pass()
+	w.mu.Lock()
+	w.draining = map[string]bool{"n1": true}
+	w.mu.Unlock()
+	w.setBudget(budget("shop", "web", 0))
+	w.pass()
+	if got := w.gauge("n1", "pdb-allows-no-disruption"); got != 2 {
+		t.Errorf("pdb-allows-no-disruption = %v while draining, want 2", got)
+	}
+	if e := w.event(); e != "" {
+		t.Fatalf("Event while draining: %q", e)
+	}
+	w.deletePod(pod("shop", "web-1", "n1"))
+	w.deletePod(pod("shop", "web-2", "n1"))
+	w.mu.Lock()
+	w.draining = nil
+	w.mu.Unlock()
+	w.pass()
+	if e := w.event(); e != "" {
+		t.Fatalf("Event once the drain left the node clean: %q", e)
+	}
+	if got := w.gauge("n1", "pdb-allows-no-disruption"); got != 0 {
+		t.Errorf("pdb-allows-no-disruption = %v after the drain, want 0", got)
+	}
+}
+
 func TestEventsOnChange(t *testing.T) {
 	w := newWorld(t, "n1")
 	web1, web2 := pod("shop", "web-1", "n1"), pod("shop", "web-2", "n1")

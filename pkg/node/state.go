@@ -127,6 +127,17 @@ func (s *State) Hold(id string) (*Hold, bool) {
 	return nil, false
 }
 
+// Draining says whether a drain of the node is in progress: a hold asks
+// for one and no outcome is recorded for it yet.
+func (s *State) Draining() bool {
+	for _, h := range s.Holds {
+		if h.Action == interruption.ActionDrain && h.Drain == "" {
+			return true
+		}
+	}
+	return false
+}
+
 // Owned returns the holds of owner.
 func (s *State) Owned(owner Owner) []Hold {
 	var own []Hold

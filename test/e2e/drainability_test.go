@@ -4,10 +4,13 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/lastcall/lastcall/pkg/node"
+	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 )
 
@@ -98,4 +101,50 @@ func (a *agent) gauge(t *testing.T, name string, labels map[string]string) (floa
 		}
 	}
 	return 0, false
+}
+
+// During a drain the drainability process records no DrainBlocked or
+// DrainUnblocked Event on the node: those warn before an interruption, and
+// the drain's own Events say what blocks it then. Once the drain is over,
+// the node's gauge shows none of the pods that left it.
+func TestDrainabilityQuietWhileDraining(t *testing.T) {
+	ns := newNamespace(t)
+	pool := map[string]string{"pool": ns}
+	name := newNode(t, "quiet", pool)
+	d := deployment(ns, "gated", 4, pool, 0)
+	d.Spec.Template.Labels[cluster.SlowReadyLabel] = "true" // replacements Ready 2 s after creation
+	create(t, d, env.Client.AppsV1().Deployments(ns).Create)
+	create(t, pdb(ns, "gated", 3), env.Client.PolicyV1().PodDisruptionBudgets(ns).Create)
+	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, name)) == 4 })
+	newNode(t, "quiet-spare", pool)
+	dr := runApp(t, options(t, "--mode=drainability", "--cloud=aws", "--log-format=text"), "mode", "drainability")
+	eventually(t, "the node evaluated", func() bool {
+		_, ok := dr.gauge(t, "lastcall_drain_blockers", map[string]string{"node": name, "reason": "pdb-allows-no-disruption"})
+		return ok
+	})
+
+	startAgent(t, name, spotNotice(t).URL(), "--imds-signals=spot")
+	n := waitNode(t, name, func(n *corev1.Node) bool {
+		st, _ := node.StateOf(n)
+		return len(st.Holds) == 1 && st.Holds[0].Drain == "success"
+	})
+	st, _ := node.StateOf(n)
+	held := st.Holds[0].Since
+	eventually(t, "no blocker left on the drained node", func() bool {
+		for _, r := range []string{"pdb-allows-no-disruption", "no-controller", "emptydir", "no-prestop-behind-service", "grace-exceeds-deadline"} {
+			if v, ok := dr.gauge(t, "lastcall_drain_blockers", map[string]string{"node": name, "reason": r}); !ok || v != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	list, err := env.Client.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range list.Items {
+		if e.InvolvedObject.Name == name && (e.Reason == "DrainBlocked" || e.Reason == "DrainUnblocked") && !e.LastTimestamp.Time.Before(held.Truncate(time.Second)) {
+			t.Errorf("%s Event during the drain (%d times, last at %v; held since %v): %q", e.Reason, e.Count, e.LastTimestamp, held, e.Message)
+		}
+	}
 }
