@@ -48,7 +48,7 @@ func TestQueueAbandonsWhenDrainFails(t *testing.T) {
 	m := e.group(t, 1, pool)[0]
 	guardedPod(t, ns, m.node, pool)
 	e.send(t, terminateHook(m))
-	p := e.startProcessor(t, "abandon", "--lifecycle-failure-result=ABANDON", "--fallback-deadline=3s", "--pdb-deadline-policy=respect")
+	p := e.startProcessor(t, "abandon", "--lifecycle-failure-result=ABANDON", "--fallback-deadline=3s", "--deadline-margin=1s", "--pdb-deadline-policy=respect")
 	eventually(t, "the lifecycle action completed", func() bool { _, ok := e.proxy.Completed(m.instance); return ok })
 	if c, _ := e.proxy.Completion(m.instance); c.Result != "ABANDON" || c.Token != m.token {
 		t.Fatalf("completion %+v, want ABANDON", c)
