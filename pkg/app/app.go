@@ -29,6 +29,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/lastcall/lastcall/pkg/flagenv"
+	"github.com/lastcall/lastcall/pkg/kubeconn"
 	"github.com/lastcall/lastcall/pkg/kubemetrics"
 	"github.com/lastcall/lastcall/pkg/logging"
 	"github.com/lastcall/lastcall/pkg/server"
@@ -77,6 +78,7 @@ func Run(ctx context.Context, o *Options, env Env) error {
 		if err != nil {
 			return err
 		}
+		kubeconn.Bound(cfg, o.KubeTimeout, env.Log.With("component", "kubernetes"))
 		if env.Client, err = kubernetes.NewForConfig(cfg); err != nil {
 			return fmt.Errorf("creating Kubernetes client: %w", err)
 		}
@@ -147,6 +149,9 @@ func newCommon(ctx context.Context, o *Options, env Env, host string, reg promet
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	if err := kubemetrics.Register(reg); err != nil {
 		env.Log.Warn("Kubernetes request metrics unavailable", "err", err)
+	}
+	if err := kubeconn.Register(reg); err != nil {
+		env.Log.Warn("Kubernetes connection metrics unavailable", "err", err)
 	}
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: env.Client.CoreV1().Events("")})

@@ -47,6 +47,7 @@ type Options struct {
 	Kubeconfig    string
 	KubeQPS       float32
 	KubeBurst     int
+	KubeTimeout   time.Duration
 	ListenAddress string
 	LogFormat     string
 	LogLevel      string
@@ -76,6 +77,7 @@ func NewOptions(providers ...provider.Provider) *Options {
 		Mode:          ModeAgent,
 		KubeQPS:       -1,
 		KubeBurst:     100,
+		KubeTimeout:   5 * time.Second,
 		ListenAddress: ":9477",
 		LogFormat:     "json",
 		LogLevel:      "info",
@@ -98,6 +100,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path of a kubeconfig; in-cluster configuration when empty.")
 	fs.Float32Var(&o.KubeQPS, "kube-api-qps", o.KubeQPS, "Client-side rate limit on Kubernetes API requests per second; -1 leaves protection to the server's API Priority and Fairness.")
 	fs.IntVar(&o.KubeBurst, "kube-api-burst", o.KubeBurst, "Client-side burst of Kubernetes API requests, when --kube-api-qps is positive.")
+	fs.DurationVar(&o.KubeTimeout, "kube-api-timeout", o.KubeTimeout, "Bound on each Kubernetes API call but watches and lists. When one goes unanswered that long, every connection to the API server is closed and the call tried again on a new one: "+
+		"a connection that stopped passing bytes without closing would otherwise hold every call for about 45 s.")
 	fs.StringVar(&o.ListenAddress, "listen-address", o.ListenAddress, "Address serving /metrics, /healthz and /readyz.")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "Log format: json or text.")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "Log level: debug, info, warn or error.")
@@ -134,6 +138,9 @@ func (o *Options) Validate() error {
 	}
 	if o.KubeBurst < 1 {
 		bad("kube-api-burst", "must be at least 1; got %d", o.KubeBurst)
+	}
+	if o.KubeTimeout <= 0 || o.KubeTimeout > time.Minute {
+		bad("kube-api-timeout", "must be positive and at most 1m; got %s", o.KubeTimeout)
 	}
 	if !slices.Contains([]string{"json", "text"}, o.LogFormat) {
 		bad("log-format", "must be json or text; got %q", o.LogFormat)

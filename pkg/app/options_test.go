@@ -124,6 +124,7 @@ func TestBadValuesNameTheirFlag(t *testing.T) {
 		{[]string{"--node-name=n", "--kube-api-qps=0"}, nil, "--kube-api-qps"},
 		{[]string{"--node-name=n", "--kube-api-qps=NaN"}, nil, "--kube-api-qps"},
 		{[]string{"--node-name=n", "--kube-api-qps=+Inf"}, nil, "--kube-api-qps"},
+		{[]string{"--node-name=n", "--kube-api-timeout=0s"}, nil, "--kube-api-timeout"},
 		{[]string{"--node-name=n", "--eviction-concurrency=0"}, nil, "--eviction-concurrency"},
 		{[]string{"--node-name=n", "--deadline-margin=-1s"}, nil, "--deadline-margin"},
 		{[]string{"--node-name=n", "--deadline-margin=30s"}, nil, "--deadline-margin: must be shorter than the shortest notice lastcall may drain within (30s: gce)"},

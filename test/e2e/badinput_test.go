@@ -40,6 +40,7 @@ var badValues = map[string]string{
 var outOfRange = map[string][]string{
 	"kube-api-qps":             {"0", "-2", "NaN", "+Inf"},
 	"kube-api-burst":           {"0"},
+	"kube-api-timeout":         {"0s", "2m"},
 	"eviction-concurrency":     {"0"},
 	"workers":                  {"0"},
 	"max-receives":             {"0"},
