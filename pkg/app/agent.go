@@ -62,8 +62,12 @@ func buildAgent(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 		if err != nil {
 			return nil // ctx ended while detecting
 		}
-		sources, err := p.Sources(ctx, provider.Env{Node: name, PollInterval: o.Agent.PollInterval, Health: sourceHealth,
-			Log: log, Clock: env.Clock})
+		var providerID string // from the synced informer; "" while the node is not registered
+		if n, err := corelisters.NewNodeLister(nodeInformer.GetIndexer()).Get(name); err == nil {
+			providerID = n.Spec.ProviderID
+		}
+		sources, err := p.Sources(ctx, provider.Env{Node: name, ProviderID: providerID, PollInterval: o.Agent.PollInterval,
+			Health: sourceHealth, Log: log, Clock: env.Clock})
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.Name(), err)
 		}

@@ -167,10 +167,10 @@ func newCommon(ctx context.Context, o *Options, env Env, host string, reg promet
 func (p *process) serve(ctx context.Context, env Env, gatherer prometheus.Gatherer) error {
 	c, healthz, informers, main := p.common, p.healthz, p.informers, p.main
 	defer c.shutdown()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // first: when main fails, the server and informers stop, and wg.Wait returns
 	errc := make(chan error, 2)
 	synced := func() bool {
 		for _, inf := range informers {

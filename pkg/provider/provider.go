@@ -46,6 +46,9 @@ type Provider interface {
 type Env struct {
 	// Node is the name of the agent's node.
 	Node string
+	// ProviderID is the node's spec.providerID when the sources are
+	// built ("" when it has none, or the node is not known yet).
+	ProviderID string
 	// PollInterval is how often a polled signal is read.
 	PollInterval time.Duration
 	// Health receives the outcome of every read.

@@ -33,13 +33,16 @@
 //
 // IMDS answers 400 without the Metadata header or the api-version. Events
 // are sent to every VM of an availability set or scale set placement group,
-// so Resources says which VMs an event is for (Options.VMName), and
-// approving an event lets it proceed for all of its Resources: the source
-// therefore never approves an event that names another VM. IMDS must be
-// reached without a web proxy.
+// so Resources says which VMs an event is for, and the source keeps those
+// that name its own VM (Options.VMName; the provider finds it from the
+// node's providerID or from instance metadata, see identity.go). Approving
+// an event lets it proceed for all of its Resources: the source therefore
+// never approves an event that names another VM. IMDS must be reached
+// without a web proxy.
 package azure
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"time"
@@ -81,9 +84,11 @@ type Options struct {
 	// Acknowledge approves an event (StartRequests) when the agent has
 	// drained the node for it, so that the platform may start it early.
 	Acknowledge bool
-	// VMName, when set, keeps only the events whose Resources include it
-	// (compared without regard to case, as Azure names are). Empty keeps
-	// every event, which is right for a standalone VM only.
+	// VMName is this VM's name as the events' Resources give it (see
+	// vmNameOf); only the events that name it are kept, compared without
+	// regard to case, as Azure names are. It is required: every VM of an
+	// availability set or scale-set placement group is shown the events
+	// of all of them.
 	VMName string
 }
 
@@ -91,6 +96,9 @@ type Options struct {
 func (o Options) Validate() error {
 	if o.Interval < 0 {
 		return fmt.Errorf("azure: negative interval %s", o.Interval)
+	}
+	if o.VMName == "" {
+		return errors.New("azure: no VM name: the events of every VM of the placement group would be taken for this VM's")
 	}
 	if o.Endpoint != "" {
 		u, err := url.Parse(o.Endpoint)

@@ -316,17 +316,18 @@ func TestMetadataHeaderRequired(t *testing.T) {
 func TestOptions(t *testing.T) {
 	t.Parallel()
 	for _, o := range []Options{
-		{Interval: -time.Second},
-		{Endpoint: "169.254.169.254"},
-		{Endpoint: "ftp://169.254.169.254"},
-		{Endpoint: "http://"},
-		{Endpoint: "http://[::1"},
+		{VMName: vm, Interval: -time.Second},
+		{VMName: vm, Endpoint: "169.254.169.254"},
+		{VMName: vm, Endpoint: "ftp://169.254.169.254"},
+		{VMName: vm, Endpoint: "http://"},
+		{VMName: vm, Endpoint: "http://[::1"},
+		{}, // no VM name
 	} {
 		if _, err := Sources(nil, o, nil, nil, nil); err == nil {
 			t.Errorf("Sources accepted %+v", o)
 		}
 	}
-	if _, err := Sources(nil, Options{}, nil, nil, nil); err != nil {
+	if _, err := Sources(nil, Options{VMName: vm}, nil, nil, nil); err != nil {
 		t.Errorf("Sources refused the defaults: %v", err)
 	}
 }

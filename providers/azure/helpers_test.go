@@ -55,12 +55,16 @@ func startFake(t *testing.T) *azuremeta.Server {
 	return s
 }
 
-// newSource builds the source of o against fake.
+// newSource builds the source of o against fake; the VM is vm unless o
+// names another.
 func newSource(t *testing.T, fake *azuremeta.Server, o Options, health interruption.HealthReporter) interruption.Source {
 	t.Helper()
 	o.Endpoint = fake.URL()
 	if o.Interval == 0 {
 		o.Interval = pollInterval
+	}
+	if o.VMName == "" {
+		o.VMName = vm
 	}
 	sources, err := Sources(nil, o, health, testLogger(t), nil)
 	if err != nil {

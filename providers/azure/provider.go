@@ -3,11 +3,13 @@ package azure
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/utils/clock"
 
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/provider"
@@ -74,10 +76,28 @@ func (p *Provider) Detect(ctx context.Context) error {
 // readTimeout bounds one answer of the scheduled events endpoint.
 const readTimeout = 10 * time.Second
 
-// Sources implements provider.Provider: the scheduled events source.
-func (p *Provider) Sources(_ context.Context, env provider.Env) ([]interruption.Source, error) {
+// Sources implements provider.Provider: the scheduled events source of
+// this VM, which it names from env.ProviderID or else from instance
+// metadata (see vmName). When it can tell neither way, it returns an error
+// that says what it tried: the events of the other VMs of the placement
+// group must not drain this node, nor be approved by it.
+func (p *Provider) Sources(ctx context.Context, env provider.Env) ([]interruption.Source, error) {
 	o := p.o
 	o.Endpoint = p.endpoint()
 	o.Interval = env.PollInterval
-	return Sources(provider.MetadataHTTPClient(readTimeout), o, env.Health, env.Log, env.Clock)
+	hc := provider.MetadataHTTPClient(readTimeout)
+	log := env.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	var clk clock.Clock = clock.RealClock{}
+	if env.Clock != nil {
+		clk = env.Clock
+	}
+	name, err := vmName(ctx, hc, o.Endpoint, env.ProviderID, log.With("source", SourceName), clk)
+	if err != nil {
+		return nil, err
+	}
+	o.VMName = name
+	return Sources(hc, o, env.Health, env.Log, env.Clock)
 }

@@ -46,7 +46,7 @@ func Sources(client *http.Client, o Options, health interruption.HealthReporter,
 	s := &source{
 		client: newClient(client, o.Endpoint),
 		opts:   o,
-		log:    log.With("source", SourceName),
+		log:    log.With("source", SourceName, "vm", o.VMName),
 		clk:    clk,
 		listed: map[string]notice{},
 	}
@@ -191,13 +191,7 @@ func (s *source) Acknowledge(ctx context.Context, ev interruption.Event) error {
 }
 
 // onlyThisVM says whether resources name this VM alone: exactly one
-// resource, which is VMName when that is set.
+// resource, VMName.
 func (s *source) onlyThisVM(resources []string) bool {
-	if len(resources) > 1 {
-		return false
-	}
-	if s.opts.VMName == "" || len(resources) == 0 {
-		return true
-	}
-	return strings.EqualFold(resources[0], s.opts.VMName)
+	return len(resources) == 1 && strings.EqualFold(resources[0], s.opts.VMName)
 }

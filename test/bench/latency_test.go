@@ -160,6 +160,7 @@ func noticeToCordonAzure(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	defer az.Close()
+	az.SetComputeName(name) // the node has no providerID: the agent asks instance metadata
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	updates := watchNode(b, ctx, name)

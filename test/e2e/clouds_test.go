@@ -152,12 +152,15 @@ func TestGCEMaintenanceTerminateDrainsMigrateDoesNot(t *testing.T) {
 }
 
 // Azure Preempt drains the node, then approves the event (StartRequests).
+// The node has no providerID: the agent learns its VM's name from
+// instance metadata.
 func TestAzurePreemptDrainsThenAcknowledges(t *testing.T) {
 	ns := newNamespace(t)
 	name := newNode(t, "azure", nil)
 	create(t, deployment(ns, "web", 2, map[string]string{"kubernetes.io/hostname": name}, 30), env.Client.AppsV1().Deployments(ns).Create)
 	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, name)) == 2 })
 	az := startAzure(t)
+	az.SetComputeName(name)
 	closed := closedURL(t)
 	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(closed, "http://"))
 	startAgent(t, name, closed, "--cloud=auto", "--azure-endpoint="+az.URL(), "--azure-acknowledge")

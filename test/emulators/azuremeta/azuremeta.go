@@ -28,11 +28,34 @@ func apiVersions() []string {
 	return []string{"2020-07-01", "2019-08-01", "2019-04-01", "2019-01-01", "2017-11-01", "2017-08-01", "2017-03-01"}
 }
 
+// ComputeNamePath is the instance metadata leaf that holds the VM's name.
+const ComputeNamePath = "/metadata/instance/compute/name"
+
+// instancePath is the root of the instance metadata category.
+const instancePath = "/metadata/instance"
+
+// instanceAPIVersions are the instance metadata versions Azure documents,
+// newest first; compute/name is in every one.
+func instanceAPIVersions() []string {
+	return []string{
+		"2021-12-13", "2021-11-15", "2021-11-01", "2021-10-01", "2021-08-01", "2021-05-01", "2021-03-01",
+		"2021-02-01", "2021-01-01", "2020-12-01", "2020-10-01", "2020-09-01", "2020-07-15", "2020-06-01",
+		"2019-11-01", "2019-08-15", "2019-08-01", "2019-06-04", "2019-06-01", "2019-04-30", "2019-03-11",
+		"2019-02-01", "2018-10-01", "2018-04-02", "2018-02-01", "2017-12-01", "2017-10-01", "2017-08-01",
+		"2017-04-02", "2017-03-01",
+	}
+}
+
 // The error texts Azure answers with (see the package doc).
 const (
 	errNoMetadataHeader = "Bad request. Required metadata header not specified"
 	errNoAPIVersion     = "Bad request. api-version was not specified in the request. For more information refer to aka.ms/azureimds"
 	errBadAPIVersion    = "Bad request. api-version is invalid or was not specified in the request. For more information refer to aka.ms/azureimds"
+	// The texts below are the fake's own (see the package doc).
+	errForwarded      = "Bad request. X-Forwarded-For header is not allowed"
+	errDuplicateQuery = "Bad request. Duplicate query parameter"
+	errLeafFormat     = "Bad request. Query parameter format must be text for a leaf node"
+	errNotFound       = "Not found"
 )
 
 // maxBody bounds what the fake reads of a POST body.
@@ -93,6 +116,11 @@ type Server struct {
 	approved    []string
 	requests    int
 	badRequests int
+
+	computeName     string // "" answers 404
+	computeStatus   int    // the next computeFailures compute/name GETs fail with it
+	computeFailures int
+	computeRequests int
 }
 
 // Start serves an empty document (DocumentIncarnation 1, no events) on a
@@ -191,6 +219,32 @@ func (s *Server) SetStatus(status int) {
 	s.status = status
 }
 
+// SetComputeName sets the VM's name, served at ComputeNamePath. Until it
+// is set (or when set to ""), that leaf answers 404, as IMDS answers for an
+// element that does not exist.
+func (s *Server) SetComputeName(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.computeName = name
+}
+
+// FailComputeName makes the next n requests for ComputeNamePath that pass
+// the checks of headers and parameters answer status with an {"error":
+// ...} body, as IMDS does while it is busy (429, 500) or not ready (410).
+func (s *Server) FailComputeName(status, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.computeStatus, s.computeFailures = status, n
+}
+
+// ComputeNameRequests is how many requests for ComputeNamePath the fake
+// has answered, refused ones included.
+func (s *Server) ComputeNameRequests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.computeRequests
+}
+
 // Approved returns the EventIds approved through StartRequests, in order.
 func (s *Server) Approved() []string {
 	s.mu.Lock()
@@ -227,21 +281,45 @@ func (s *Server) Close() {
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests++
+	if r.URL.Path == ComputeNamePath {
+		s.computeRequests++
+	}
 	s.mu.Unlock()
-	if r.URL.Path != Path {
-		s.writeError(w, http.StatusNotFound, "Not found")
+	var versions []string
+	switch {
+	case r.URL.Path == Path:
+		versions = apiVersions()
+	case r.URL.Path == instancePath || strings.HasPrefix(r.URL.Path, instancePath+"/"):
+		versions = instanceAPIVersions()
+	default:
+		s.writeError(w, http.StatusNotFound, errNotFound)
 		return
 	}
 	if !strings.EqualFold(r.Header.Get("Metadata"), "true") {
 		s.writeError(w, http.StatusBadRequest, errNoMetadataHeader)
 		return
 	}
-	if !r.URL.Query().Has("api-version") {
-		s.writeJSON(w, http.StatusBadRequest, map[string]any{"error": errNoAPIVersion, "newest-versions": apiVersions()[:3]})
+	if _, ok := r.Header["X-Forwarded-For"]; ok {
+		s.writeError(w, http.StatusBadRequest, errForwarded)
 		return
 	}
-	if !slices.Contains(apiVersions(), r.URL.Query().Get("api-version")) {
-		s.writeJSON(w, http.StatusBadRequest, map[string]any{"error": errBadAPIVersion, "newest-versions": apiVersions()[:3]})
+	query := r.URL.Query()
+	for k, v := range query {
+		if len(v) > 1 {
+			s.writeError(w, http.StatusBadRequest, errDuplicateQuery+" "+k)
+			return
+		}
+	}
+	if !query.Has("api-version") {
+		s.writeJSON(w, http.StatusBadRequest, map[string]any{"error": errNoAPIVersion, "newest-versions": versions[:3]})
+		return
+	}
+	if !slices.Contains(versions, query.Get("api-version")) {
+		s.writeJSON(w, http.StatusBadRequest, map[string]any{"error": errBadAPIVersion, "newest-versions": versions[:3]})
+		return
+	}
+	if r.URL.Path != Path {
+		s.instance(w, r)
 		return
 	}
 	switch r.Method {
@@ -252,6 +330,40 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		s.writeError(w, http.StatusMethodNotAllowed, "Method not allowed")
+	}
+}
+
+// instance answers instance metadata: the leaf ComputeNamePath only.
+func (s *Server) instance(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		s.writeError(w, http.StatusMethodNotAllowed, "Method not allowed")
+		return
+	}
+	if r.URL.Path != ComputeNamePath {
+		s.writeError(w, http.StatusNotFound, errNotFound)
+		return
+	}
+	if r.URL.Query().Get("format") != "text" {
+		s.writeError(w, http.StatusBadRequest, errLeafFormat)
+		return
+	}
+	s.mu.Lock()
+	name, status := s.computeName, 0
+	if s.computeFailures > 0 {
+		s.computeFailures--
+		status = s.computeStatus
+	}
+	s.mu.Unlock()
+	switch {
+	case status != 0:
+		s.writeError(w, status, http.StatusText(status))
+	case name == "":
+		s.writeError(w, http.StatusNotFound, errNotFound)
+	default:
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, name) //nolint:errcheck // the client went away
 	}
 }
 

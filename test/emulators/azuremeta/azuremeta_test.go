@@ -113,7 +113,7 @@ func TestRefusals(t *testing.T) {
 		{"no StartRequests", http.MethodPost, url, true, `{}`, 400, "No StartRequests"},
 		{"unknown EventId", http.MethodPost, url, true, `{"StartRequests":[{"EventId":"nope"}]}`, 400, "nope"},
 		{"one unknown of two", http.MethodPost, url, true, `{"StartRequests":[{"EventId":"e1"},{"EventId":"nope"}]}`, 400, "nope"},
-		{"other path", http.MethodGet, s.URL() + "/metadata/instance?api-version=" + APIVersion, true, "", 404, ""},
+		{"other path", http.MethodGet, s.URL() + "/metadata/other?api-version=" + APIVersion, true, "", 404, ""},
 		{"PUT", http.MethodPut, url, true, "", 405, ""},
 	} {
 		status, body := call(t, tc.method, tc.url, tc.header, tc.body)
@@ -186,4 +186,126 @@ func TestRawAndStatus(t *testing.T) {
 	if d := getDoc(t, s); len(d.Events) != 0 {
 		t.Errorf("document %+v after SetEvents()", d)
 	}
+}
+
+// nameURL is the compute name leaf of s, with query.
+func nameURL(s *Server, query string) string { return s.URL() + ComputeNamePath + "?" + query }
+
+func TestComputeName(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	s.SetComputeName("aks-nodepool1-12345678-vmss_3")
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, nameURL(s, "api-version=2021-02-01&format=text"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Metadata", "true")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || string(body) != "aks-nodepool1-12345678-vmss_3" {
+		t.Errorf("GET: %d %q, want 200 and the bare name", resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("Content-Type %q", ct)
+	}
+	// Every documented version serves it.
+	for _, v := range instanceAPIVersions() {
+		if status, body := call(t, http.MethodGet, nameURL(s, "api-version="+v+"&format=text"), true, ""); status != http.StatusOK || body != "aks-nodepool1-12345678-vmss_3" {
+			t.Errorf("api-version %s: %d %q", v, status, body)
+		}
+	}
+	if n := s.ComputeNameRequests(); n != 1+len(instanceAPIVersions()) {
+		t.Errorf("%d compute name requests counted, want %d", n, 1+len(instanceAPIVersions()))
+	}
+}
+
+func TestComputeNameRefusals(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	s.SetComputeName("vm1")
+	good := "api-version=2021-02-01&format=text"
+	for _, tc := range []struct {
+		name, method, url string
+		header            bool
+		status            int
+		errText           string
+	}{
+		{"no header", http.MethodGet, nameURL(s, good), false, 400, "Bad request. Required metadata header not specified"},
+		{"no api-version", http.MethodGet, nameURL(s, "format=text"), true, 400, "api-version was not specified"},
+		// A scheduled events version is not an instance metadata one.
+		{"scheduled events api-version", http.MethodGet, nameURL(s, "api-version="+APIVersion+"&format=text"), true, 400, "api-version is invalid"},
+		{"no format", http.MethodGet, nameURL(s, "api-version=2021-02-01"), true, 400, "format must be text"},
+		{"format json", http.MethodGet, nameURL(s, "api-version=2021-02-01&format=json"), true, 400, "format must be text"},
+		{"repeated parameter", http.MethodGet, nameURL(s, good+"&format=text"), true, 400, "Duplicate query parameter format"},
+		{"POST", http.MethodPost, nameURL(s, good), true, 405, ""},
+		{"other leaf", http.MethodGet, s.URL() + "/metadata/instance/compute/vmId?" + good, true, 404, ""},
+		{"whole document", http.MethodGet, s.URL() + "/metadata/instance?api-version=2021-02-01", true, 404, ""},
+	} {
+		status, body := call(t, tc.method, tc.url, tc.header, "")
+		if status != tc.status {
+			t.Errorf("%s: status %d, want %d (%s)", tc.name, status, tc.status, body)
+			continue
+		}
+		var e struct{ Error string }
+		if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
+			t.Errorf("%s: body %q is not Azure's {\"error\": ...}", tc.name, body)
+		}
+		if !strings.Contains(e.Error, tc.errText) {
+			t.Errorf("%s: error %q, want %q in it", tc.name, e.Error, tc.errText)
+		}
+	}
+
+	// X-Forwarded-For is refused on every endpoint.
+	for _, url := range []string{nameURL(s, good), s.URL() + Path + "?api-version=" + APIVersion} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Metadata", "true")
+		req.Header.Set("X-Forwarded-For", "10.0.0.1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s with X-Forwarded-For: %d, want 400", url, resp.StatusCode)
+		}
+	}
+}
+
+func TestComputeNameUnsetAndFailing(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	url := nameURL(s, "api-version=2021-02-01&format=text")
+	if status, body := call(t, http.MethodGet, url, true, ""); status != http.StatusNotFound {
+		t.Errorf("unset: %d %s, want 404", status, body)
+	}
+	s.SetComputeName("vm1")
+	s.FailComputeName(http.StatusGone, 2)
+	for i := range 2 {
+		if status, body := call(t, http.MethodGet, url, true, ""); status != http.StatusGone || !strings.Contains(body, "error") {
+			t.Errorf("failure %d: %d %s, want 410", i, status, body)
+		}
+	}
+	// A refused request does not use up a failure.
+	s.FailComputeName(http.StatusTooManyRequests, 1)
+	if status, _ := call(t, http.MethodGet, url, false, ""); status != http.StatusBadRequest {
+		t.Errorf("no header: %d, want 400", status)
+	}
+	if status, _ := call(t, http.MethodGet, url, true, ""); status != http.StatusTooManyRequests {
+		t.Errorf("after the refusal: %d, want 429", status)
+	}
+	if status, body := call(t, http.MethodGet, url, true, ""); status != http.StatusOK || body != "vm1" {
+		t.Errorf("after the failures: %d %q, want 200 vm1", status, body)
+	}
+	// The scheduled events document is not affected.
+	getDoc(t, s)
 }
