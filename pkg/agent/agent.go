@@ -43,6 +43,11 @@ type Options struct {
 	// RetryInterval is the wait before reading the node's holds again
 	// when that failed at start-up.
 	RetryInterval time.Duration
+	// Pings, when not nil, are liveness pings (health.Loop): the main
+	// loop answers each by closing it, between notices. Nothing the loop
+	// does waits on the API server or the metadata service, so an
+	// unanswered ping means the loop itself is stuck.
+	Pings <-chan chan struct{}
 }
 
 // Agent feeds the episode of one node from its sources.
@@ -90,10 +95,16 @@ func (a *Agent) Run(ctx context.Context, sources []interruption.Source, synced <
 		}
 	}
 	var releaseStale <-chan time.Time
+	// The stale holds are released beside the loop: reading the node may
+	// wait on the API server, and the loop must stay free to take notices
+	// and answer pings meanwhile.
+	var released chan error
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case reply := <-a.opts.Pings:
+			close(reply)
 		case ev := <-in:
 			a.receive(ev, completers)
 		case <-synced:
@@ -112,7 +123,12 @@ func (a *Agent) Run(ctx context.Context, sources []interruption.Source, synced <
 			releaseStale = a.clock.After(0)
 		case <-releaseStale:
 			releaseStale = nil
-			if err := a.episodes.ReleaseStale(ctx, a.opts.Node); err != nil && ctx.Err() == nil {
+			done := make(chan error, 1)
+			released = done
+			wg.Go(func() { done <- a.episodes.ReleaseStale(ctx, a.opts.Node) })
+		case err := <-released:
+			released = nil
+			if err != nil && ctx.Err() == nil {
 				a.log.Error("reading lastcall's holds on the node failed; will retry", "err", err, "retry_in", a.opts.RetryInterval)
 				releaseStale = a.clock.After(a.opts.RetryInterval)
 			}

@@ -31,6 +31,13 @@ const detectEvery = 10 * time.Second
 // detectTimeout bounds one round of detection.
 const detectTimeout = 2 * time.Second
 
+// LivenessPingBound is how soon the agent's main loop must answer a
+// liveness ping. Its work between two pings is a few channel operations and
+// map updates, none waiting on the API server or the metadata service: a
+// loop that takes longer is stuck. The chart's liveness probe times out
+// later (timeoutSeconds), so the probe reads why.
+const LivenessPingBound = 2 * time.Second
+
 // buildAgent wires the node agent: this node's metadata sources feeding
 // its episode, with informers of this node and its pods only, so that an
 // agent's cost does not grow with the cluster.
@@ -45,17 +52,21 @@ func buildAgent(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 		return nil, err
 	}
 	sourceHealth := health.NewSources(c.reg, env.Clock, o.Health.StaleAfter)
-	ag := agent.New(agent.Options{Node: name}, k.episodes, c.recorder, c.reg, log.With("component", "agent"), env.Clock)
+	// Liveness is the agent's own loop answering pings; while it waits
+	// for a cloud to answer, or for the caches, it is not judged.
+	live := health.NewLoop("agent", LivenessPingBound, env.Clock)
+	ag := agent.New(agent.Options{Node: name, Pings: live.Pings()}, k.episodes, c.recorder, c.reg, log.With("component", "agent"), env.Clock)
 
-	// Until a cloud is known, /healthz says so.
+	// Readiness: a cloud detected, and every source read once, and within
+	// --source-stale-after since.
 	var detectErr atomic.Pointer[error]
 	notYet := errors.New("cloud not detected yet")
 	detectErr.Store(&notYet)
-	healthz := func() error {
+	ready := func() error {
 		if err := detectErr.Load(); err != nil {
 			return *err
 		}
-		return sourceHealth.Check()
+		return sourceHealth.CheckRead()
 	}
 	main := func(ctx context.Context) error {
 		p, err := detect(ctx, o, log, env.Clock, &detectErr)
@@ -74,9 +85,10 @@ func buildAgent(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 		for _, s := range sources {
 			sourceHealth.Register(s.Name())
 		}
-		return ag.Run(ctx, sources, sourceHealth.Synced())
+		return live.Run(func() error { return ag.Run(ctx, sources, sourceHealth.Synced()) })
 	}
-	return &process{common: c, informers: []cache.SharedIndexInformer{nodeInformer, podInformer}, healthz: healthz, main: k.run(main)}, nil
+	return &process{common: c, informers: []cache.SharedIndexInformer{nodeInformer, podInformer},
+		liveness: live.Check, readiness: ready, main: k.run(main)}, nil
 }
 
 // kernel is what both front ends feed: the node's episodes, with the node

@@ -101,12 +101,18 @@ func Run(ctx context.Context, o *Options, env Env) error {
 	return p.serve(ctx, env, reg)
 }
 
-// process is a mode wired: what it watches, when it is healthy, and its
-// main loop.
+// process is a mode wired: what it watches, when it is alive and ready,
+// and its main loop.
 type process struct {
 	*common
 	informers []cache.SharedIndexInformer
-	healthz   server.Check
+	// liveness (/healthz) says whether lastcall's own loop is alive, and
+	// nothing else: the kubelet restarts the process when it fails.
+	liveness server.Check
+	// readiness (/readyz), once the informers have synced, says whether
+	// the process's dependencies answer: a metadata source, the queue.
+	// Nil: the synced caches alone.
+	readiness server.Check
 	main      func(context.Context) error
 }
 
@@ -165,7 +171,7 @@ func newCommon(ctx context.Context, o *Options, env Env, host string, reg promet
 // serve runs the informers, then main once they have synced, and the
 // server throughout, until ctx ends or one of them fails.
 func (p *process) serve(ctx context.Context, env Env, gatherer prometheus.Gatherer) error {
-	c, healthz, informers, main := p.common, p.healthz, p.informers, p.main
+	c, informers, main := p.common, p.informers, p.main
 	defer c.shutdown()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -181,9 +187,12 @@ func (p *process) serve(ctx context.Context, env Env, gatherer prometheus.Gather
 		return true
 	}
 	wg.Go(func() {
-		errc <- server.Serve(ctx, env.Listener, server.Handler(gatherer, healthz, func() error {
+		errc <- server.Serve(ctx, env.Listener, server.Handler(gatherer, p.liveness, func() error {
 			if !synced() {
 				return errors.New("Kubernetes caches not synced yet")
+			}
+			if p.readiness != nil {
+				return p.readiness()
 			}
 			return nil
 		}), env.Log)

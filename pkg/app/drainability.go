@@ -18,6 +18,7 @@ import (
 
 	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/pkg/drainability"
+	"github.com/lastcall/lastcall/pkg/health"
 	"github.com/lastcall/lastcall/pkg/node"
 )
 
@@ -42,7 +43,7 @@ func buildDrainability(ctx context.Context, o *Options, env Env, reg prometheus.
 		return nil, err
 	}
 	informers := append([]cache.SharedIndexInformer{nodeInformer, podInformer}, d.informers()...)
-	return &process{common: c, informers: informers, healthz: func() error { return nil }, main: d.run}, nil
+	return &process{common: c, informers: informers, liveness: d.alive.Check, main: d.run}, nil
 }
 
 // drainabilityWindow is the notice drains are planned against: that of
@@ -61,12 +62,20 @@ func drainabilityWindow(ctx context.Context, o *Options, log *slog.Logger) time.
 	return p.NoticeWindow()
 }
 
+// drainabilityLivenessBound is how long the drainability controller may
+// go without a pass before it is taken for stuck: it passes over every
+// node at least each resync, reading only its caches, so three resyncs
+// missed cannot be the API server's doing.
+const drainabilityLivenessBound = 3 * drainability.DefaultResync
+
 // clusterDrainability is the drainability of every node, from informers of
 // every node, pod, PodDisruptionBudget and Service.
 type clusterDrainability struct {
 	ctrl              *drainability.Controller
 	nodes, pods       cache.SharedIndexInformer
 	budgets, services cache.SharedIndexInformer
+	// alive beats at the start of every pass: the process's liveness.
+	alive *health.Heartbeat
 }
 
 func newClusterDrainability(o *Options, env Env, c *common, nodes, pods cache.SharedIndexInformer, podIndex drainability.Pods,
@@ -76,6 +85,7 @@ func newClusterDrainability(o *Options, env Env, c *common, nodes, pods cache.Sh
 		pods:     pods,
 		budgets:  informer(env.Client.PolicyV1().RESTClient(), "poddisruptionbudgets", &policyv1.PodDisruptionBudget{}, fields.Everything()),
 		services: informer(env.Client.CoreV1().RESTClient(), "services", &corev1.Service{}, fields.Everything()),
+		alive:    health.NewHeartbeat("drainability", drainabilityLivenessBound, env.Clock),
 	}
 	// Only what a plan reads is kept.
 	if err := d.budgets.SetTransform(slimBudget); err != nil {
@@ -86,7 +96,10 @@ func newClusterDrainability(o *Options, env Env, c *common, nodes, pods cache.Sh
 	}
 	nodeLister := corelisters.NewNodeLister(nodes.GetIndexer())
 	d.ctrl = drainability.New(drainability.Options{Window: window, Drain: o.drainOptions()}, drainability.Sources{
-		Nodes:    func() ([]string, error) { return nodeNames(nodeLister) },
+		Nodes: func() ([]string, error) {
+			d.alive.Beat() // each pass starts by listing the nodes
+			return nodeNames(nodeLister)
+		},
 		Pods:     podIndex,
 		Budgets:  policylisters.NewPodDisruptionBudgetLister(d.budgets.GetIndexer()),
 		Services: corelisters.NewServiceLister(d.services.GetIndexer()),

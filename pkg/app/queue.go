@@ -58,5 +58,10 @@ func buildQueue(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 	}
 	log.Info("queue processor starting", "cloud", qp.Name(), "holder", holder)
 	informers := append([]cache.SharedIndexInformer{nodeInformer, podInformer}, d.informers()...)
-	return &process{common: c, informers: informers, healthz: sourceHealth.Check, main: k.run(beside(front.Run, d.run))}, nil
+	// The queue's receive loop waits on SQS: its health is readiness (with
+	// the start-up grace of Check, as the first receive is a long poll).
+	// The loop lastcall runs on its own beside it, the drainability passes
+	// over the caches, is liveness.
+	return &process{common: c, informers: informers, liveness: d.alive.Check, readiness: sourceHealth.Check,
+		main: k.run(beside(front.Run, d.run))}, nil
 }

@@ -9,13 +9,14 @@ import (
 
 // Options configure the health of sources.
 type Options struct {
-	// StaleAfter is how long a source may fail before it is unhealthy.
+	// StaleAfter is how long a source may fail before the process is not
+	// ready.
 	StaleAfter time.Duration
 }
 
 // AddFlags declares the health flags.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.DurationVar(&o.StaleAfter, "source-stale-after", o.StaleAfter, "/healthz fails when a source (or the queue) has not been read successfully for this long.")
+	fs.DurationVar(&o.StaleAfter, "source-stale-after", o.StaleAfter, "/readyz fails when a source (or the queue) has not been read successfully for this long.")
 }
 
 // Validate checks the options set by flags; each error names its flag.

@@ -22,7 +22,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"source"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "source", Name: "errors_total",
-			Help: "Failed reads of a signal, by source and reason (unreachable, timeout, malformed, http_error, error).",
+			Help: "Failed reads of a signal, by source and reason (unreachable, timeout, malformed, http_error, error); " +
+				"and values in an answer lastcall does not know (unknown_value: the rest of the answer was used).",
 		}, []string{"source", "reason"}),
 	}
 	reg.MustRegister(m.up, m.lastSuccess, m.errors)

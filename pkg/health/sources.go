@@ -1,5 +1,6 @@
 // Package health tracks whether each interruption source can actually read
-// its signal, for /healthz and the per-source metrics.
+// its signal, for readiness (/readyz) and the per-source metrics, and
+// whether lastcall's own loop is alive, for liveness (/healthz).
 package health
 
 import (
@@ -68,6 +69,19 @@ func (s *Sources) Success(source string) {
 	s.checkSynced()
 }
 
+// ReasonUnknownValue is the reason under which lastcall_source_errors_total
+// counts a value in an answer that lastcall does not know (a new
+// maintenance state, event type or status): the read succeeded, and the
+// rest of the answer was used.
+const ReasonUnknownValue = "unknown_value"
+
+// Unknown records a value in a source's answer that lastcall does not
+// know. The read itself succeeded (the source reports Success too), so the
+// source stays up; the value is counted under ReasonUnknownValue.
+func (s *Sources) Unknown(source string) {
+	s.metrics.errors.WithLabelValues(source, ReasonUnknownValue).Inc()
+}
+
 // Failure records a failed read with a bounded reason.
 func (s *Sources) Failure(source, reason string, err error) {
 	s.mu.Lock()
@@ -86,7 +100,14 @@ func (s *Sources) Synced() <-chan struct{} { return s.synced }
 // Check returns nil when every source has read its signal within the stale
 // window (or, before its first read, while start-up is within it), and an
 // error naming each failing source otherwise.
-func (s *Sources) Check() error {
+func (s *Sources) Check() error { return s.check(false) }
+
+// CheckRead is Check, except that a source that has not read its signal
+// yet fails it at once: it says whether every source can be read now, for
+// a process whose sources answer at once (not a long poll).
+func (s *Sources) CheckRead() error { return s.check(true) }
+
+func (s *Sources) check(readOnce bool) error {
 	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -102,10 +123,15 @@ func (s *Sources) Check() error {
 		if last.IsZero() {
 			last = s.started
 		}
-		if now.Sub(last) <= s.staleAfter {
+		var msg string
+		switch {
+		case readOnce && st.lastSuccess.IsZero():
+			msg = fmt.Sprintf("%s: not read yet", n)
+		case now.Sub(last) <= s.staleAfter:
 			continue
+		default:
+			msg = fmt.Sprintf("%s: no successful read for %s", n, now.Sub(last).Round(time.Second))
 		}
-		msg := fmt.Sprintf("%s: no successful read for %s", n, now.Sub(last).Round(time.Second))
 		if st.lastErr != nil {
 			msg += fmt.Sprintf(" (%s: %v)", st.lastReason, st.lastErr)
 		}

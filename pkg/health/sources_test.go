@@ -63,3 +63,28 @@ func TestNeverSucceedingSourceGoesUnhealthy(t *testing.T) {
 		t.Fatalf("Check: %v", err)
 	}
 }
+
+// CheckRead fails for a source not read yet, whatever the start-up window.
+func TestCheckRead(t *testing.T) {
+	clk := clocktesting.NewFakePassiveClock(time.Unix(100, 0))
+	s := NewSources(prometheus.NewRegistry(), clk, 30*time.Second)
+	s.Register("imds-spot")
+	s.Register("imds-rebalance")
+	s.Success("imds-spot")
+	s.Failure("imds-rebalance", "timeout", errors.New("deadline exceeded"))
+	if err := s.Check(); err != nil {
+		t.Fatalf("Check within the start-up window: %v", err)
+	}
+	err := s.CheckRead()
+	if err == nil || !strings.Contains(err.Error(), "imds-rebalance: not read yet (timeout: deadline exceeded)") || strings.Contains(err.Error(), "imds-spot") {
+		t.Fatalf("CheckRead: %v", err)
+	}
+	s.Success("imds-rebalance")
+	if err := s.CheckRead(); err != nil {
+		t.Fatalf("CheckRead once both were read: %v", err)
+	}
+	clk.SetTime(time.Unix(131, 0))
+	if err := s.CheckRead(); err == nil || !strings.Contains(err.Error(), "no successful read for 31s") {
+		t.Fatalf("CheckRead once stale: %v", err)
+	}
+}

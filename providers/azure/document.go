@@ -3,11 +3,13 @@ package azure
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/lastcall/lastcall/pkg/health"
 	"github.com/lastcall/lastcall/pkg/interruption"
 )
 
@@ -42,8 +44,10 @@ const (
 // notice is one listed event for this VM: what lastcall makes of it, and
 // what Acknowledge needs to approve it.
 type notice struct {
-	event     interruption.Event
-	eventID   string // Azure's EventId
+	event   interruption.Event
+	eventID string // Azure's EventId
+	// started: not to be approved, as Azure has started it (or it is in a
+	// status lastcall does not know, which it does not approve either).
 	started   bool
 	resources []string
 }
@@ -70,33 +74,50 @@ func kindOf(eventType string, drainFreeze bool) (kind interruption.Kind, action 
 // parseDocument reads a scheduled events document and returns the events
 // for vmName (every event when it is empty), in the document's order. An
 // event without NotBefore (Started, or already due) has the deadline now.
-// One malformed entry, for this VM or not, makes the whole answer
-// malformed: a document that is wrong in part cannot be trusted to be right
-// elsewhere.
-func parseDocument(body []byte, vmName string, drainFreeze bool, now time.Time) ([]notice, error) {
+//
+// A value Azure may add one day is returned in unknown, for this VM's
+// events, and the rest of the document is used: an event of an unknown
+// EventType is left out (what it asks for is unknown); one of a known type
+// in an unknown EventStatus is taken as in force, as its type asks, and is
+// never approved. One malformed entry, for this VM or not, makes the whole
+// answer malformed: a document that is wrong in part cannot be trusted to
+// be right elsewhere.
+func parseDocument(body []byte, vmName string, drainFreeze bool, now time.Time) (notices []notice, unknown []health.UnknownValue, err error) {
 	var doc document
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, malformed(body, "not a scheduled events document: %v", err)
+		return nil, nil, malformed(body, "not a scheduled events document: %v", err)
 	}
 	if doc.DocumentIncarnation == nil {
-		return nil, malformed(body, "no DocumentIncarnation")
+		return nil, nil, malformed(body, "no DocumentIncarnation")
 	}
 	if doc.Events == nil {
-		return nil, malformed(body, "no Events list")
+		return nil, nil, malformed(body, "no Events list")
 	}
-	notices := make([]notice, 0, len(*doc.Events))
+	notices = make([]notice, 0, len(*doc.Events))
 	seen := map[string]bool{}
 	for i, we := range *doc.Events {
 		if we.EventID == "" {
-			return nil, malformed(body, "event %d has no EventId", i)
+			return nil, nil, malformed(body, "event %d has no EventId", i)
 		}
 		if seen[we.EventID] {
-			return nil, malformed(body, "EventId %q listed twice", excerpt(we.EventID))
+			return nil, nil, malformed(body, "EventId %q listed twice", excerpt(we.EventID))
 		}
 		seen[we.EventID] = true
+		deadline := now
+		if we.NotBefore != "" {
+			t, err := time.Parse(http.TimeFormat, we.NotBefore)
+			if err != nil {
+				return nil, nil, malformed(body, "event %s: NotBefore %q is not like %q", excerpt(we.EventID), excerpt(we.NotBefore), http.TimeFormat)
+			}
+			deadline = t.UTC()
+		}
+		if vmName != "" && !slices.ContainsFunc(we.Resources, func(r string) bool { return strings.EqualFold(r, vmName) }) {
+			continue
+		}
 		kind, action, ok := kindOf(we.EventType, drainFreeze)
 		if !ok {
-			return nil, malformed(body, "event %s has unknown EventType %q", excerpt(we.EventID), excerpt(we.EventType))
+			unknown = append(unknown, health.UnknownValue{Entry: we.EventID, Field: "EventType", Value: we.EventType})
+			continue
 		}
 		var started bool
 		switch we.EventStatus {
@@ -104,18 +125,8 @@ func parseDocument(body []byte, vmName string, drainFreeze bool, now time.Time) 
 		case statusStarted:
 			started = true
 		default:
-			return nil, malformed(body, "event %s has unknown EventStatus %q", excerpt(we.EventID), excerpt(we.EventStatus))
-		}
-		deadline := now
-		if we.NotBefore != "" {
-			t, err := time.Parse(http.TimeFormat, we.NotBefore)
-			if err != nil {
-				return nil, malformed(body, "event %s: NotBefore %q is not like %q", excerpt(we.EventID), excerpt(we.NotBefore), http.TimeFormat)
-			}
-			deadline = t.UTC()
-		}
-		if vmName != "" && !slices.ContainsFunc(we.Resources, func(r string) bool { return strings.EqualFold(r, vmName) }) {
-			continue
+			unknown = append(unknown, health.UnknownValue{Entry: we.EventID, Field: "EventStatus", Value: we.EventStatus})
+			started = true
 		}
 		notices = append(notices, notice{
 			event: interruption.Event{
@@ -130,7 +141,13 @@ func parseDocument(body []byte, vmName string, drainFreeze bool, now time.Time) 
 			resources: slices.Clone(we.Resources),
 		})
 	}
-	return notices, nil
+	return notices, unknown, nil
+}
+
+// newUnknowns reports the values of the document lastcall does not know:
+// logged, and counted by reporter if it counts them.
+func newUnknowns(reporter interruption.HealthReporter, log *slog.Logger) *health.Unknowns {
+	return health.NewUnknowns(SourceName, reporter, log)
 }
 
 // detail describes an event for Events and logs.

@@ -269,7 +269,7 @@ func TestAcknowledgeError(t *testing.T) {
 func TestMalformedDocument(t *testing.T) {
 	t.Parallel()
 	fake := startFake(t)
-	fake.SetRawDocument([]byte(`{"DocumentIncarnation": 1, "Events": [{"EventId": "x", "EventType": "Explode"}]}`))
+	fake.SetRawDocument([]byte(`{"DocumentIncarnation": 1, "Events": [{"EventType": "Preempt", "EventStatus": "Scheduled"}]}`))
 	health := newRecordingHealth()
 	out := run(t, newSource(t, fake, Options{}, health))
 	r, n := health.WaitFor(t, "a malformed read", 0, 1, failure(interruption.ReasonMalformed))

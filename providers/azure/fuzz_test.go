@@ -27,20 +27,21 @@ func FuzzParseDocumentFor(f *testing.F) {
 		f.Add(body, "VM1", false)
 	}
 	f.Fuzz(func(t *testing.T, body []byte, vmName string, drainFreeze bool) {
-		got, err := parseDocument(body, vmName, drainFreeze, parseNow())
-		again, againErr := parseDocument(body, vmName, drainFreeze, parseNow())
-		if !reflect.DeepEqual(got, again) || (err == nil) != (againErr == nil) || (err != nil && err.Error() != againErr.Error()) {
+		got, unknown, err := parseDocument(body, vmName, drainFreeze, parseNow())
+		again, againUnknown, againErr := parseDocument(body, vmName, drainFreeze, parseNow())
+		if !reflect.DeepEqual(got, again) || !reflect.DeepEqual(unknown, againUnknown) ||
+			(err == nil) != (againErr == nil) || (err != nil && err.Error() != againErr.Error()) {
 			t.Fatalf("not deterministic for %q", body)
 		}
-		all, allErr := parseDocument(body, "", drainFreeze, parseNow())
-		other, otherErr := parseDocument(body, vmName, !drainFreeze, parseNow())
+		all, _, allErr := parseDocument(body, "", drainFreeze, parseNow())
+		other, _, otherErr := parseDocument(body, vmName, !drainFreeze, parseNow())
 		if (err == nil) != (allErr == nil) || (err == nil) != (otherErr == nil) {
 			// A document is malformed whatever the VM and the Freeze setting.
 			t.Fatalf("malformed for some settings only: %v / %v / %v", err, allErr, otherErr)
 		}
 		if err != nil {
-			if got != nil {
-				t.Fatalf("notices %+v with error %v", got, err)
+			if got != nil || unknown != nil {
+				t.Fatalf("notices %+v and unknown values %+v with error %v", got, unknown, err)
 			}
 			if r := interruption.ReasonOf(err); r != interruption.ReasonMalformed {
 				t.Fatalf("reason %q: %v", r, err)
@@ -60,6 +61,18 @@ func FuzzParseDocumentFor(f *testing.F) {
 		}
 		if !reflect.DeepEqual(got, mine) && !(len(got) == 0 && len(mine) == 0) {
 			t.Fatalf("for VM %q:\n%+v\nwant the document's events that list it:\n%+v", vmName, got, mine)
+		}
+
+		for _, u := range unknown {
+			_, _, knownType := kindOf(u.Value, drainFreeze)
+			switch {
+			case u.Entry == "":
+				t.Fatalf("unknown value %+v names no event", u)
+			case u.Field == "EventType" && knownType, u.Field == "EventStatus" && (u.Value == statusScheduled || u.Value == statusStarted):
+				t.Fatalf("a known value reported unknown: %+v", u)
+			case u.Field != "EventType" && u.Field != "EventStatus":
+				t.Fatalf("unknown value of field %q", u.Field)
+			}
 		}
 
 		seen := map[string]bool{}

@@ -3,10 +3,12 @@ package azure
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lastcall/lastcall/pkg/health"
 	"github.com/lastcall/lastcall/pkg/interruption"
 )
 
@@ -72,9 +74,12 @@ func TestParseDocument(t *testing.T) {
 		t.Run(tc.file+"/vm="+tc.vmName+"/drainFreeze="+map[bool]string{false: "no", true: "yes"}[tc.drainFreeze], func(t *testing.T) {
 			t.Parallel()
 			body := readTestdata(t, tc.file)
-			got, err := parseDocument(body, tc.vmName, tc.drainFreeze, parseNow())
+			got, unknown, err := parseDocument(body, tc.vmName, tc.drainFreeze, parseNow())
 			if err != nil {
 				t.Fatalf("parse %s: %v", body, err)
+			}
+			if len(unknown) > 0 {
+				t.Errorf("unknown values %+v", unknown)
 			}
 			if len(got) != len(tc.want) {
 				t.Fatalf("got %d events %+v, want %d", len(got), got, len(tc.want))
@@ -112,20 +117,17 @@ func TestParseDocumentMalformed(t *testing.T) {
 		{"no-events.json", "no Events"},
 		{"no-incarnation.json", "no DocumentIncarnation"},
 		{"error-body.json", "no DocumentIncarnation"},
-		{"unknown-type.json", `unknown EventType "Hibernate"`},
-		{"unknown-status.json", `unknown EventStatus "Completed"`},
 		{"bad-not-before.json", "NotBefore"},
 		{"no-event-id.json", "no EventId"},
 		{"duplicate-id.json", "listed twice"},
 		// An entry for another VM is checked too.
-		{"other-vm-malformed.json", `unknown EventType "Bogus"`},
-		{"long-unknown-type.json", "unknown EventType"},
+		{"other-vm-malformed.json", "NotBefore"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			t.Parallel()
 			body := readTestdata(t, tc.file)
 			for _, vm := range []string{"", "vm1"} {
-				got, err := parseDocument(body, vm, false, parseNow())
+				got, _, err := parseDocument(body, vm, false, parseNow())
 				if err == nil {
 					t.Fatalf("vm %q: parsed %q into %+v, want a malformed error", vm, body, got)
 				}
@@ -144,6 +146,53 @@ func TestParseDocumentMalformed(t *testing.T) {
 	}
 }
 
+// An EventType or EventStatus lastcall does not know is named, for this
+// VM's events only, and the rest of the document is used: an event of an
+// unknown type is left out, one of a known type in an unknown status kept
+// and never approved.
+func TestParseDocumentUnknown(t *testing.T) {
+	t.Parallel()
+	const sept19 = "Mon, 19 Sep 2016 18:29:47 GMT"
+	unknownType := health.UnknownValue{Entry: "x-1", Field: "EventType", Value: "Hibernate"}
+	for _, tc := range []struct {
+		file    string
+		vmName  string
+		want    []string // EventIds of the notices
+		unknown []health.UnknownValue
+	}{
+		{file: "unknown-type.json", unknown: []health.UnknownValue{unknownType}},
+		{file: "unknown-type.json", vmName: "vm1", unknown: []health.UnknownValue{unknownType}},
+		{file: "unknown-type.json", vmName: "vm2"},
+		{file: "unknown-status.json", want: []string{"x-1"}, unknown: []health.UnknownValue{{Entry: "x-1", Field: "EventStatus", Value: "Completed"}}},
+		{file: "unknown-type-beside-preempt.json", vmName: "vm1", want: []string{"x-2"}, unknown: []health.UnknownValue{unknownType}},
+		{file: "long-unknown-type.json", unknown: []health.UnknownValue{{Entry: "x-1", Field: "EventType", Value: strings.Repeat("Y", 500)}}},
+	} {
+		t.Run(tc.file+"/vm="+tc.vmName, func(t *testing.T) {
+			t.Parallel()
+			got, unknown, err := parseDocument(readTestdata(t, tc.file), tc.vmName, false, parseNow())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, n := range got {
+				ids = append(ids, n.eventID)
+				if n.event.Action != interruption.ActionDrain || !n.event.Deadline.Equal(gmt(sept19)) {
+					t.Errorf("notice %+v, want a drain by %s", n.event, sept19)
+				}
+				if n.eventID == "x-1" && !n.started {
+					t.Error("an event in an unknown status may be approved")
+				}
+			}
+			if !slices.Equal(ids, tc.want) {
+				t.Errorf("notices of %v, want %v", ids, tc.want)
+			}
+			if !slices.Equal(unknown, tc.unknown) {
+				t.Errorf("unknown values %+v, want %+v", unknown, tc.unknown)
+			}
+		})
+	}
+}
+
 // FuzzParseDocument checks that no input panics and that every result is
 // either malformed or a list of events with IDs.
 func FuzzParseDocument(f *testing.F) {
@@ -151,7 +200,7 @@ func FuzzParseDocument(f *testing.F) {
 		f.Add(readTestdata(f, name))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		notices, err := parseDocument(body, "vm1", false, parseNow())
+		notices, _, err := parseDocument(body, "vm1", false, parseNow())
 		if err != nil {
 			if interruption.ReasonOf(err) != interruption.ReasonMalformed {
 				t.Fatalf("error %v is not malformed", err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/pkg/episode"
+	"github.com/lastcall/lastcall/pkg/health"
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/provider"
 )
@@ -50,6 +51,7 @@ func Sources(client *http.Client, o Options, health interruption.HealthReporter,
 		clk:    clk,
 		listed: map[string]notice{},
 	}
+	s.unknown = newUnknowns(health, log)
 	s.poller = &interruption.Poller{
 		SourceName: SourceName,
 		Poll:       s.poll,
@@ -69,6 +71,9 @@ type source struct {
 	opts   Options
 	log    *slog.Logger
 	clk    clock.Clock
+
+	// unknown reports the values of the document lastcall does not know.
+	unknown *health.Unknowns
 
 	mu     sync.Mutex
 	listed map[string]notice
@@ -91,10 +96,11 @@ func (s *source) poll(ctx context.Context) ([]interruption.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	notices, err := parseDocument(body, s.opts.VMName, s.opts.DrainFreeze, s.clk.Now())
+	notices, unknown, err := parseDocument(body, s.opts.VMName, s.opts.DrainFreeze, s.clk.Now())
 	if err != nil {
 		return nil, err
 	}
+	s.unknown.Report(unknown)
 	now := make(map[string]notice, len(notices))
 	events := make([]interruption.Event, 0, len(notices))
 	for _, n := range notices {

@@ -319,7 +319,11 @@ func checkPodSpec(t *testing.T, w *unstructured.Unstructured, component string) 
 	}
 	c := ps.Containers[0]
 	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
-		t.Error("probes are not /healthz and /readyz")
+		t.Fatal("probes are not /healthz and /readyz")
+	}
+	// The probe must outwait the agent's loop, to read why it failed.
+	if timeout := time.Duration(c.LivenessProbe.TimeoutSeconds) * time.Second; timeout <= app.LivenessPingBound {
+		t.Errorf("liveness probe timeout %s: not above the %s the agent's loop has to answer a ping", timeout, app.LivenessPingBound)
 	}
 	if component == "agent" {
 		if ps.PriorityClassName != "system-node-critical" {
@@ -504,6 +508,9 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"ratio above 1", map[string]any{"prometheusRule": map[string]any{"deadlineUsedRatio": 1.5}}, []string{"/prometheusRule/deadlineUsedRatio"}},
 		{"bad pull policy", map[string]any{"image": map[string]any{"pullPolicy": "Sometimes"}}, []string{"/image/pullPolicy"}},
 		{"port out of range", map[string]any{"metrics": map[string]any{"port": 70000}}, []string{"/metrics/port"}},
+		{"probe period zero", map[string]any{"probes": map[string]any{"liveness": map[string]any{"periodSeconds": 0}}}, []string{"/probes/liveness/periodSeconds"}},
+		{"probe timeout a duration", map[string]any{"probes": map[string]any{"readiness": map[string]any{"timeoutSeconds": "5s"}}}, []string{"/probes/readiness/timeoutSeconds"}},
+		{"probe setting the chart does not take", map[string]any{"probes": map[string]any{"liveness": map[string]any{"initialDelaySeconds": 30}}}, []string{"/probes/liveness", "initialDelaySeconds"}},
 		{"extra arg not a flag", map[string]any{"extraArgs": []string{"dry-run"}}, []string{"/extraArgs/0"}},
 		{"unknown PDB deadline policy", map[string]any{"pdbDeadlinePolicy": "override"}, []string{"/pdbDeadlinePolicy", "graceful-override", "respect"}},
 		{"LB delay without unit", map[string]any{"lbDeregistrationDelay": "15"}, []string{"/lbDeregistrationDelay"}},

@@ -483,9 +483,10 @@ func newFaultyIMDS(t *testing.T, upstream string) *faultyIMDS {
 func (f *faultyIMDS) set(m faultMode) { f.mode.Store(int32(m)) }
 
 // The metadata service fails, then hangs, then recovers with a spot notice
-// waiting: the agent counts each failure by reason, fails /healthz while
-// its sources are stale, never acts on a failed read, and once the service
-// answers again holds and drains the node promptly.
+// waiting: the agent counts each failure by reason, is not ready while its
+// sources are stale (its liveness never fails), never acts on a failed
+// read, and once the service answers again holds and drains the node
+// promptly.
 func TestFaultAgentMetadataFlapping(t *testing.T) {
 	// A read times out after max(poll interval, 1 s) (interruption.Poller's
 	// default; imds.Options has no timeout of its own), and failed reads
@@ -508,15 +509,15 @@ func TestFaultAgentMetadataFlapping(t *testing.T) {
 	eventually(t, "HTTP errors counted", func() bool {
 		return errorsOf(sources[0], "http_error") >= 2 && errorsOf(sources[1], "http_error") >= 2
 	})
-	eventually(t, "/healthz to fail while the sources are stale", func() bool { return a.probe(t, "/healthz") == http.StatusServiceUnavailable })
+	eventually(t, "/readyz to fail while the sources are stale", func() bool { return a.probe(t, "/readyz") == http.StatusServiceUnavailable })
 
 	// Timeouts.
 	f.set(faultHang)
 	eventually(t, "timeouts counted", func() bool {
 		return errorsOf(sources[0], "timeout") >= 1 && errorsOf(sources[1], "timeout") >= 1
 	})
-	if code := a.probe(t, "/healthz"); code != http.StatusServiceUnavailable {
-		t.Errorf("/healthz = %d while every read times out", code)
+	if code := a.probe(t, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d while every read times out", code)
 	}
 	for _, src := range sources {
 		if up := a.metric(t, "lastcall_source_up", map[string]string{"source": src}); up != 0 {
@@ -526,8 +527,8 @@ func TestFaultAgentMetadataFlapping(t *testing.T) {
 	if n := waitNode(t, name, func(*corev1.Node) bool { return true }); n.Spec.Unschedulable || n.Annotations[node.AnnotationState] != "" {
 		t.Fatalf("node changed before any notice was read: unschedulable %v, state %q", n.Spec.Unschedulable, n.Annotations[node.AnnotationState])
 	}
-	if code := a.probe(t, "/readyz"); code != http.StatusOK {
-		t.Errorf("/readyz = %d: readiness is about the Kubernetes caches", code)
+	if code := a.probe(t, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d: liveness is the agent's own loop, not the metadata service", code)
 	}
 
 	// Recovery.
@@ -545,7 +546,7 @@ func TestFaultAgentMetadataFlapping(t *testing.T) {
 		st, _ := node.StateOf(n)
 		return len(st.Holds) == 1 && st.Holds[0].Drain == "success"
 	})
-	eventually(t, "/healthz to pass again", func() bool { return a.probe(t, "/healthz") == http.StatusOK })
+	eventually(t, "/readyz to pass again", func() bool { return a.probe(t, "/readyz") == http.StatusOK })
 	a.checkMetrics(t, []metricWant{
 		{"lastcall_events_received_total", map[string]string{"source": "imds-spot", "kind": "spot-interruption"}, 1},
 		{"lastcall_actions_total", map[string]string{"action": "cordon", "result": "success"}, 1},

@@ -79,8 +79,8 @@ func TestFaultQueueSQSThrottlingAndErrors(t *testing.T) {
 		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "success"}, 1},
 		{"lastcall_lifecycle_actions_completed_total", map[string]string{"outcome": "error"}, 0},
 	})
-	eventually(t, "the queue source up and the processor healthy", func() bool {
-		return p.metric(t, "lastcall_source_up", map[string]string{"source": "sqs"}) == 1 && p.probe(t, "/healthz") == 200
+	eventually(t, "the queue source up and the processor ready", func() bool {
+		return p.metric(t, "lastcall_source_up", map[string]string{"source": "sqs"}) == 1 && p.probe(t, "/readyz") == 200
 	})
 }
 

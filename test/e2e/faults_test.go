@@ -13,8 +13,8 @@ import (
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// An unreachable metadata service is counted, fails /healthz once stale, and
-// never stops the agent.
+// An unreachable metadata service is counted, makes the agent unready once
+// stale, and never stops the agent nor fails its liveness.
 func TestUnreachableMetadataIsSurvived(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -27,12 +27,12 @@ func TestUnreachableMetadataIsSurvived(t *testing.T) {
 	eventually(t, "unreachable errors counted", func() bool {
 		return a.metric(t, "lastcall_source_errors_total", map[string]string{"source": "imds-spot", "reason": "unreachable"}) >= 2
 	})
-	eventually(t, "/healthz to fail", func() bool { return a.probe(t, "/healthz") == 503 })
+	eventually(t, "/readyz to fail", func() bool { return a.probe(t, "/readyz") == 503 })
 	if got := a.metric(t, "lastcall_source_up", map[string]string{"source": "imds-spot"}); got != 0 {
 		t.Errorf("source_up = %v with the service unreachable", got)
 	}
-	if code := a.probe(t, "/readyz"); code != 200 {
-		t.Errorf("/readyz = %d: readiness is about the Kubernetes caches", code)
+	if code := a.probe(t, "/healthz"); code != 200 {
+		t.Errorf("/healthz = %d: liveness is the agent's own loop, not the metadata service", code)
 	}
 }
 

@@ -192,17 +192,18 @@ ports:
   - name: metrics
     containerPort: {{ .Values.metrics.port }}
     protocol: TCP
+{{- /* Liveness is lastcall's own loop; its dependencies are readiness
+(see probes in values.yaml). */}}
 livenessProbe:
   httpGet:
     path: /healthz
     port: metrics
-  periodSeconds: 10
-  failureThreshold: 3
+  {{- toYaml .Values.probes.liveness | nindent 2 }}
 readinessProbe:
   httpGet:
     path: /readyz
     port: metrics
-  periodSeconds: 5
+  {{- toYaml .Values.probes.readiness | nindent 2 }}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 {{- end }}

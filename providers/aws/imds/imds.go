@@ -185,7 +185,7 @@ func Sources(client MetadataGetter, o Options, health interruption.HealthReporte
 		case SignalRebalance:
 			poll = pollRebalance(client, o.RebalanceAction)
 		case SignalScheduledMaintenance:
-			poll = pollMaintenance(client)
+			poll = pollMaintenance(client, sourcePrefix+s, health, log)
 		case SignalASGLifecycle:
 			poll = newASGLifecyclePoller(client, o.ASGTerminationDeadline, clk).poll
 		}

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
+	"github.com/lastcall/lastcall/pkg/health"
 	"github.com/lastcall/lastcall/pkg/interruption"
 )
 
@@ -36,16 +38,18 @@ type scheduledEvent struct {
 
 // parseMaintenance reads the scheduled events: an active one asks to drain
 // by its NotBefore, a completed or canceled one cancels what its ID asked.
-// One malformed entry makes the whole answer malformed.
-func parseMaintenance(body []byte) ([]interruption.Event, error) {
+// An event in a state IMDS may add one day is left out and returned in
+// unknown, and the rest of the answer is used. One malformed entry makes
+// the whole answer malformed.
+func parseMaintenance(body []byte) (events []interruption.Event, unknown []health.UnknownValue, err error) {
 	var list []scheduledEvent
 	if err := json.Unmarshal(body, &list); err != nil {
-		return nil, malformed(maintenancePath, body, "not a JSON array of events: %v", err)
+		return nil, nil, malformed(maintenancePath, body, "not a JSON array of events: %v", err)
 	}
-	events := make([]interruption.Event, 0, len(list))
+	events = make([]interruption.Event, 0, len(list))
 	for i, se := range list {
 		if se.EventID == "" {
-			return nil, malformed(maintenancePath, body, "event %d has no EventId", i)
+			return nil, nil, malformed(maintenancePath, body, "event %d has no EventId", i)
 		}
 		e := interruption.Event{
 			ID:   interruption.NewID(interruption.KindScheduledMaintenance, se.EventID),
@@ -55,7 +59,7 @@ func parseMaintenance(body []byte) ([]interruption.Event, error) {
 		case "active":
 			notBefore, err := parseMaintenanceTime(se.NotBefore)
 			if err != nil {
-				return nil, malformed(maintenancePath, body, "event %s: %v", excerpt(se.EventID), err)
+				return nil, nil, malformed(maintenancePath, body, "event %s: %v", excerpt(se.EventID), err)
 			}
 			e.Action, e.Deadline = interruption.ActionDrain, notBefore
 			e.Detail = fmt.Sprintf("scheduled maintenance %s (%s) not before %s",
@@ -64,11 +68,12 @@ func parseMaintenance(body []byte) ([]interruption.Event, error) {
 			e.Action = interruption.ActionCancel
 			e.Detail = fmt.Sprintf("scheduled maintenance %s (%s) %s", se.Code, se.EventID, se.State)
 		default:
-			return nil, malformed(maintenancePath, body, "event %s has unknown state %q", excerpt(se.EventID), excerpt(se.State))
+			unknown = append(unknown, health.UnknownValue{Entry: se.EventID, Field: "State", Value: se.State})
+			continue
 		}
 		events = append(events, e)
 	}
-	return events, nil
+	return events, unknown, nil
 }
 
 func parseMaintenanceTime(s string) (time.Time, error) {
@@ -83,6 +88,15 @@ func parseMaintenanceTime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("NotBefore %q is neither like %q nor RFC 3339", excerpt(s), maintenanceTimeLayout)
 }
 
-func pollMaintenance(c MetadataGetter) interruption.PollFunc {
-	return pollPath(c, maintenancePath, parseMaintenance)
+// pollMaintenance reads the scheduled events of source; the states it does
+// not know are logged, and counted by reporter if it counts them.
+func pollMaintenance(c MetadataGetter, source string, reporter interruption.HealthReporter, log *slog.Logger) interruption.PollFunc {
+	unknown := health.NewUnknowns(source, reporter, log)
+	return pollPath(c, maintenancePath, func(body []byte) ([]interruption.Event, error) {
+		events, values, err := parseMaintenance(body)
+		if err == nil {
+			unknown.Report(values)
+		}
+		return events, err
+	})
 }

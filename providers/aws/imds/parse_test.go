@@ -3,10 +3,12 @@ package imds
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lastcall/lastcall/pkg/health"
 	"github.com/lastcall/lastcall/pkg/interruption"
 )
 
@@ -164,10 +166,52 @@ func TestParseMaintenance(t *testing.T) {
 		{file: "maintenance/bad-json.json", malformed: true},
 		{file: "maintenance/object.json", malformed: true},
 		{file: "maintenance/no-event-id.json", malformed: true},
-		{file: "maintenance/unknown-state.json", malformed: true},
 		{file: "maintenance/bad-not-before.json", malformed: true},
 		{file: "maintenance/no-not-before.json", malformed: true},
-	}, parseMaintenance)
+	}, func(b []byte) ([]interruption.Event, error) {
+		events, unknown, err := parseMaintenance(b)
+		if len(unknown) > 0 {
+			t.Errorf("unknown values %+v", unknown)
+		}
+		return events, err
+	})
+}
+
+// An event in a state lastcall does not know is left out and named; the
+// events beside it are read as usual.
+func TestParseMaintenanceUnknownState(t *testing.T) {
+	for _, tc := range []struct {
+		file    string
+		want    []interruption.Event
+		unknown []health.UnknownValue
+	}{
+		{file: "maintenance/unknown-state.json", unknown: []health.UnknownValue{{Entry: "instance-event-1", Field: "State", Value: "scheduled"}}},
+		{file: "maintenance/unknown-state-beside-active.json",
+			want: []interruption.Event{
+				maintenanceEvent("instance-event-0000000000000000b", interruption.ActionDrain, "2030-02-04T04:05:06Z"),
+				maintenanceEvent("instance-event-0000000000000000c", interruption.ActionCancel, ""),
+			},
+			unknown: []health.UnknownValue{{Entry: "instance-event-0000000000000000a", Field: "State", Value: "postponed"}}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			events, unknown, err := parseMaintenance(readTestdata(t, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(events) != len(tc.want) {
+				t.Fatalf("events %+v, want %+v", events, tc.want)
+			}
+			for i, e := range events {
+				w := tc.want[i]
+				if e.ID != w.ID || e.Action != w.Action || !e.Deadline.Equal(w.Deadline) {
+					t.Errorf("event %d: %+v, want %+v", i, e, w)
+				}
+			}
+			if !slices.Equal(unknown, tc.unknown) {
+				t.Errorf("unknown values %+v, want %+v", unknown, tc.unknown)
+			}
+		})
+	}
 }
 
 func TestParseASGLifecycle(t *testing.T) {
