@@ -221,6 +221,9 @@ func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.No
 			return unreadable, err
 		}
 		if unreadable != nil && len(s.Holds) == 0 {
+			if !live {
+				continue // the cache may not have lastcall's last write yet
+			}
 			return unreadable, nil // nothing of lastcall's to write
 		}
 		if err := s.write(n); err != nil {

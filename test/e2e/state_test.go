@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 
+	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
 )
 
@@ -95,5 +99,38 @@ func TestUnreadableStateReleasesOnlyWhatItAdded(t *testing.T) {
 		if e.Reason == "InterruptionCancelled" && !strings.Contains(e.Message, "nothing to change") {
 			t.Errorf("release Event says it changed something: %q", e.Message)
 		}
+	}
+}
+
+// The node's cache still shows the unreadable annotation lastcall has
+// since replaced with its own state: releasing the hold reads the node
+// again rather than take the stale copy's word that nothing of lastcall's
+// is there, and the hold is released.
+func TestReleasePastAStaleUnreadableCopy(t *testing.T) {
+	name := newNode(t, "stalecopy", nil)
+	mutateNode(t, name, func(n *corev1.Node) {
+		if n.Annotations == nil {
+			n.Annotations = map[string]string{}
+		}
+		n.Annotations[node.AnnotationState] = unreadableStates["garbage"]
+	})
+	stale, err := env.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := func(string) (*corev1.Node, error) { return stale, nil } // an informer that has not caught up
+	nodes := node.NewClient(env.Client, cache, clock.RealClock{}, node.OwnerAgent, false, discardLog())
+	ev := interruption.Event{ID: interruption.NewID(interruption.KindSpotInterruption, "stale-copy"),
+		Kind: interruption.KindSpotInterruption, Action: interruption.ActionDrain}
+	if ch, err := nodes.Hold(context.Background(), name, ev); err != nil || ch.Unreadable == nil || !ch.Cordoned {
+		t.Fatalf("hold: %+v, %v; want the node cordoned, its state unreadable", ch, err)
+	}
+	ch, err := nodes.Release(context.Background(), name, ev.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := waitNode(t, name, func(*corev1.Node) bool { return true })
+	if n.Spec.Unschedulable || hasTaint(n, node.TaintKey(ev.Kind)) || n.Annotations[node.AnnotationState] != "" {
+		t.Errorf("release %+v left unschedulable %v, taints %v, state %q", ch, n.Spec.Unschedulable, n.Spec.Taints, n.Annotations[node.AnnotationState])
 	}
 }
