@@ -124,6 +124,7 @@ func TestMetadataNeverThroughProxies(t *testing.T) {
 	t.Run("azure", func(t *testing.T) {
 		name := newNode(t, "proxy-az", nil)
 		az := startAzure(t)
+		az.SetComputeName(name) // asked of instance metadata, not through the proxy either
 		a := start(t, name, closed, "LASTCALL_AZURE_ENDPOINT=http://"+exposeOn(t, ip, strings.TrimPrefix(az.URL(), "http://")),
 			"GCE_METADATA_HOST="+strings.TrimPrefix(closed, "http://"))
 		waitProcessSourceUp(t, a, "azure-scheduled-events")
