@@ -1,12 +1,10 @@
 package azure
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,48 +12,6 @@ import (
 	"github.com/lastcall/lastcall/pkg/interruption/interruptiontest"
 	"github.com/lastcall/lastcall/test/emulators/azuremeta"
 )
-
-// unknownHealth records every report, and counts the values an answer held
-// that the source does not know, as health.Sources does.
-type unknownHealth struct {
-	*recordingHealth
-	mu      sync.Mutex
-	unknown map[string]int
-}
-
-func newUnknownHealth() *unknownHealth {
-	return &unknownHealth{recordingHealth: newRecordingHealth(), unknown: map[string]int{}}
-}
-
-func (h *unknownHealth) Unknown(source string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.unknown[source]++
-}
-
-func (h *unknownHealth) unknownOf(source string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.unknown[source]
-}
-
-// syncBuffer is a log sink safe for the source's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // An event with an EventType or an EventStatus Azure may add one day sits
 // beside an event lastcall knows: the known event is acted on, and the
@@ -97,9 +53,9 @@ func TestUnknownValueBesideValidEvent(t *testing.T) {
 			t.Parallel()
 			fake := startFake(t)
 			fake.SetRawDocument([]byte(`{"DocumentIncarnation": 3, "Events": [` + tc.unknown + `, ` + valid + `]}`))
-			var logs syncBuffer
+			var logs interruptiontest.Log
 			log := slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testWriter{t}), nil))
-			health := newUnknownHealth()
+			health := interruptiontest.NewHealth()
 			sources, err := Sources(nil, Options{Endpoint: fake.URL(), Interval: pollInterval, VMName: vm}, health, log, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -115,7 +71,7 @@ func TestUnknownValueBesideValidEvent(t *testing.T) {
 			}
 			health.WaitFor(t, "more reads", n, 2, success)
 			quiet(t, out, 2*pollInterval)
-			if got := health.unknownOf(SourceName); got == 0 {
+			if got := health.Unknowns(SourceName); got == 0 {
 				t.Errorf("the unknown %s was not counted", tc.name)
 			}
 			l := logs.String()

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -186,37 +185,13 @@ func newAzureNode(t *testing.T, vmss, id string) (name, vm string) {
 // (cordoned, tainted or annotated).
 func watchTouched(t *testing.T, name string) func() []string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	w, err := env.Client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(),
-	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var seen []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ev := range w.ResultChan() {
-			if n, ok := ev.Object.(*corev1.Node); ok && touched(n) {
-				mu.Lock()
-				seen = append(seen, fmt.Sprintf("resourceVersion %s: unschedulable %v, taints %v, state %s",
-					n.ResourceVersion, n.Spec.Unschedulable, n.Spec.Taints, n.Annotations[node.AnnotationState]))
-				mu.Unlock()
-			}
+	return recordNode(t, name, func(n *corev1.Node) string {
+		if !touched(n) {
+			return ""
 		}
-	}()
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); w.Stop(); <-done }) }
-	t.Cleanup(stop)
-	return func() []string {
-		stop()
-		mu.Lock()
-		defer mu.Unlock()
-		return seen
-	}
+		return fmt.Sprintf("resourceVersion %s: unschedulable %v, taints %v, state %s",
+			n.ResourceVersion, n.Spec.Unschedulable, n.Spec.Taints, n.Annotations[node.AnnotationState])
+	})
 }
 
 // podsOn lists the pods of ns on the node.

@@ -211,6 +211,25 @@ func nodeEventCount(t *testing.T, name, reason string) int32 {
 // could be scheduled on the node then.
 func watchLapses(t *testing.T, name string) func() []string {
 	t.Helper()
+	held := false
+	return recordNode(t, name, func(n *corev1.Node) string {
+		st, _ := node.StateOf(n)
+		now := n.Spec.Unschedulable && hasTaint(n, spotTaint) && len(st.Holds) == 1
+		defer func() { held = held || now }()
+		if held && !now {
+			return fmt.Sprintf("resourceVersion %s: unschedulable %v, taints %v, holds %+v",
+				n.ResourceVersion, n.Spec.Unschedulable, n.Spec.Taints, st.Holds)
+		}
+		return ""
+	})
+}
+
+// recordNode watches the node from now on, and returns a func that stops
+// the watch and lists what note said of each version of the node it saw
+// ("" says nothing). note runs on the watch's goroutine, one version after
+// the other.
+func recordNode(t *testing.T, name string, note func(*corev1.Node) string) func() []string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w, err := env.Client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(),
@@ -220,25 +239,18 @@ func watchLapses(t *testing.T, name string) func() []string {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	var lapses []string
+	var notes []string
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		held := false
 		for ev := range w.ResultChan() {
-			n, ok := ev.Object.(*corev1.Node)
-			if !ok {
-				continue
+			if n, ok := ev.Object.(*corev1.Node); ok {
+				if s := note(n); s != "" {
+					mu.Lock()
+					notes = append(notes, s)
+					mu.Unlock()
+				}
 			}
-			st, _ := node.StateOf(n)
-			now := n.Spec.Unschedulable && hasTaint(n, spotTaint) && len(st.Holds) == 1
-			if held && !now {
-				mu.Lock()
-				lapses = append(lapses, fmt.Sprintf("resourceVersion %s: unschedulable %v, taints %v, holds %+v",
-					n.ResourceVersion, n.Spec.Unschedulable, n.Spec.Taints, st.Holds))
-				mu.Unlock()
-			}
-			held = held || now
 		}
 	}()
 	var once sync.Once
@@ -248,7 +260,7 @@ func watchLapses(t *testing.T, name string) func() []string {
 		stop()
 		mu.Lock()
 		defer mu.Unlock()
-		return lapses
+		return notes
 	}
 }
 

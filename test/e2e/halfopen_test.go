@@ -16,23 +16,26 @@ import (
 	"github.com/lastcall/lastcall/test/agentproc"
 )
 
-// stallProxy forwards TCP to the API server. stall makes every connection
-// open now stop passing bytes, both ways, without closing: half-open, as
-// after a NAT forgot it or a peer vanished. Connections opened later pass.
-type stallProxy struct {
+// forwarder forwards TCP connections to a target. stall makes every
+// connection open now stop passing bytes, both ways, without closing:
+// half-open, as after a NAT forgot it or a peer vanished. Connections
+// opened later pass.
+type forwarder struct {
 	addr string
 
 	mu      sync.Mutex
 	stalled []*atomic.Bool
 }
 
-func newStallProxy(t *testing.T, target string) *stallProxy {
+// forward listens on ip (a free port) and forwards each connection to
+// target (host:port), until the test ends.
+func forward(t *testing.T, ip, target string) *forwarder {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &stallProxy{addr: ln.Addr().String()}
+	p := &forwarder{addr: ln.Addr().String()}
 	var wg sync.WaitGroup
 	var conns []net.Conn
 	var cmu sync.Mutex
@@ -92,7 +95,7 @@ func newStallProxy(t *testing.T, target string) *stallProxy {
 }
 
 // stall makes every connection open now half-open.
-func (p *stallProxy) stall() {
+func (p *forwarder) stall() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range p.stalled {
@@ -134,7 +137,7 @@ func TestHalfOpenAPIConnectionDoesNotStopHolds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newStallProxy(t, u.Host)
+	proxy := forward(t, "127.0.0.1", u.Host)
 	closed := closedURL(t)
 	a, err := agentproc.Start(context.Background(), agentproc.Config{Binary: buildLastcall(t), Node: name,
 		Kubeconfig: kubeconfigVia(t, proxy.addr), IMDS: closed, LogPath: filepath.Join(t.TempDir(), "lastcall.log"),

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,51 +37,7 @@ func nonLoopback(t *testing.T) string {
 
 // exposeOn forwards TCP connections to ip (a free port) to target
 // (host:port), until the test ends, and returns the address it listens on.
-func exposeOn(t *testing.T, ip, target string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns { // idle keep-alive connections too
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				u, err := net.DialTimeout("tcp", target, 5*time.Second)
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				done := make(chan struct{}, 2)
-				go func() { io.Copy(u, c); done <- struct{}{} }()
-				go func() { io.Copy(c, u); done <- struct{}{} }()
-				<-done
-			})
-		}
-	})
-	return ln.Addr().String()
-}
+func exposeOn(t *testing.T, ip, target string) string { return forward(t, ip, target).addr }
 
 // With HTTP_PROXY and HTTPS_PROXY set to a port that refuses connections,
 // the agent still detects its cloud and handles its notice: metadata is

@@ -4,6 +4,7 @@
 package interruptiontest
 
 import (
+	"bytes"
 	"sync"
 	"testing"
 	"time"
@@ -22,15 +23,51 @@ type Record struct {
 	Err    error
 }
 
-// Health is a HealthReporter that keeps every report.
+// Health is a HealthReporter that keeps every report, and counts the
+// values an answer held that its source does not know (health.Sources
+// counts them in lastcall_source_unknown_values_total).
 type Health struct {
 	mu      sync.Mutex
 	records []Record
+	unknown map[string]int
 	changed chan struct{} // signalled, without blocking, on each report
 }
 
 // NewHealth returns an empty recorder.
-func NewHealth() *Health { return &Health{changed: make(chan struct{}, 1)} }
+func NewHealth() *Health { return &Health{changed: make(chan struct{}, 1), unknown: map[string]int{}} }
+
+// Unknown counts an unknown value in an answer of source.
+func (h *Health) Unknown(source string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.unknown[source]++
+}
+
+// Unknowns is how many unknown values source reported.
+func (h *Health) Unknowns(source string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.unknown[source]
+}
+
+// Log is a log sink safe for a source's goroutines.
+type Log struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String is everything written so far.
+func (l *Log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 func (h *Health) add(r Record) {
 	h.mu.Lock()

@@ -1,60 +1,16 @@
 package imds
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/interruption/interruptiontest"
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 )
-
-// unknownHealth records every report, and counts the values an answer held
-// that the source does not know, as health.Sources does.
-type unknownHealth struct {
-	*recordingHealth
-	mu      sync.Mutex
-	unknown map[string]int
-}
-
-func newUnknownHealth() *unknownHealth {
-	return &unknownHealth{recordingHealth: newRecordingHealth(), unknown: map[string]int{}}
-}
-
-func (h *unknownHealth) Unknown(source string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.unknown[source]++
-}
-
-func (h *unknownHealth) unknownOf(source string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.unknown[source]
-}
-
-// syncBuffer is a log sink safe for the sources' goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A scheduled event in a state IMDS may add one day sits beside an active
 // one: the active one is acted on, and the unknown one is logged and
@@ -70,9 +26,9 @@ func TestMaintenanceUnknownStateBesideValidEvent(t *testing.T) {
 	proxy.inject("/latest/meta-data/"+maintenancePath, answer(http.StatusOK, doc))
 	addr := closedAddr(t)
 	proxy.serve(t, addr)
-	var logs syncBuffer
+	var logs interruptiontest.Log
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testWriter{t}), nil))
-	health := newUnknownHealth()
+	health := interruptiontest.NewHealth()
 	o := Options{Endpoint: "http://" + addr, Interval: pollInterval, Signals: []string{SignalScheduledMaintenance}}
 	sources, err := Sources(NewClient(o, nil), o, health, log, nil)
 	if err != nil {
@@ -92,7 +48,7 @@ func TestMaintenanceUnknownStateBesideValidEvent(t *testing.T) {
 	}
 	health.WaitFor(t, "more reads", n, 2, interruptiontest.Success(source))
 	quiet(t, out, 2*pollInterval)
-	if got := health.unknownOf(source); got == 0 {
+	if got := health.Unknowns(source); got == 0 {
 		t.Error("the unknown state was not counted")
 	}
 	if l := logs.String(); !strings.Contains(l, "postponed") || !strings.Contains(l, "instance-event-0000000000000000a") {

@@ -117,17 +117,7 @@ func TestRefusals(t *testing.T) {
 		{"PUT", http.MethodPut, url, true, "", 405, ""},
 	} {
 		status, body := call(t, tc.method, tc.url, tc.header, tc.body)
-		if status != tc.status {
-			t.Errorf("%s: status %d, want %d (%s)", tc.name, status, tc.status, body)
-			continue
-		}
-		var e struct{ Error string }
-		if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
-			t.Errorf("%s: body %q is not Azure's {\"error\": ...}", tc.name, body)
-		}
-		if !strings.Contains(e.Error, tc.errText) {
-			t.Errorf("%s: error %q, want %q in it", tc.name, e.Error, tc.errText)
-		}
+		checkRefused(t, tc.name, status, body, tc.status, tc.errText)
 	}
 	if got := s.Approved(); len(got) != 0 {
 		t.Errorf("approved %v by refused requests", got)
@@ -249,17 +239,7 @@ func TestComputeNameRefusals(t *testing.T) {
 		{"whole document", http.MethodGet, s.URL() + "/metadata/instance?api-version=2021-02-01", true, 404, ""},
 	} {
 		status, body := call(t, tc.method, tc.url, tc.header, "")
-		if status != tc.status {
-			t.Errorf("%s: status %d, want %d (%s)", tc.name, status, tc.status, body)
-			continue
-		}
-		var e struct{ Error string }
-		if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
-			t.Errorf("%s: body %q is not Azure's {\"error\": ...}", tc.name, body)
-		}
-		if !strings.Contains(e.Error, tc.errText) {
-			t.Errorf("%s: error %q, want %q in it", tc.name, e.Error, tc.errText)
-		}
+		checkRefused(t, tc.name, status, body, tc.status, tc.errText)
 	}
 
 	// X-Forwarded-For is refused on every endpoint.
@@ -308,4 +288,21 @@ func TestComputeNameUnsetAndFailing(t *testing.T) {
 	}
 	// The scheduled events document is not affected.
 	getDoc(t, s)
+}
+
+// checkRefused checks an answer is status, with Azure's {"error": ...}
+// body saying errText.
+func checkRefused(t *testing.T, name string, status int, body string, wantStatus int, errText string) {
+	t.Helper()
+	if status != wantStatus {
+		t.Errorf("%s: status %d, want %d (%s)", name, status, wantStatus, body)
+		return
+	}
+	var e struct{ Error string }
+	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
+		t.Errorf("%s: body %q is not Azure's {\"error\": ...}", name, body)
+	}
+	if !strings.Contains(e.Error, errText) {
+		t.Errorf("%s: error %q, want %q in it", name, e.Error, errText)
+	}
 }
