@@ -105,7 +105,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ListenAddress, "listen-address", o.ListenAddress, "Address serving /metrics, /healthz and /readyz.")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "Log format: json or text.")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "Log level: debug, info, warn or error.")
-	fs.BoolVar(&o.DryRun, "dry-run", o.DryRun, "Log what would be done to nodes and pods, and change nothing.")
+	fs.BoolVar(&o.DryRun, "dry-run", o.DryRun, "Log what would be done to nodes and pods, and change nothing: no node change, no eviction, no Event, no lifecycle heartbeat or completion. "+
+		"In queue mode each message is deleted once logged: not safe on a queue another consumer reads (give a trial run its own queue).")
 
 	a := &o.Agent
 	fs.StringVar(&a.NodeName, "node-name", a.NodeName, "Agent: name of the node this agent runs on (from the downward API: spec.nodeName). Required in agent mode.")

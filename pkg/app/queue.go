@@ -48,7 +48,7 @@ func buildQueue(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 	sourceHealth := health.NewSources(c.reg, env.Clock, o.Health.StaleAfter)
 	leases := lease.NewLocker(env.Client, o.leaseNamespace(), holder, o.Lease.Duration, env.Clock, log.With("component", "lease"))
 	front, err := qp.NewQueue(ctx, provider.QueueEnv{Episodes: k.episodes, Nodes: nodeInformer, Leases: leases,
-		Health: sourceHealth, Register: sourceHealth.Register, Registry: c.reg, Log: log, Clock: env.Clock})
+		Health: sourceHealth, Register: sourceHealth.Register, Registry: c.reg, Log: log, Clock: env.Clock, DryRun: o.DryRun})
 	if err != nil {
 		return nil, err
 	}

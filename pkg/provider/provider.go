@@ -86,6 +86,9 @@ type QueueEnv struct {
 	Registry prometheus.Registerer
 	Log      *slog.Logger
 	Clock    clock.WithTicker
+	// DryRun: change nothing outside the process (no lifecycle action
+	// completed or kept alive), and log what would be done.
+	DryRun bool
 }
 
 // Runner runs until ctx ends.

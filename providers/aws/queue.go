@@ -28,6 +28,7 @@ type queueOptions struct {
 	ManagedTag        string
 	FailureResult     string
 	RetryAfter        time.Duration
+	LifecycleDeadline time.Duration
 }
 
 func defaultQueueOptions() queueOptions {
@@ -38,6 +39,7 @@ func defaultQueueOptions() queueOptions {
 		HeartbeatInterval: 30 * time.Second,
 		FailureResult:     string(lifecycle.Continue),
 		RetryAfter:        10 * time.Second,
+		LifecycleDeadline: 30 * time.Minute,
 	}
 }
 
@@ -57,6 +59,9 @@ func (p *Provider) AddQueueFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&q.ManagedTag, "managed-tag", q.ManagedTag, "Queue: only process instances carrying this tag (key, or key=value), so clusters can share a queue.")
 	fs.StringVar(&q.FailureResult, "lifecycle-failure-result", q.FailureResult, "Queue: lifecycle action result when a drain fails: CONTINUE or ABANDON.")
 	fs.DurationVar(&q.RetryAfter, "retry-after", q.RetryAfter, "Queue: how soon a message that could not be worked on now reappears.")
+	fs.DurationVar(&q.LifecycleDeadline, "lifecycle-deadline", q.LifecycleDeadline, "Queue: how long the drain of a terminate lifecycle hook (scale-in, instance refresh), which has no cloud deadline, "+
+		"honours PodDisruptionBudgets, counted from when the action began; never longer than heartbeats can keep the action alive (the hook's global timeout). "+
+		"--pdb-deadline-policy applies at its end.")
 }
 
 // ValidateQueue implements provider.Queue.
@@ -90,6 +95,9 @@ func (p *Provider) ValidateQueue() error {
 	if q.RetryAfter < 0 || q.RetryAfter > 12*time.Hour {
 		bad("retry-after", "must be between 0 and 12h; got %s", q.RetryAfter)
 	}
+	if q.LifecycleDeadline < time.Minute || q.LifecycleDeadline > 48*time.Hour {
+		bad("lifecycle-deadline", "must be between 1m and 48h (the longest a lifecycle action can be kept alive); got %s", q.LifecycleDeadline)
+	}
 	if k, _, _ := strings.Cut(q.ManagedTag, "="); q.ManagedTag != "" && k == "" {
 		bad("managed-tag", "needs a key: key or key=value; got %q", q.ManagedTag)
 	}
@@ -110,10 +118,12 @@ func (p *Provider) NewQueue(ctx context.Context, env provider.QueueEnv) (provide
 	if err != nil {
 		return nil, err
 	}
-	completer := lifecycle.NewCompleter(aws.AutoScaling(cfg), env.Registry, env.Log.With("component", "lifecycle"), env.Clock, q.HeartbeatInterval)
+	asg := aws.AutoScaling(cfg)
+	completer := lifecycle.NewCompleter(asg, env.Registry, env.Log.With("component", "lifecycle"), env.Clock, q.HeartbeatInterval)
 	proc := queue.NewProcessor(queue.ProcessorOptions{
 		FailureResult: lifecycle.Result(q.FailureResult), RetryAfter: q.RetryAfter, LaunchRetryAfter: q.RetryAfter,
-	}, mapper, env.Episodes, env.Leases, completer, env.Registry, env.Log.With("component", "processor"), env.Clock)
+		LifecycleDeadline: q.LifecycleDeadline, DryRun: env.DryRun,
+	}, mapper, env.Episodes, env.Leases, completer, lifecycle.NewHooks(asg), env.Registry, env.Log.With("component", "processor"), env.Clock)
 	env.Register(queue.SourceName)
 	consumer := queue.NewConsumer(aws.SQS(cfg), proc, queue.Options{
 		QueueURL: q.URL, Workers: q.Workers, WaitTime: queueWait, Visibility: q.Visibility,

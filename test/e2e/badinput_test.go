@@ -57,6 +57,7 @@ var outOfRange = map[string][]string{
 	"heartbeat-interval":       {"500ms"},
 	"lease-duration":           {"1s"},
 	"retry-after":              {"-1s", "13h"},
+	"lifecycle-deadline":       {"30s", "49h"},
 }
 
 // anyNumber are the numeric flags every parsable value of which is valid.

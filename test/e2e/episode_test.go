@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -341,17 +340,6 @@ func TestEpisodeQueueHoldSurvivesAgentStart(t *testing.T) {
 	if got := p.metric(t, "lastcall_drains_in_progress", nil); got != 1 {
 		t.Errorf("the queue's drain stopped: %v in progress", got)
 	}
-}
-
-// eventBridgeAt renders an EventBridge event that happened at at.
-func eventBridgeAt(at time.Time, source, detailType string, resources []string, detail any) string {
-	var ev map[string]any
-	if err := json.Unmarshal([]byte(eventBridge(source, detailType, resources, detail)), &ev); err != nil {
-		panic(err)
-	}
-	ev["time"] = at.UTC().Format(time.RFC3339)
-	b, _ := json.Marshal(ev)
-	return string(b)
 }
 
 // lifecycleHook is the EventBridge form of m's terminate lifecycle action

@@ -167,12 +167,17 @@ func (e *awsEnv) startProcessorProcess(t *testing.T, replica string, extra ...st
 	return p
 }
 
-// eventBridge renders an EventBridge event as SQS receives it.
+// eventBridge renders an EventBridge event of now as SQS receives it.
 func eventBridge(source, detailType string, resources []string, detail any) string {
+	return eventBridgeAt(time.Now(), source, detailType, resources, detail)
+}
+
+// eventBridgeAt renders an EventBridge event of time at.
+func eventBridgeAt(at time.Time, source, detailType string, resources []string, detail any) string {
 	b, _ := json.Marshal(map[string]any{
 		"version": "0", "id": fmt.Sprintf("%08x-0000-4000-8000-%012x", time.Now().UnixNano()&0xffffffff, time.Now().UnixNano()),
 		"detail-type": detailType, "source": source, "account": "123456789012",
-		"time": time.Now().UTC().Format(time.RFC3339), "region": moto.Region,
+		"time": at.UTC().Format(time.RFC3339), "region": moto.Region,
 		"resources": resources, "detail": detail,
 	})
 	return string(b)
@@ -183,8 +188,11 @@ func instanceARN(id string) string {
 }
 
 // terminateHook is the EventBridge form of m's terminate lifecycle action.
-func terminateHook(m member) string {
-	return eventBridge("aws.autoscaling", "EC2 Instance-terminate Lifecycle Action", []string{"arn:aws:autoscaling:" + moto.Region + ":123456789012:autoScalingGroup:x:autoScalingGroupName/" + m.group},
+func terminateHook(m member) string { return terminateHookAt(m, time.Now()) }
+
+// terminateHookAt is m's terminate lifecycle action, begun at.
+func terminateHookAt(m member, at time.Time) string {
+	return eventBridgeAt(at, "aws.autoscaling", "EC2 Instance-terminate Lifecycle Action", []string{"arn:aws:autoscaling:" + moto.Region + ":123456789012:autoScalingGroup:x:autoScalingGroupName/" + m.group},
 		map[string]any{
 			"LifecycleActionToken": m.token, "AutoScalingGroupName": m.group, "LifecycleHookName": "drain",
 			"EC2InstanceId": m.instance, "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",

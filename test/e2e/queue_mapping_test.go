@@ -47,8 +47,9 @@ func TestQueueAbandonsWhenDrainFails(t *testing.T) {
 	pool := map[string]string{"pool": ns}
 	m := e.group(t, 1, pool)[0]
 	guardedPod(t, ns, m.node, pool)
-	e.send(t, terminateHook(m))
-	p := e.startProcessor(t, "abandon", "--lifecycle-failure-result=ABANDON", "--fallback-deadline=3s", "--deadline-margin=1s", "--pdb-deadline-policy=respect")
+	// The action began 50 s ago: 10 s are left of a 1-minute lifecycle bound.
+	e.send(t, terminateHookAt(m, time.Now().Add(-50*time.Second)))
+	p := e.startProcessor(t, "abandon", "--lifecycle-failure-result=ABANDON", "--lifecycle-deadline=1m", "--deadline-margin=1s", "--pdb-deadline-policy=respect")
 	eventually(t, "the lifecycle action completed", func() bool { _, ok := e.proxy.Completed(m.instance); return ok })
 	if c, _ := e.proxy.Completion(m.instance); c.Result != "ABANDON" || c.Token != m.token {
 		t.Fatalf("completion %+v, want ABANDON", c)

@@ -45,6 +45,12 @@ type Lifecycle interface {
 	Complete(ctx context.Context, a messages.LifecycleAction, result lifecycle.Result) error
 }
 
+// Hooks tells how long heartbeats can keep an action of a lifecycle hook
+// alive (a *lifecycle.Hooks).
+type Hooks interface {
+	GlobalTimeout(ctx context.Context, group, hook string) (time.Duration, error)
+}
+
 // ProcessorOptions tune the Processor.
 type ProcessorOptions struct {
 	// FailureResult completes a lifecycle action whose drain did not
@@ -56,6 +62,14 @@ type ProcessorOptions struct {
 	// LaunchRetryAfter is how soon a launch message reappears while its
 	// node has not joined or is not Ready.
 	LaunchRetryAfter time.Duration
+	// LifecycleDeadline bounds the drain of a terminate lifecycle action,
+	// which has no cloud deadline: counted from when the action began, at
+	// most the hook's global timeout (how long heartbeats can keep it
+	// alive). Budgets are honoured until then.
+	LifecycleDeadline time.Duration
+	// DryRun: no lifecycle action is completed or kept alive; messages
+	// are deleted once their dry run is logged, as "dry-run".
+	DryRun bool
 }
 
 // Processor is the queue processor's front end: it turns each message into
@@ -67,18 +81,19 @@ type Processor struct {
 	episodes  Episodes
 	leases    Locker
 	lifecycle Lifecycle
+	hooks     Hooks
 	metrics   *processorMetrics
 	log       *slog.Logger
 	clock     clock.Clock
 }
 
 // NewProcessor returns a Processor.
-func NewProcessor(opts ProcessorOptions, nodes Nodes, episodes Episodes, leases Locker, lc Lifecycle,
+func NewProcessor(opts ProcessorOptions, nodes Nodes, episodes Episodes, leases Locker, lc Lifecycle, hooks Hooks,
 	reg prometheus.Registerer, log *slog.Logger, clk clock.Clock) *Processor {
 	if opts.FailureResult == "" {
 		opts.FailureResult = lifecycle.Continue
 	}
-	return &Processor{opts: opts, nodes: nodes, episodes: episodes, leases: leases, lifecycle: lc,
+	return &Processor{opts: opts, nodes: nodes, episodes: episodes, leases: leases, lifecycle: lc, hooks: hooks,
 		metrics: newProcessorMetrics(reg), log: log, clock: clk}
 }
 
@@ -86,8 +101,20 @@ func NewProcessor(opts ProcessorOptions, nodes Nodes, episodes Episodes, leases 
 // retries included.
 const completeTimeout = 2 * time.Minute
 
-// Handle implements Handler.
+// Handle implements Handler. In a dry run, a message is deleted once its
+// work has been logged, as "dry-run".
 func (h *Processor) Handle(ctx context.Context, d Delivery) Outcome {
+	out := h.handle(ctx, d)
+	if h.opts.DryRun && out.Delete {
+		out.Reason = reasonDryRun
+	}
+	return out
+}
+
+// reasonDryRun is why every message a dry run is done with is deleted.
+const reasonDryRun = "dry-run"
+
+func (h *Processor) handle(ctx context.Context, d Delivery) Outcome {
 	msg, err := messages.Parse(d.Body)
 	if err != nil {
 		h.metrics.received.WithLabelValues("unparsable").Inc()
@@ -124,6 +151,17 @@ func (h *Processor) Handle(ctx context.Context, d Delivery) Outcome {
 }
 
 func (h *Processor) handleInstance(ctx context.Context, msg messages.Message, instanceID string, log *slog.Logger) Outcome {
+	// A terminate lifecycle action's deadline beyond the shortest global
+	// timeout any hook has needs its hook described: asked now, beside the
+	// node's lookup and Lease, so the notice is not late to join a drain
+	// another message of the instance started.
+	var lifecycleDeadline func() time.Time
+	if msg.Lifecycle != nil && msg.Verdict == messages.Drain && msg.Deadline.IsZero() && h.opts.LifecycleDeadline > lifecycle.ShortestGlobalTimeout {
+		ch := make(chan time.Time, 1)
+		hookLog := log
+		go func() { ch <- h.lifecycleDeadline(ctx, msg, hookLog) }()
+		lifecycleDeadline = sync.OnceValue(func() time.Time { return <-ch })
+	}
 	name, err := h.nodes.NodeFor(ctx, instanceID)
 	switch {
 	case errors.Is(err, instances.ErrNotOurs):
@@ -161,6 +199,14 @@ func (h *Processor) handleInstance(ctx context.Context, msg messages.Message, in
 	defer held.Release(context.WithoutCancel(ctx))
 
 	n := h.notice(msg, instanceID)
+	switch {
+	case lifecycleDeadline != nil:
+		n.Deadline = lifecycleDeadline()
+	case n.Completer != nil && n.Deadline.IsZero():
+		// Within the shortest global timeout any hook has: no need to
+		// describe the hook.
+		n.Deadline = began(msg, h.clock).Add(h.opts.LifecycleDeadline)
+	}
 	t, err := h.episodes.Add(name, n)
 	if err != nil {
 		return Retry("stopping", h.opts.RetryAfter)
@@ -200,6 +246,33 @@ func (h *Processor) notice(msg messages.Message, instanceID string) episode.Noti
 	return n
 }
 
+// lifecycleDeadline is the deadline of a drain for a terminate lifecycle
+// action: Auto Scaling sets none, and heartbeats keep the action alive up
+// to its hook's global timeout. It counts from when the action began (the
+// message's time), bounded by LifecycleDeadline and the global timeout
+// (asked of Auto Scaling).
+// When the hook cannot be described, the shortest global timeout any hook
+// can have bounds it.
+func (h *Processor) lifecycleDeadline(ctx context.Context, msg messages.Message, log *slog.Logger) time.Time {
+	a := msg.Lifecycle
+	global, err := h.hooks.GlobalTimeout(ctx, a.GroupName, a.HookName)
+	if err != nil {
+		global = lifecycle.ShortestGlobalTimeout
+		log.Warn("cannot tell how long the lifecycle action can be kept alive; bounding its drain by the shortest any hook allows",
+			"hook", a.HookName, "group", a.GroupName, "bound", min(h.opts.LifecycleDeadline, global), "err", err)
+	}
+	return began(msg, h.clock).Add(min(h.opts.LifecycleDeadline, global))
+}
+
+// began is when the message's lifecycle action began: the message's time,
+// or now when it has none.
+func began(msg messages.Message, clk clock.PassiveClock) time.Time {
+	if msg.Time.IsZero() {
+		return clk.Now()
+	}
+	return msg.Time
+}
+
 func (h *Processor) completeLaunch(ctx context.Context, msg messages.Message, name string, log *slog.Logger) Outcome {
 	n, ok := h.nodes.Node(name)
 	if !ok || !ready(n) {
@@ -232,6 +305,10 @@ func (h *Processor) complete(ctx context.Context, a messages.LifecycleAction, re
 // completed completes a, counts and logs it. An action already gone is
 // done, not an error.
 func (h *Processor) completed(ctx context.Context, a messages.LifecycleAction, result lifecycle.Result, drained string, log *slog.Logger) error {
+	if h.opts.DryRun {
+		log.Info("dry run: would complete the lifecycle action", "result", result, "drain", drained, "hook", a.HookName, "group", a.GroupName)
+		return nil
+	}
 	err := h.lifecycle.Complete(ctx, a, result)
 	switch {
 	case errors.Is(err, lifecycle.ErrNoActiveAction):
@@ -261,6 +338,9 @@ type lifecycleStep struct {
 func (s *lifecycleStep) Name() string { return "asg-lifecycle" }
 
 func (s *lifecycleStep) KeepAlive(ctx context.Context) {
+	if s.h.opts.DryRun {
+		return
+	}
 	if err := s.h.lifecycle.KeepAlive(ctx, s.action); errors.Is(err, lifecycle.ErrNoActiveAction) {
 		s.h.log.Warn("lifecycle action gone while draining; heartbeats stopped", "instance", s.action.InstanceID, "err", err)
 	}
