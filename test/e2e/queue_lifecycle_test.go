@@ -119,10 +119,11 @@ func TestQueueDryRunChangesNothing(t *testing.T) {
 	pool := map[string]string{"pool": ns}
 	members := e.group(t, 2, pool)
 	term, unknown := members[0], members[1]
-	guardedPod(t, ns, term.node, pool)
 	if err := env.Client.CoreV1().Nodes().Delete(ctx, unknown.node, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err) // an instance of the group with no node
 	}
+	waitGone(t, unknown.node)
+	guardedPod(t, ns, term.node, pool)
 	launch := fmt.Sprintf("asg-dry-%d", time.Now().UnixNano()%1_000_000)
 	ids, err := moto.CreateGroup(ctx, e.cfg, moto.Group{Name: launch, Size: 1})
 	if err != nil {
@@ -181,4 +182,13 @@ func TestQueueDryRunChangesNothing(t *testing.T) {
 			t.Errorf("Event in dry-run: %s %s: %s", ev.InvolvedObject.Name, ev.Reason, ev.Message)
 		}
 	}
+}
+
+// waitGone waits until the node is deleted.
+func waitGone(t *testing.T, name string) {
+	t.Helper()
+	eventually(t, "node "+name+" gone", func() bool {
+		_, err := env.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
 }
