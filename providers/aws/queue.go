@@ -106,7 +106,7 @@ func (p *Provider) NewQueue(ctx context.Context, env provider.QueueEnv) (provide
 	if err != nil {
 		return nil, fmt.Errorf("loading AWS configuration: %w", err)
 	}
-	mapper, err := instances.NewMapper(env.Nodes, aws.EC2(cfg), q.ManagedTag)
+	mapper, err := instances.NewMapper(env.Nodes, aws.EC2(cfg), instances.Ownership{Tag: q.ManagedTag})
 	if err != nil {
 		return nil, err
 	}
