@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,12 +12,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/lastcall/lastcall/pkg/app"
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
 
 // Whose instance a terminate hook is about decides whether lastcall may
 // complete it: an instance no node runs is completed only when lastcall
-// can tell it is this cluster's (it carries --managed-tag).
+// can tell it is this cluster's (it carries --managed-tag, or
+// --complete-unknown-instances says every instance on the queue is).
 // Otherwise its message is deleted and its action left to time out, for
 // the cluster that owns it to handle from its own queue.
 
@@ -137,5 +141,33 @@ func TestQueueManagedTagLeavesOthersHooks(t *testing.T) {
 	wantLeftAlone(t, e, untagged, unknown)
 	if got := p.metric(t, "lastcall_lifecycle_completions_total", nil); got != 0 {
 		t.Errorf("lastcall_lifecycle_completions_total = %v, want 0", got)
+	}
+}
+
+// With --complete-unknown-instances (every instance on this queue is this
+// cluster's), the hook of an instance no node runs is completed with
+// CONTINUE; that of an instance EC2 does not know is still left alone.
+func TestQueueCompleteUnknownInstancesOptIn(t *testing.T) {
+	e := newAWSEnv(t)
+	m := e.unjoined(t, nil)
+	unknown := e.ghost("i-0badc0ffee0000015")
+	e.send(t, terminateHook(m))
+	e.send(t, terminateHook(unknown))
+	p := e.startProcessor(t, "tenancy-optin", "--complete-unknown-instances")
+	eventually(t, "the lifecycle action completed", func() bool { _, ok := e.proxy.Completed(m.instance); return ok })
+	waitDeleted(t, e, p, map[string]float64{"no-node": 1, "unknown-instance": 1})
+	wantCompletedOnce(t, e, m, "CONTINUE")
+	wantLeftAlone(t, e, unknown)
+}
+
+// --complete-unknown-instances and --managed-tag contradict each other:
+// one says every instance is this cluster's, the other only the tagged
+// ones.
+func TestQueueOwnershipFlagsExclusive(t *testing.T) {
+	_, err := app.Parse([]string{"--mode=queue", "--queue-url=http://127.0.0.1:1/q", "--pod-name=p", "--pod-namespace=ns",
+		"--managed-tag=kubernetes.io/cluster/prod", "--complete-unknown-instances"},
+		func(string) (string, bool) { return "", false }, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--complete-unknown-instances") || !strings.Contains(err.Error(), "--managed-tag") {
+		t.Fatalf("parse error %v, want one naming --complete-unknown-instances and --managed-tag", err)
 	}
 }
