@@ -55,7 +55,9 @@ func (p *Provider) AddQueueFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&q.Visibility, "visibility-timeout", q.Visibility, "Queue: how long a received message stays invisible; extended every third of it while its work runs.")
 	fs.IntVar(&q.MaxReceives, "max-receives", q.MaxReceives, "Queue: after this many receives, a failing message is left to the queue's redrive policy.")
 	fs.DurationVar(&q.HeartbeatInterval, "heartbeat-interval", q.HeartbeatInterval, "Queue: interval of RecordLifecycleActionHeartbeat while a drain runs.")
-	fs.StringVar(&q.ManagedTag, "managed-tag", q.ManagedTag, "Queue: only process instances carrying this tag (key, or key=value), so clusters can share a queue.")
+	fs.StringVar(&q.ManagedTag, "managed-tag", q.ManagedTag, "Queue: this cluster's instances are those carrying this tag (key, or key=value). "+
+		"Messages about others are deleted and their lifecycle actions left alone; a tagged instance no node runs has its terminate action completed. "+
+		"Clusters cannot share a queue: give each its own.")
 	fs.BoolVar(&q.CompleteUnknown, "complete-unknown-instances", q.CompleteUnknown, "Queue: treat every instance the queue's messages name as this cluster's, "+
 		"so the terminate lifecycle action of one no node runs (it never joined) is completed with CONTINUE at once; off, it is left to time out. "+
 		"Only for a queue fed by this cluster's groups alone; not with --managed-tag.")
