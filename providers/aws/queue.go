@@ -26,6 +26,7 @@ type queueOptions struct {
 	MaxReceives       int
 	HeartbeatInterval time.Duration
 	ManagedTag        string
+	CompleteUnknown   bool
 	FailureResult     string
 	RetryAfter        time.Duration
 	LifecycleDeadline time.Duration
@@ -56,7 +57,12 @@ func (p *Provider) AddQueueFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&q.Visibility, "visibility-timeout", q.Visibility, "Queue: how long a received message stays invisible; extended every third of it while its work runs.")
 	fs.IntVar(&q.MaxReceives, "max-receives", q.MaxReceives, "Queue: after this many receives, a failing message is left to the queue's redrive policy.")
 	fs.DurationVar(&q.HeartbeatInterval, "heartbeat-interval", q.HeartbeatInterval, "Queue: interval of RecordLifecycleActionHeartbeat while a drain runs.")
-	fs.StringVar(&q.ManagedTag, "managed-tag", q.ManagedTag, "Queue: only process instances carrying this tag (key, or key=value), so clusters can share a queue.")
+	fs.StringVar(&q.ManagedTag, "managed-tag", q.ManagedTag, "Queue: this cluster's instances are those carrying this tag (key, or key=value). "+
+		"Messages about others are deleted and their lifecycle actions left alone; a tagged instance no node runs has its terminate action completed. "+
+		"Clusters cannot share a queue: give each its own.")
+	fs.BoolVar(&q.CompleteUnknown, "complete-unknown-instances", q.CompleteUnknown, "Queue: treat every instance the queue's messages name as this cluster's, "+
+		"so the terminate lifecycle action of one no node runs (it never joined) is completed with CONTINUE at once; off, it is left to time out. "+
+		"Only for a queue fed by this cluster's groups alone; not with --managed-tag.")
 	fs.StringVar(&q.FailureResult, "lifecycle-failure-result", q.FailureResult, "Queue: lifecycle action result when a drain fails: CONTINUE or ABANDON.")
 	fs.DurationVar(&q.RetryAfter, "retry-after", q.RetryAfter, "Queue: how soon a message that could not be worked on now reappears.")
 	fs.DurationVar(&q.LifecycleDeadline, "lifecycle-deadline", q.LifecycleDeadline, "Queue: how long the drain of a terminate lifecycle hook (scale-in, instance refresh), which has no cloud deadline, "+
@@ -101,6 +107,9 @@ func (p *Provider) ValidateQueue() error {
 	if k, _, _ := strings.Cut(q.ManagedTag, "="); q.ManagedTag != "" && k == "" {
 		bad("managed-tag", "needs a key: key or key=value; got %q", q.ManagedTag)
 	}
+	if q.CompleteUnknown && q.ManagedTag != "" {
+		bad("complete-unknown-instances", "not with --managed-tag, which already tells which instances are this cluster's")
+	}
 	return errors.Join(errs...)
 }
 
@@ -114,7 +123,7 @@ func (p *Provider) NewQueue(ctx context.Context, env provider.QueueEnv) (provide
 	if err != nil {
 		return nil, fmt.Errorf("loading AWS configuration: %w", err)
 	}
-	mapper, err := instances.NewMapper(env.Nodes, aws.EC2(cfg), q.ManagedTag)
+	mapper, err := instances.NewMapper(env.Nodes, aws.EC2(cfg), instances.Ownership{Tag: q.ManagedTag, All: q.CompleteUnknown})
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +138,7 @@ func (p *Provider) NewQueue(ctx context.Context, env provider.QueueEnv) (provide
 		QueueURL: q.URL, Workers: q.Workers, WaitTime: queueWait, Visibility: q.Visibility,
 		MaxReceives: q.MaxReceives, Health: env.Health,
 	}, env.Registry, env.Log.With("component", "consumer"), env.Clock)
-	env.Log.Info("queue processor ready", "queue", q.URL, "workers", q.Workers, "managed_tag", q.ManagedTag)
+	env.Log.Info("queue processor ready", "queue", q.URL, "workers", q.Workers, "managed_tag", q.ManagedTag,
+		"complete_unknown_instances", q.CompleteUnknown)
 	return consumer, nil
 }

@@ -16,13 +16,29 @@ import (
 )
 
 var (
-	// ErrNotOurs: the instance lacks the managed tag; another cluster
-	// sharing the queue owns it.
+	// ErrNotOurs: the instance lacks the managed tag; another cluster owns
+	// it.
 	ErrNotOurs = errors.New("instance is not managed by this cluster")
-	// ErrUnknownInstance: the instance has no node here (never joined, or
-	// already gone) or does not exist.
-	ErrUnknownInstance = errors.New("no node for instance")
+	// ErrNoNode: the instance is this cluster's (it carries the managed
+	// tag, or every instance is), but no node runs it: it never joined,
+	// or is already gone.
+	ErrNoNode = errors.New("no node for this cluster's instance")
+	// ErrUnknownInstance: no node runs the instance and nothing tells that
+	// it is this cluster's, or EC2 does not know it (it is of another
+	// account or region).
+	ErrUnknownInstance = errors.New("no node for instance, and nothing tells it is this cluster's")
 )
+
+// Ownership says which instances are this cluster's. An instance a node
+// runs always is, unless Tag says otherwise.
+type Ownership struct {
+	// Tag is "key" or "key=value": only instances carrying it are this
+	// cluster's, whether a node runs them or not. Empty: no tag is needed.
+	Tag string
+	// All says every instance EC2 knows is this cluster's, even one no
+	// node runs. With neither, an instance no node runs is unknown.
+	All bool
+}
 
 // EC2API is the part of the EC2 client the mapper uses.
 type EC2API interface {
@@ -34,14 +50,14 @@ const instanceIndex = "aws-instance-id"
 // Mapper finds the node of an instance: from its spec.providerID in the
 // node informer's cache first, then by the instance's private DNS name.
 type Mapper struct {
-	nodes      cache.SharedIndexInformer
-	ec2        EC2API
-	managedTag string // "key" or "key=value"; empty: every instance is ours
+	nodes cache.SharedIndexInformer
+	ec2   EC2API
+	own   Ownership
 }
 
 // NewMapper indexes the node informer by instance ID; call it before the
 // informer starts.
-func NewMapper(nodes cache.SharedIndexInformer, api EC2API, managedTag string) (*Mapper, error) {
+func NewMapper(nodes cache.SharedIndexInformer, api EC2API, own Ownership) (*Mapper, error) {
 	err := nodes.AddIndexers(cache.Indexers{instanceIndex: func(obj any) ([]string, error) {
 		if n, ok := obj.(*corev1.Node); ok {
 			if id := InstanceID(n.Spec.ProviderID); id != "" {
@@ -53,7 +69,7 @@ func NewMapper(nodes cache.SharedIndexInformer, api EC2API, managedTag string) (
 	if err != nil {
 		return nil, fmt.Errorf("indexing nodes by instance: %w", err)
 	}
-	return &Mapper{nodes: nodes, ec2: api, managedTag: managedTag}, nil
+	return &Mapper{nodes: nodes, ec2: api, own: own}, nil
 }
 
 // InstanceID extracts the instance ID from an AWS provider ID,
@@ -71,17 +87,18 @@ func InstanceID(providerID string) string {
 }
 
 // NodeFor returns the name of the node running instanceID. It returns
-// ErrNotOurs when a managed tag is required and the instance lacks it, and
-// ErrUnknownInstance when no node runs it.
+// ErrNotOurs when a managed tag is required and the instance lacks it,
+// ErrNoNode when no node runs an instance known to be this cluster's, and
+// ErrUnknownInstance when no node runs it and nothing tells whose it is.
 func (m *Mapper) NodeFor(ctx context.Context, instanceID string) (string, error) {
 	var inst *ec2Instance
-	if m.managedTag != "" {
+	if m.own.Tag != "" {
 		i, err := m.describe(ctx, instanceID)
 		if err != nil {
 			return "", err
 		}
-		if !i.hasTag(m.managedTag) {
-			return "", fmt.Errorf("%w: %s has no tag %s", ErrNotOurs, instanceID, m.managedTag)
+		if !i.hasTag(m.own.Tag) {
+			return "", fmt.Errorf("%w: %s has no tag %s", ErrNotOurs, instanceID, m.own.Tag)
 		}
 		inst = i
 	}
@@ -99,6 +116,9 @@ func (m *Mapper) NodeFor(ctx context.Context, instanceID string) (string, error)
 		if _, ok, _ := m.nodes.GetIndexer().GetByKey(inst.privateDNS); ok {
 			return inst.privateDNS, nil
 		}
+	}
+	if m.own.Tag != "" || m.own.All {
+		return "", fmt.Errorf("%w: %s (private DNS %q)", ErrNoNode, instanceID, inst.privateDNS)
 	}
 	return "", fmt.Errorf("%w: %s (private DNS %q)", ErrUnknownInstance, instanceID, inst.privateDNS)
 }

@@ -165,19 +165,32 @@ func (h *Processor) handleInstance(ctx context.Context, msg messages.Message, in
 	name, err := h.nodes.NodeFor(ctx, instanceID)
 	switch {
 	case errors.Is(err, instances.ErrNotOurs):
-		log.Info("instance belongs to another cluster; deleting the message", "err", err)
+		// Its lifecycle action is its own cluster's to complete.
+		log.Info("instance belongs to another cluster; deleting the message, leaving any lifecycle action alone", "err", err)
 		return Done("not-our-cluster")
-	case errors.Is(err, instances.ErrUnknownInstance):
+	case errors.Is(err, instances.ErrUnknownInstance), errors.Is(err, instances.ErrNoNode):
 		if msg.Verdict == messages.CompleteLaunch {
 			log.Info("launching instance has not joined yet", "err", err)
 			return Retry("node-not-joined", h.opts.LaunchRetryAfter)
+		}
+		if errors.Is(err, instances.ErrUnknownInstance) {
+			// Perhaps another cluster's: never complete its lifecycle
+			// action here. It completes with its hook's default result at
+			// the hook's timeout, unless its owner completes it first.
+			if msg.Lifecycle != nil {
+				log.Warn("no node runs this instance and nothing tells it is this cluster's; deleting the message, leaving its lifecycle action to time out",
+					"hook", msg.Lifecycle.HookName, "group", msg.Lifecycle.GroupName, "err", err)
+			} else {
+				log.Info("no node runs this instance and nothing tells it is this cluster's; deleting the message", "err", err)
+			}
+			return Done("unknown-instance")
 		}
 		if msg.Lifecycle != nil {
 			// Ours, but no node to drain: let the Auto Scaling group go on.
 			h.complete(ctx, *msg.Lifecycle, lifecycle.Continue, drainNotApplicable, log)
 		}
-		log.Info("no node runs this instance; deleting the message", "err", err)
-		return Done("unknown-instance")
+		log.Info("no node runs this cluster's instance (never joined, or gone); deleting the message", "err", err)
+		return Done("no-node")
 	case err != nil:
 		log.Warn("finding the instance's node failed; will retry", "err", err)
 		return Retry("lookup-failed", h.opts.RetryAfter)
