@@ -46,7 +46,8 @@ func buildQueue(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 		return nil, err
 	}
 	sourceHealth := health.NewSources(c.reg, env.Clock, o.Health.StaleAfter)
-	leases := lease.NewLocker(env.Client, o.leaseNamespace(), holder, o.Lease.Duration, env.Clock, log.With("component", "lease"))
+	leases := lease.NewLocker(env.Client, o.leaseNamespace(), holder, o.Lease.Duration, env.Clock, log.With("component", "lease"),
+		lease.WithRegistry(c.reg))
 	front, err := qp.NewQueue(ctx, provider.QueueEnv{Episodes: k.episodes, Nodes: nodeInformer, Leases: leases,
 		Health: sourceHealth, Register: sourceHealth.Register, Registry: c.reg, Log: log, Clock: env.Clock})
 	if err != nil {
