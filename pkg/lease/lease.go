@@ -171,7 +171,12 @@ func (l *Locker) Acquire(ctx context.Context, node string) (*Held, error) {
 	}
 	l.mu.Unlock()
 	at := l.clock.Now()
-	if err := l.take(ctx, node); err != nil {
+	// Bounded, as every call of the Locker: a replica cut off from the API
+	// server must not keep a worker, and its message, waiting forever.
+	tctx, cancel := context.WithTimeout(ctx, l.renewDeadline)
+	err := l.take(tctx, node)
+	cancel()
+	if err != nil {
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -367,6 +372,8 @@ func (h *Held) Release(ctx context.Context) {
 		if again {
 			return // a worker took it again meanwhile
 		}
+		ctx, cancel := context.WithTimeout(ctx, l.renewDeadline)
+		defer cancel()
 		leases := l.client.CoordinationV1().Leases(l.namespace)
 		cur, err := leases.Get(ctx, Name(s.node), metav1.GetOptions{})
 		if err != nil || cur.Spec.HolderIdentity == nil || *cur.Spec.HolderIdentity != l.holder {
