@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/lastcall/lastcall/pkg/health"
@@ -46,7 +47,8 @@ func buildQueue(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 		return nil, err
 	}
 	sourceHealth := health.NewSources(c.reg, env.Clock, o.Health.StaleAfter)
-	leases := lease.NewLocker(env.Client, o.leaseNamespace(), holder, o.Lease.Duration, env.Clock, log.With("component", "lease"))
+	leases := lease.NewLocker(env.Client, o.leaseNamespace(), holder, o.Lease.Duration, env.Clock, log.With("component", "lease"),
+		lease.WithRegistry(c.reg), lease.WithNodeUID(nodeUID(nodeInformer)))
 	front, err := qp.NewQueue(ctx, provider.QueueEnv{Episodes: k.episodes, Nodes: nodeInformer, Leases: leases,
 		Health: sourceHealth, Register: sourceHealth.Register, Registry: c.reg, Log: log, Clock: env.Clock, DryRun: o.DryRun})
 	if err != nil {
@@ -64,4 +66,20 @@ func buildQueue(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 	// over the caches, is liveness.
 	return &process{common: c, informers: informers, liveness: d.alive.Check, readiness: sourceHealth.Check,
 		main: k.run(beside(front.Run, d.run))}, nil
+}
+
+// nodeUID gives a node's UID from the node informer's cache, so that each
+// node's Lease is owned by the node and deleted with it.
+func nodeUID(nodes cache.SharedIndexInformer) func(string) (types.UID, bool) {
+	return func(name string) (types.UID, bool) {
+		o, ok, err := nodes.GetStore().GetByKey(name)
+		if err != nil || !ok {
+			return "", false
+		}
+		n, ok := o.(*corev1.Node)
+		if !ok {
+			return "", false
+		}
+		return n.UID, true
+	}
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"reflect"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
 )
@@ -93,5 +95,43 @@ func TestWorkersShareTheLease(t *testing.T) {
 	b.Release(ctx)
 	if got := holder(); got != "" {
 		t.Fatalf("after the last worker released: holder %q, want none", got)
+	}
+}
+
+// A node's Lease names the node as its owner, without blocking the node's
+// deletion, so the garbage collector deletes it with the node; a Lease
+// left by an earlier node of the same name is given the current one.
+func TestLeaseOwnedByItsNode(t *testing.T) {
+	ctx := context.Background()
+	clk := clocktesting.NewFakeClock(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
+	client := fake.NewClientset()
+	uid := types.UID("uid-1")
+	l := NewLocker(client, "ns", "me", 15*time.Second, clk, slog.New(slog.DiscardHandler),
+		WithNodeUID(func(node string) (types.UID, bool) { return uid, node == "node-a" }))
+	owners := func() []metav1.OwnerReference {
+		le, err := client.CoordinationV1().Leases("ns").Get(ctx, Name("node-a"), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return le.OwnerReferences
+	}
+	h, err := l.Acquire(ctx, "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Release(ctx)
+	want := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: "node-a", UID: "uid-1"}}
+	if got := owners(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("owners %+v, want %+v", got, want)
+	}
+	uid = "uid-2" // the node was replaced by one of the same name
+	h, err = l.Acquire(ctx, "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Release(ctx)
+	want[0].UID = "uid-2"
+	if got := owners(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("owners %+v, want %+v", got, want)
 	}
 }

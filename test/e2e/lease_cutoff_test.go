@@ -1,0 +1,217 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+
+	"github.com/lastcall/lastcall/pkg/app"
+	"github.com/lastcall/lastcall/pkg/lease"
+	"github.com/lastcall/lastcall/test/emulators/moto"
+)
+
+// cable forwards TCP connections to a target until cut: then every
+// connection, open or opened later, passes nothing more either way and is
+// never closed, as for a replica whose network to the API server is gone.
+type cable struct {
+	addr string
+	ln   net.Listener
+
+	mu    sync.Mutex
+	cut   bool
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newCable(t *testing.T, target string) *cable {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cable{addr: ln.Addr().String(), ln: ln}
+	t.Cleanup(c.close)
+	c.wg.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.mu.Lock()
+			cut := c.cut
+			c.conns = append(c.conns, in)
+			c.mu.Unlock()
+			if cut {
+				c.wg.Go(func() { _, _ = io.Copy(io.Discard, in) })
+				continue
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, out)
+			c.mu.Unlock()
+			c.wg.Go(func() { c.pipe(out, in) })
+			c.wg.Go(func() { c.pipe(in, out) })
+		}
+	})
+	return c
+}
+
+func (c *cable) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		c.mu.Lock()
+		cut := c.cut
+		c.mu.Unlock()
+		if err != nil {
+			if !cut {
+				dst.Close()
+			}
+			return
+		}
+		if cut {
+			continue // swallowed: the peer hears nothing, ever
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// sever cuts the cable.
+func (c *cable) sever() {
+	c.mu.Lock()
+	c.cut = true
+	c.mu.Unlock()
+}
+
+// close ends every connection, so nothing waits on the cable any more.
+func (c *cable) close() {
+	c.ln.Close()
+	c.mu.Lock()
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+// runAppVia is runApp with every call to the API server going through
+// addr.
+func runAppVia(t *testing.T, o *app.Options, addr, key, name string) *agent {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Host = "https://" + addr
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})).With(key, name)
+	go func() { done <- app.Run(ctx, o, app.Env{Client: client, Listener: ln, Log: log}) }()
+	var once sync.Once
+	a := &agent{url: "http://" + ln.Addr().String(), stop: func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Logf("lastcall (%s=%s) returned %v", key, name, err)
+			}
+		})
+	}}
+	t.Cleanup(a.stop)
+	return a
+}
+
+// A replica draining a node is cut off from the API server: its calls go
+// unanswered, its connections never close. It gives the node's Lease up
+// (lastcall_lease_losses_total{reason="deadline"}) before the other
+// replica takes the Lease over, which then finishes the drain and the
+// lifecycle action.
+func TestQueueReplicaCutOffStopsBeforeAnotherTakesOver(t *testing.T) {
+	e := newAWSEnv(t)
+	m, ns := e.guardedHook(t)
+	const duration = "--lease-duration=6s" // renew deadline 4 s
+	u, err := url.Parse(env.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cable := newCable(t, u.Host)
+	base := []string{"--mode=queue", "--queue-url=" + e.queueURL, "--region=" + moto.Region, "--aws-endpoint=" + e.proxy.URL(),
+		"--heartbeat-interval=1s", "--retry-after=1s", "--visibility-timeout=6s", duration,
+		"--pod-name=replica-a", "--pod-namespace=default", "--log-format=text"}
+	a := runAppVia(t, options(t, base...), cable.addr, "replica", "replica-a")
+	t.Cleanup(cable.close) // before a stops: nothing of a's waits on the cut cable then
+	eventually(t, "replica a to be ready", func() bool { return a.probe(t, "/readyz") == 200 })
+
+	name := lease.Name(m.node)
+	holder := func(le *coordinationv1.Lease) string {
+		if le.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *le.Spec.HolderIdentity
+	}
+	waitNode(t, m.node, func(n *corev1.Node) bool { return n.Spec.Unschedulable })
+	eventually(t, "replica a's heartbeats", func() bool { return e.proxy.Heartbeats(m.instance) >= 1 })
+
+	cable.sever()
+	cutAt := time.Now()
+	b := e.startProcessor(t, "replica-b", duration)
+
+	// The moment the Lease's holder becomes b, a must already have given it up.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	var lossesAtTakeover float64
+	lw := cache.NewListWatchFromClient(env.Client.CoordinationV1().RESTClient(), "leases", "default", fields.OneTermEqualSelector("metadata.name", name))
+	_, err = watchtools.UntilWithSync(ctx, lw, &coordinationv1.Lease{}, nil, func(ev watch.Event) (bool, error) {
+		le, ok := ev.Object.(*coordinationv1.Lease)
+		if !ok || holder(le) != "replica-b" {
+			return false, nil
+		}
+		lossesAtTakeover = a.metric(t, "lastcall_lease_losses_total", map[string]string{"reason": "deadline"})
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for replica b to take the lease: %v", err)
+	}
+	t.Logf("replica b took the lease %s after a was cut off", time.Since(cutAt).Round(100*time.Millisecond))
+	if lossesAtTakeover != 1 {
+		t.Fatalf("when b took the lease, a had given up %v leases for its renew deadline, want 1: both worked on the node", lossesAtTakeover)
+	}
+	if got := a.metric(t, "lastcall_lease_renewal_failures_total", nil); got < 1 {
+		t.Errorf("a counted %v failed renewals, want at least one", got)
+	}
+
+	scaleTo(t, ns, "api", 2)
+	waitNode(t, m.node, drainedNode)
+	eventually(t, "the lifecycle action completed and the message deleted", func() bool {
+		_, ok := e.proxy.Completed(m.instance)
+		return ok && e.depth(t) == 0
+	})
+	if got := b.metric(t, "lastcall_queue_messages_deleted_total", map[string]string{"reason": "processed"}); got != 1 {
+		t.Errorf("replica b deleted %v messages as processed, want 1", got)
+	}
+}
