@@ -130,7 +130,7 @@ func TestQueueBadMessages(t *testing.T) {
 }
 
 // A launch lifecycle action is completed only once the instance's node has
-// joined the cluster and is Ready; until then the message reappears.
+// joined the cluster and is Ready; until then the processor waits for it.
 func TestQueueLaunchHookWaitsForReadyNode(t *testing.T) {
 	e := newAWSEnv(t)
 	ctx := context.Background()
@@ -146,8 +146,8 @@ func TestQueueLaunchHookWaitsForReadyNode(t *testing.T) {
 		"LifecycleActionToken": token, "AutoScalingGroupName": group, "LifecycleHookName": "launch",
 		"EC2InstanceId": id, "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING"}))
 	p := e.startProcessor(t, "launch")
-	eventually(t, "the message to be retried while no node exists", func() bool {
-		return p.metric(t, "lastcall_queue_messages_released_total", map[string]string{"reason": "node-not-joined"}) >= 2
+	eventually(t, "the node looked for again while none exists", func() bool {
+		return p.metric(t, "lastcall_queue_waits_total", map[string]string{"reason": "node-not-joined"}) >= 2
 	})
 	if _, done := e.proxy.Completed(id); done {
 		t.Fatal("launch action completed before the node joined")

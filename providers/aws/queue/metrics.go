@@ -55,6 +55,7 @@ type processorMetrics struct {
 	// completions counts lifecycle actions completed, by result and by
 	// whether the node's drain had finished.
 	completions *prometheus.CounterVec
+	waits       *prometheus.CounterVec
 }
 
 func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
@@ -73,12 +74,16 @@ func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
 			Help: "Lifecycle actions completed by lastcall, by result (CONTINUE, ABANDON) and drain: finished (the node was drained first), " +
 				"unfinished (the drain failed, timed out or its node went, and the instance goes anyway), not_applicable (a launch, or no node ran the instance).",
 		}, []string{"result", "drain"}),
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "queue", Name: "waits_total",
+			Help: "Times a message's work waited with the message in flight for a condition expected to clear, by reason (node-not-joined, node-not-ready, node-busy).",
+		}, []string{"reason"}),
 	}
 	for _, r := range []lifecycle.Result{lifecycle.Continue, lifecycle.Abandon} {
 		for _, d := range []string{drainFinished, drainUnfinished, drainNotApplicable} {
 			m.completions.WithLabelValues(string(r), d)
 		}
 	}
-	reg.MustRegister(m.received, m.lag, m.completions)
+	reg.MustRegister(m.received, m.lag, m.completions, m.waits)
 	return m
 }

@@ -150,7 +150,42 @@ func (h *Processor) handle(ctx context.Context, d Delivery) Outcome {
 	return Done("processed")
 }
 
+// waitsInFlight are the reasons to try a message's work again that are
+// expected to clear while this replica waits: a node that has not joined
+// or is not Ready yet, another replica's Lease of the node. The work waits
+// for them with the message in flight, its visibility extended, rather
+// than leave it to be received again: every receive counts toward the
+// queue's redrive limit, and a live message must not be dead-lettered.
+// A failure to reach the API server or EC2 (lease-failed, lookup-failed)
+// still releases the message: this replica may be the one cut off, and
+// another may do the work.
+var waitsInFlight = map[string]bool{"node-not-joined": true, "node-not-ready": true, "node-busy": true}
+
+// handleInstance works on one instance of msg, trying again in flight on
+// an expected wait until the message's bound: its deadline, or
+// LifecycleDeadline from when it began. Past the bound the message is
+// left to reappear, as any other failure.
 func (h *Processor) handleInstance(ctx context.Context, msg messages.Message, instanceID string, log *slog.Logger) Outcome {
+	bound := msg.Deadline
+	if bound.IsZero() {
+		bound = began(msg, h.clock).Add(h.opts.LifecycleDeadline)
+	}
+	for {
+		out := h.tryInstance(ctx, msg, instanceID, log)
+		if out.Delete || !waitsInFlight[out.Reason] || !h.clock.Now().Add(out.RetryAfter).Before(bound) {
+			return out
+		}
+		h.metrics.waits.WithLabelValues(out.Reason).Inc()
+		log.Debug("waiting with the message in flight", "reason", out.Reason, "retry_in", out.RetryAfter, "until", bound)
+		select {
+		case <-ctx.Done():
+			return Retry("interrupted", h.opts.RetryAfter)
+		case <-h.clock.After(out.RetryAfter):
+		}
+	}
+}
+
+func (h *Processor) tryInstance(ctx context.Context, msg messages.Message, instanceID string, log *slog.Logger) Outcome {
 	// A terminate lifecycle action's deadline beyond the shortest global
 	// timeout any hook has needs its hook described: asked now, beside the
 	// node's lookup and Lease, so the notice is not late to join a drain
