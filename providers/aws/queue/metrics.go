@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lastcall/lastcall/providers/aws/lifecycle"
+	"github.com/lastcall/lastcall/providers/aws/messages"
 )
 
 const namespace = "lastcall"
@@ -55,6 +56,8 @@ type processorMetrics struct {
 	// completions counts lifecycle actions completed, by result and by
 	// whether the node's drain had finished.
 	completions *prometheus.CounterVec
+	// withdrawn counts the notices withdrawn, by message kind.
+	withdrawn *prometheus.CounterVec
 }
 
 func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
@@ -73,12 +76,20 @@ func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
 			Help: "Lifecycle actions completed by lastcall, by result (CONTINUE, ABANDON) and drain: finished (the node was drained first), " +
 				"unfinished (the drain failed, timed out or its node went, and the instance goes anyway), not_applicable (a launch, or no node ran the instance).",
 		}, []string{"result", "drain"}),
+		withdrawn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "queue", Name: "notices_withdrawn_total",
+			Help: "Notices the queue processor withdrew, releasing its own holds, by kind: scheduled-change (the Health event closed or was canceled), " +
+				"instance-state-change (the instance runs again after it stopped), rebalance-recommendation (held for --rebalance-hold).",
+		}, []string{"kind"}),
+	}
+	for _, k := range []string{messages.KindScheduledChange, messages.KindStateChange, messages.KindRebalance} {
+		m.withdrawn.WithLabelValues(k)
 	}
 	for _, r := range []lifecycle.Result{lifecycle.Continue, lifecycle.Abandon} {
 		for _, d := range []string{drainFinished, drainUnfinished, drainNotApplicable} {
 			m.completions.WithLabelValues(string(r), d)
 		}
 	}
-	reg.MustRegister(m.received, m.lag, m.completions)
+	reg.MustRegister(m.received, m.lag, m.completions, m.withdrawn)
 	return m
 }
