@@ -120,8 +120,10 @@ func TestQueueRebalanceHoldExpires(t *testing.T) {
 	if now := time.Now(); now.Before(holds[0].Since.Add(bound)) {
 		t.Errorf("released at %s, before the hold of %s had lasted %s", now, holds[0].Since, bound)
 	}
+	// Other tests' nodes, in the same cluster, may hold expired
+	// rebalance holds too: the count is at least this one.
 	eventually(t, "the release counted", func() bool {
-		return p.metric(t, "lastcall_queue_notices_withdrawn_total", map[string]string{"kind": "rebalance-recommendation"}) == 1
+		return p.metric(t, "lastcall_queue_notices_withdrawn_total", map[string]string{"kind": "rebalance-recommendation"}) >= 1
 	})
 	waitEvents(t, "default", m.node, "InterruptionCancelled")
 }
