@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/lastcall/lastcall/pkg/provider"
 	"github.com/lastcall/lastcall/providers/aws/awsconfig"
@@ -30,6 +32,7 @@ type queueOptions struct {
 	FailureResult     string
 	RetryAfter        time.Duration
 	LifecycleDeadline time.Duration
+	RebalanceHold     time.Duration
 }
 
 func defaultQueueOptions() queueOptions {
@@ -41,6 +44,7 @@ func defaultQueueOptions() queueOptions {
 		FailureResult:     string(lifecycle.Continue),
 		RetryAfter:        10 * time.Second,
 		LifecycleDeadline: 30 * time.Minute,
+		RebalanceHold:     30 * time.Minute,
 	}
 }
 
@@ -68,6 +72,8 @@ func (p *Provider) AddQueueFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&q.LifecycleDeadline, "lifecycle-deadline", q.LifecycleDeadline, "Queue: how long the drain of a terminate lifecycle hook (scale-in, instance refresh), which has no cloud deadline, "+
 		"honours PodDisruptionBudgets, counted from when the action began; never longer than heartbeats can keep the action alive (the hook's global timeout). "+
 		"--pdb-deadline-policy applies at its end.")
+	fs.DurationVar(&q.RebalanceHold, "rebalance-hold", q.RebalanceHold, "Queue: how long a rebalance recommendation holds its node (cordoned, tainted) "+
+		"when no interruption follows; then the queue's hold is released. An interruption meanwhile holds the node for itself.")
 }
 
 // ValidateQueue implements provider.Queue.
@@ -104,6 +110,9 @@ func (p *Provider) ValidateQueue() error {
 	if q.LifecycleDeadline < time.Minute || q.LifecycleDeadline > 48*time.Hour {
 		bad("lifecycle-deadline", "must be between 1m and 48h (the longest a lifecycle action can be kept alive); got %s", q.LifecycleDeadline)
 	}
+	if q.RebalanceHold < time.Second || q.RebalanceHold > 7*24*time.Hour {
+		bad("rebalance-hold", "must be between 1s and 168h; got %s", q.RebalanceHold)
+	}
 	if k, _, _ := strings.Cut(q.ManagedTag, "="); q.ManagedTag != "" && k == "" {
 		bad("managed-tag", "needs a key: key or key=value; got %q", q.ManagedTag)
 	}
@@ -139,6 +148,34 @@ func (p *Provider) NewQueue(ctx context.Context, env provider.QueueEnv) (provide
 		MaxReceives: q.MaxReceives, Health: env.Health,
 	}, env.Registry, env.Log.With("component", "consumer"), env.Clock)
 	env.Log.Info("queue processor ready", "queue", q.URL, "workers", q.Workers, "managed_tag", q.ManagedTag,
-		"complete_unknown_instances", q.CompleteUnknown)
-	return consumer, nil
+		"complete_unknown_instances", q.CompleteUnknown, "rebalance_hold", q.RebalanceHold)
+	nodes := func() []*corev1.Node {
+		var out []*corev1.Node
+		for _, o := range env.Nodes.GetStore().List() {
+			if n, ok := o.(*corev1.Node); ok {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	return runners{consumer.Run, func(ctx context.Context) error { return proc.ExpireRebalanceHolds(ctx, q.RebalanceHold, nodes) }}, nil
+}
+
+// runners run side by side until ctx ends or one of them returns, which
+// stops the others; Run returns their errors once all have returned.
+type runners []func(ctx context.Context) error
+
+func (rs runners) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(rs))
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		wg.Go(func() {
+			defer cancel()
+			errs[i] = r(ctx)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

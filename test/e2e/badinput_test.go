@@ -58,6 +58,7 @@ var outOfRange = map[string][]string{
 	"lease-duration":           {"1s"},
 	"retry-after":              {"-1s", "13h"},
 	"lifecycle-deadline":       {"30s", "49h"},
+	"rebalance-hold":           {"0s", "169h"},
 }
 
 // anyNumber are the numeric flags every parsable value of which is valid.

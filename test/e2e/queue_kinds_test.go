@@ -79,7 +79,7 @@ func TestQueueEventKinds(t *testing.T) {
 			t.Errorf("%s: lifecycle action completed=%v result=%q", m.instance, ok, r)
 		}
 	}
-	for reason, want := range map[string]float64{"processed": 7, "state-running": 1, "test-notification": 1, "unknown-kind": 1} {
+	for reason, want := range map[string]float64{"processed": 8, "state-running": 0, "test-notification": 1, "unknown-kind": 1} {
 		if got := p.metric(t, "lastcall_queue_messages_deleted_total", map[string]string{"reason": reason}); got != want {
 			t.Errorf("deleted{reason=%s} = %v, want %v", reason, got, want)
 		}

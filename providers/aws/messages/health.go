@@ -19,6 +19,7 @@ import (
 //	 "startTime": "Sat, 05 Jun 2021 15:10:09 GMT",
 //	 "affectedEntities": [{"entityValue": "i-1234567890abcdef0"}], ...}
 type healthDetail struct {
+	EventArn          string         `json:"eventArn"`
 	Service           string         `json:"service"`
 	EventTypeCode     string         `json:"eventTypeCode"`
 	EventTypeCategory string         `json:"eventTypeCategory"`
@@ -34,9 +35,12 @@ type healthEntity struct {
 
 // parseHealth drains the instances of an EC2 scheduled change (a
 // retirement, a reboot or network maintenance), by the start of its window.
-// Health sends the event again as its status moves from upcoming to open to
-// closed; a closed change is over, and is ignored, as are other services and
-// categories and a change that names no instance.
+// Health sends the event again, with the same eventArn, as its status moves
+// from upcoming to open to closed: the notices of each instance are keyed
+// by the eventArn, so an update joins the notice in force, and a closed (or
+// canceled) change withdraws it, releasing the node. Other services and
+// categories are ignored, as is a change that names no instance, or that
+// closes with no eventArn.
 func parseHealth(m Message, raw json.RawMessage) (Message, error) {
 	var d healthDetail
 	if err := decodeDetail(raw, &d); err != nil {
@@ -53,7 +57,9 @@ func parseHealth(m Message, raw json.RawMessage) (Message, error) {
 	case d.EventTypeCategory != "scheduledChange":
 		m.Reason = IgnoreNotScheduledChange
 		return m, nil
-	case d.StatusCode == "closed":
+	}
+	closed := d.StatusCode == "closed" || d.StatusCode == "canceled"
+	if closed && d.EventArn == "" {
 		m.Reason = IgnoreClosed
 		return m, nil
 	}
@@ -68,6 +74,14 @@ func parseHealth(m Message, raw json.RawMessage) (Message, error) {
 		m.Reason = IgnoreNoInstances
 		return m, nil
 	}
+	m.Key = d.EventArn
+	m.Interruption = interruption.KindScheduledMaintenance
+	if closed {
+		m.Verdict = Release
+		m.Withdraws = []string{d.EventArn}
+		m.Detail = fmt.Sprintf("scheduled change %s %s for %d instance(s)", excerpt(d.EventTypeCode), d.StatusCode, len(m.InstanceIDs))
+		return m, nil
+	}
 	if d.StartTime != "" {
 		t, err := parseHealthTime("detail.startTime", d.StartTime)
 		if err != nil {
@@ -76,7 +90,6 @@ func parseHealth(m Message, raw json.RawMessage) (Message, error) {
 		m.Deadline = t
 	}
 	m.Verdict = Drain
-	m.Interruption = interruption.KindScheduledMaintenance
 	m.Detail = fmt.Sprintf("scheduled change %s for %d instance(s)", d.EventTypeCode, len(m.InstanceIDs))
 	if !m.Deadline.IsZero() {
 		m.Detail += " from " + m.Deadline.Format(time.RFC3339)

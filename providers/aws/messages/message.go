@@ -25,7 +25,12 @@ const (
 	// CompleteLaunch: complete the launch lifecycle action once the
 	// instance's node has joined and is Ready.
 	CompleteLaunch Verdict = "complete-launch"
-	// Ignore: nothing to do (an instance state change to "running", a
+	// Release: withdraw the notices earlier messages gave the instances,
+	// those of Interruption and of the keys in Withdraws, releasing the
+	// queue processor's holds (a scheduled change closed or canceled, an
+	// instance running again after it stopped).
+	Release Verdict = "release"
+	// Ignore: nothing to do (an instance state change to "pending", a
 	// Health event for another service, a kind lastcall does not handle);
 	// the message is deleted with Reason.
 	Ignore Verdict = "ignore"
@@ -41,12 +46,13 @@ const (
 	// IgnoreNotScheduledChange: an EC2 Health event that is not a
 	// scheduled change (an issue, an account notification).
 	IgnoreNotScheduledChange = "not-scheduled-change"
-	// IgnoreClosed: an EC2 scheduled change whose status is closed: the
-	// change is over.
+	// IgnoreClosed: an EC2 scheduled change whose status is closed or
+	// canceled, with no eventArn to tell which notices it ends.
 	IgnoreClosed = "closed"
 	// IgnoreNoInstances: an EC2 scheduled change that names no instance.
 	IgnoreNoInstances = "no-instances"
-	// IgnoreStateRunning: an instance state change to pending or running.
+	// IgnoreStateRunning: an instance state change to pending (running
+	// releases the node).
 	IgnoreStateRunning = "state-running"
 	// IgnoreUnknownState: an instance state change to a state EC2 does not
 	// document.
@@ -77,8 +83,8 @@ type Message struct {
 	// Reason explains an Ignore verdict, as one of the Ignore constants;
 	// empty for other verdicts.
 	Reason string
-	// Interruption is the interruption kind for Drain and Cordon verdicts
-	// (the taint key on the node).
+	// Interruption is the interruption kind for Drain, Cordon and Release
+	// verdicts (the taint key on the node).
 	Interruption interruption.Kind
 	// InstanceIDs are the EC2 instances concerned (a Health event may name
 	// several).
@@ -99,6 +105,14 @@ type Message struct {
 	// RequestId of a test notification, else a hash of the body), so a
 	// redelivered message has the same ID. It is never empty.
 	ID string
+	// Key, when set, stands for ID in the IDs of the message's notices
+	// (interruption.NewID(Interruption, Key, instance)), so that a later
+	// message can withdraw them: an AWS Health event's eventArn, which
+	// every update of the event carries; the state of an instance state
+	// change.
+	Key string `json:",omitempty"`
+	// Withdraws are the Keys whose notices a Release verdict withdraws.
+	Withdraws []string `json:",omitempty"`
 	// Lifecycle is set for Auto Scaling lifecycle actions.
 	Lifecycle *LifecycleAction
 	// Detail is a short human description for Events and logs.

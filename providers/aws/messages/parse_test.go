@@ -138,14 +138,16 @@ var wants = map[string]want{
 	"spot-sns":                                  {kind: KindSpotInterruption, verdict: Drain, interruption: interruption.KindSpotInterruption, instances: 1},
 	"rebalance":                                 {kind: KindRebalance, verdict: Cordon, interruption: interruption.KindRebalance, instances: 1},
 	"health-scheduled-change":                   {kind: KindScheduledChange, verdict: Drain, interruption: interruption.KindScheduledMaintenance, instances: 2},
-	"health-closed":                             {kind: KindScheduledChange, verdict: Ignore, reason: IgnoreClosed},
+	"health-closed":                             {kind: KindScheduledChange, verdict: Release, interruption: interruption.KindScheduledMaintenance, instances: 2},
+	"health-canceled":                           {kind: KindScheduledChange, verdict: Release, interruption: interruption.KindScheduledMaintenance, instances: 2},
+	"health-closed-no-arn":                      {kind: KindScheduledChange, verdict: Ignore, reason: IgnoreClosed},
 	"health-no-entities":                        {kind: KindScheduledChange, verdict: Ignore, reason: IgnoreNoInstances},
 	"health-ec2-issue":                          {kind: KindScheduledChange, verdict: Ignore, reason: IgnoreNotScheduledChange},
 	"health-other-service":                      {kind: KindScheduledChange, verdict: Ignore, reason: IgnoreNotEC2},
 	"health-bad-start-time":                     {err: ReasonBadTime},
 	"health-wrong-type-entities":                {err: ReasonWrongType},
 	"statechange-pending":                       {kind: KindStateChange, verdict: Ignore, reason: IgnoreStateRunning, instances: 1},
-	"statechange-running":                       {kind: KindStateChange, verdict: Ignore, reason: IgnoreStateRunning, instances: 1},
+	"statechange-running":                       {kind: KindStateChange, verdict: Release, interruption: InterruptionStateChange, instances: 1},
 	"statechange-stopping":                      {kind: KindStateChange, verdict: Drain, interruption: InterruptionStateChange, instances: 1},
 	"statechange-stopped":                       {kind: KindStateChange, verdict: Drain, interruption: InterruptionStateChange, instances: 1},
 	"statechange-shutting-down":                 {kind: KindStateChange, verdict: Drain, interruption: InterruptionStateChange, instances: 1},
@@ -431,6 +433,10 @@ func checkInvariants(t *testing.T, m Message, err error) {
 	case Drain, Cordon:
 		if m.Interruption == "" {
 			t.Fatalf("%s without an interruption kind: %+v", m.Verdict, m)
+		}
+	case Release:
+		if m.Interruption == "" || len(m.Withdraws) == 0 || slices.Contains(m.Withdraws, "") {
+			t.Fatalf("release without an interruption kind or what it withdraws: %+v", m)
 		}
 	case CompleteLaunch:
 	default:

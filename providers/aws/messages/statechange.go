@@ -24,9 +24,18 @@ type stateChangeDetail struct {
 	State      string `json:"state"`
 }
 
+// stopStates are the states of an instance that runs again after them:
+// running withdraws their notices. shutting-down and terminated are never
+// followed by running, so a running event late from before them withdraws
+// nothing.
+var stopStates = []string{"stopping", "stopped"}
+
 // parseStateChange drains the instance when it is stopping or going away.
 // The event says when the state changed, not when the instance goes (it is
-// going already), so there is no Deadline.
+// going already), so there is no Deadline. The notices are keyed by the
+// state, so that the instance running again withdraws those of its stop
+// (stopping, stopped), releasing the node; pending is ignored, as the
+// instance may yet fail to run.
 func parseStateChange(m Message, raw json.RawMessage) (Message, error) {
 	var d stateChangeDetail
 	if err := decodeDetail(raw, &d); err != nil {
@@ -45,7 +54,12 @@ func parseStateChange(m Message, raw json.RawMessage) (Message, error) {
 	case "stopping", "stopped", "shutting-down", "terminated":
 		m.Verdict = Drain
 		m.Interruption = InterruptionStateChange
-	case "pending", "running":
+		m.Key = d.State
+	case "running":
+		m.Verdict = Release
+		m.Interruption = InterruptionStateChange
+		m.Withdraws = stopStates
+	case "pending":
 		m.Verdict = Ignore
 		m.Reason = IgnoreStateRunning
 	default:

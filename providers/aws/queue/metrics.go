@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lastcall/lastcall/providers/aws/lifecycle"
+	"github.com/lastcall/lastcall/providers/aws/messages"
 )
 
 const namespace = "lastcall"
@@ -56,6 +57,8 @@ type processorMetrics struct {
 	// whether the node's drain had finished.
 	completions *prometheus.CounterVec
 	waits       *prometheus.CounterVec
+	// withdrawn counts the notices withdrawn, by message kind.
+	withdrawn *prometheus.CounterVec
 }
 
 func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
@@ -78,12 +81,20 @@ func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
 			Namespace: namespace, Subsystem: "queue", Name: "waits_total",
 			Help: "Times a message's work waited with the message in flight for a condition expected to clear, by reason (node-not-joined, node-not-ready, node-busy).",
 		}, []string{"reason"}),
+		withdrawn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "queue", Name: "notices_withdrawn_total",
+			Help: "Notices the queue processor withdrew, releasing its own holds, by kind: scheduled-change (the Health event closed or was canceled), " +
+				"instance-state-change (the instance runs again after it stopped), rebalance-recommendation (held for --rebalance-hold).",
+		}, []string{"kind"}),
+	}
+	for _, k := range []string{messages.KindScheduledChange, messages.KindStateChange, messages.KindRebalance} {
+		m.withdrawn.WithLabelValues(k)
 	}
 	for _, r := range []lifecycle.Result{lifecycle.Continue, lifecycle.Abandon} {
 		for _, d := range []string{drainFinished, drainUnfinished, drainNotApplicable} {
 			m.completions.WithLabelValues(string(r), d)
 		}
 	}
-	reg.MustRegister(m.received, m.lag, m.completions, m.waits)
+	reg.MustRegister(m.received, m.lag, m.completions, m.waits, m.withdrawn)
 	return m
 }

@@ -29,6 +29,7 @@ type Nodes interface {
 // Episodes is what the handler feeds (an *episode.Manager).
 type Episodes interface {
 	Add(node string, n episode.Notice) (*episode.Ticket, error)
+	Withdraw(node string, ev interruption.Event) error
 	Drop(node, id string) error
 }
 
@@ -245,6 +246,9 @@ func (h *Processor) tryInstance(ctx context.Context, msg messages.Message, insta
 		return Retry("lease-failed", h.opts.RetryAfter)
 	}
 	defer held.Release(context.WithoutCancel(ctx))
+	if msg.Verdict == messages.Release {
+		return h.withdraw(name, instanceID, msg, log)
+	}
 
 	n := h.notice(msg, instanceID)
 	switch {
@@ -283,7 +287,7 @@ func (h *Processor) notice(msg messages.Message, instanceID string) episode.Noti
 	}
 	n := episode.Notice{
 		Event: interruption.Event{
-			ID: interruption.NewID(msg.Interruption, msg.ID, instanceID), Source: SourceName, Kind: msg.Interruption,
+			ID: noticeID(msg, msg.Key, instanceID), Source: SourceName, Kind: msg.Interruption,
 			Action: action, Deadline: msg.Deadline, Observed: h.clock.Now(), Detail: msg.Detail,
 		},
 		Instance: instanceID,
