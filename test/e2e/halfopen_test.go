@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"net/url"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,93 +12,6 @@ import (
 
 	"github.com/lastcall/lastcall/test/agentproc"
 )
-
-// forwarder forwards TCP connections to a target. stall makes every
-// connection open now stop passing bytes, both ways, without closing:
-// half-open, as after a NAT forgot it or a peer vanished. Connections
-// opened later pass.
-type forwarder struct {
-	addr string
-
-	mu      sync.Mutex
-	stalled []*atomic.Bool
-}
-
-// forward listens on ip (a free port) and forwards each connection to
-// target (host:port), until the test ends.
-func forward(t *testing.T, ip, target string) *forwarder {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &forwarder{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	var conns []net.Conn
-	var cmu sync.Mutex
-	t.Cleanup(func() {
-		ln.Close()
-		cmu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		cmu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			stall := &atomic.Bool{}
-			p.mu.Lock()
-			p.stalled = append(p.stalled, stall)
-			p.mu.Unlock()
-			cmu.Lock()
-			conns = append(conns, c, u)
-			cmu.Unlock()
-			pipe := func(dst, src net.Conn) {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := src.Read(buf)
-					if stall.Load() {
-						if err != nil {
-							return // closed by the cleanup; the peer still hears nothing
-						}
-						continue // swallow: the peer hears nothing, ever
-					}
-					if n > 0 {
-						if _, werr := dst.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						dst.Close()
-						return
-					}
-				}
-			}
-			wg.Go(func() { pipe(u, c) })
-			wg.Go(func() { pipe(c, u) })
-		}
-	})
-	return p
-}
-
-// stall makes every connection open now half-open.
-func (p *forwarder) stall() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, s := range p.stalled {
-		s.Store(true)
-	}
-}
 
 // kubeconfigVia writes a copy of the cluster's kubeconfig whose server is
 // addr, and returns its path.

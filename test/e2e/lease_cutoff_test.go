@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,96 +18,6 @@ import (
 	"github.com/lastcall/lastcall/pkg/lease"
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
-
-// cable forwards TCP connections to a target until cut: then every
-// connection, open or opened later, passes nothing more either way and is
-// never closed, as for a replica whose network to the API server is gone.
-type cable struct {
-	addr string
-	ln   net.Listener
-
-	mu    sync.Mutex
-	cut   bool
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func newCable(t *testing.T, target string) *cable {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cable{addr: ln.Addr().String(), ln: ln}
-	t.Cleanup(c.close)
-	c.wg.Go(func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.mu.Lock()
-			cut := c.cut
-			c.conns = append(c.conns, in)
-			c.mu.Unlock()
-			if cut {
-				c.wg.Go(func() { _, _ = io.Copy(io.Discard, in) })
-				continue
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			c.mu.Lock()
-			c.conns = append(c.conns, out)
-			c.mu.Unlock()
-			c.wg.Go(func() { c.pipe(out, in) })
-			c.wg.Go(func() { c.pipe(in, out) })
-		}
-	})
-	return c
-}
-
-func (c *cable) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		c.mu.Lock()
-		cut := c.cut
-		c.mu.Unlock()
-		if err != nil {
-			if !cut {
-				dst.Close()
-			}
-			return
-		}
-		if cut {
-			continue // swallowed: the peer hears nothing, ever
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
-// sever cuts the cable.
-func (c *cable) sever() {
-	c.mu.Lock()
-	c.cut = true
-	c.mu.Unlock()
-}
-
-// close ends every connection, so nothing waits on the cable any more.
-func (c *cable) close() {
-	c.ln.Close()
-	c.mu.Lock()
-	for _, conn := range c.conns {
-		conn.Close()
-	}
-	c.mu.Unlock()
-	c.wg.Wait()
-}
 
 // runAppVia is runApp with every call to the API server going through
 // addr; an error lastcall returns, cut off, is logged.
@@ -134,7 +41,7 @@ func TestQueueReplicaCutOffStopsBeforeAnotherTakesOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cable := newCable(t, u.Host)
+	cable := forward(t, "127.0.0.1", u.Host)
 	base := []string{"--mode=queue", "--queue-url=" + e.queueURL, "--region=" + moto.Region, "--aws-endpoint=" + e.proxy.URL(),
 		"--heartbeat-interval=1s", "--retry-after=1s", "--visibility-timeout=6s", duration,
 		"--pod-name=replica-a", "--pod-namespace=default", "--log-format=text"}
