@@ -97,6 +97,7 @@ type kernel struct {
 	episodes *episode.Manager
 	notifier *notify.Notifier
 	pods     *drain.InformerIndex
+	nodes    *node.Client
 }
 
 // newKernel builds the episodes of owner over the informers' nodes and
@@ -117,7 +118,7 @@ func newKernel(o *Options, env Env, c *common, nodeInformer, podInformer cache.S
 	if err := onDelete(nodeInformer, episodes.NodeGone); err != nil {
 		return nil, fmt.Errorf("watching nodes: %w", err)
 	}
-	return &kernel{episodes: episodes, notifier: notifier, pods: podIndex}, nil
+	return &kernel{episodes: episodes, notifier: notifier, pods: podIndex, nodes: nodes}, nil
 }
 
 // run runs main with the episodes and the notifier's deliveries beside

@@ -144,6 +144,7 @@ func TestBadValuesNameTheirFlag(t *testing.T) {
 		{q("--workers=0"), nil, "--workers: must be at least 1"},
 		{q("--visibility-timeout=1s"), nil, "--visibility-timeout"},
 		{q("--max-receives=0"), nil, "--max-receives"},
+		{q("--visibility-timeout=12h"), nil, "--max-in-flight: must be longer than --visibility-timeout (12h0m0s) and at most 12h0m0s; got 11h0m0s"},
 		{q("--heartbeat-interval=10ms"), nil, "--heartbeat-interval"},
 		{q("--lifecycle-failure-result=RETRY"), nil, `--lifecycle-failure-result: must be CONTINUE or ABANDON; got "RETRY"`},
 		{q("--lease-duration=1s"), nil, "--lease-duration"},

@@ -49,7 +49,7 @@ func buildQueue(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 	sourceHealth := health.NewSources(c.reg, env.Clock, o.Health.StaleAfter)
 	leases := lease.NewLocker(env.Client, o.leaseNamespace(), holder, o.Lease.Duration, env.Clock, log.With("component", "lease"),
 		lease.WithRegistry(c.reg), lease.WithNodeUID(nodeUID(nodeInformer)))
-	front, err := qp.NewQueue(ctx, provider.QueueEnv{Episodes: k.episodes, Nodes: nodeInformer, Leases: leases,
+	front, err := qp.NewQueue(ctx, provider.QueueEnv{Episodes: k.episodes, Nodes: nodeInformer, Leases: leases, Holds: k.nodes,
 		Health: sourceHealth, Register: sourceHealth.Register, Registry: c.reg, Log: log, Clock: env.Clock, DryRun: o.DryRun})
 	if err != nil {
 		return nil, err

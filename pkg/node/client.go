@@ -160,6 +160,24 @@ func (c *Client) RecordDrain(ctx context.Context, name, outcome string, ids ...s
 	return err
 }
 
+// Carry sets (or, when c is nil, clears) the carry of the hold of event
+// id, if it is this client's owner's: from then on the hold alone records
+// the notice. It returns ErrNoHold when there is no such hold.
+func (c *Client) Carry(ctx context.Context, name, id string, carry *Carry) error {
+	_, err := c.update(ctx, name, func(_ *corev1.Node, s *State) error {
+		h, ok := s.Hold(id)
+		if !ok || h.Owner != c.owner {
+			return fmt.Errorf("node %s: %w %s", name, ErrNoHold, id)
+		}
+		h.Carry = carry
+		return nil
+	})
+	return err
+}
+
+// ErrNoHold says a node has no hold of the client's owner for an event.
+var ErrNoHold = errors.New("no hold of this owner for event")
+
 // State reads lastcall's state on the node, live: decisions are taken on it.
 // An unreadable state is an empty one: nothing on the node counts as
 // lastcall's.
@@ -218,6 +236,9 @@ func (c *Client) update(ctx context.Context, name string, mutate func(*corev1.No
 		}
 		before := n.DeepCopy()
 		if err := mutate(n, &s); err != nil {
+			if !live && errors.Is(err, ErrNoHold) {
+				continue // the cache may not have the hold yet
+			}
 			return unreadable, err
 		}
 		if unreadable != nil && len(s.Holds) == 0 {

@@ -87,6 +87,24 @@ type Hold struct {
 	// drain.Outcome).
 	Drain   string     `json:"drain,omitempty"`
 	DrainAt *time.Time `json:"drainAt,omitempty"`
+	// Carry, when set, says the notice is carried on from the node alone:
+	// nothing else records it any more (its queue message was deleted
+	// before its drain ended). Whoever holds the node's Lease carries it
+	// on until its end, which clears this.
+	Carry *Carry `json:"carry,omitempty"`
+}
+
+// Carry is what it takes to carry a notice on from its hold alone.
+type Carry struct {
+	// Instance is the cloud instance the node runs on.
+	Instance string `json:"instance,omitempty"`
+	// Detail is the notice's detail, for Events and logs.
+	Detail string `json:"detail,omitempty"`
+	// Step names what the cloud waits for at the notice's end (e.g.
+	// "asg-lifecycle"), empty for nothing; Data is that step's own record
+	// (e.g. the lifecycle action), opaque to this package.
+	Step string          `json:"step,omitempty"`
+	Data json.RawMessage `json:"data,omitempty"`
 }
 
 // StateOf reads lastcall's state from a node. A node lastcall never touched

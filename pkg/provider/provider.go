@@ -19,6 +19,7 @@ import (
 	"github.com/lastcall/lastcall/pkg/episode"
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/lease"
+	"github.com/lastcall/lastcall/pkg/node"
 )
 
 // Provider is one cloud, as the node agent sees it.
@@ -79,6 +80,10 @@ type QueueEnv struct {
 	Nodes cache.SharedIndexInformer
 	// Leases give this replica the right to work on a node.
 	Leases *lease.Locker
+	// Holds is the node client the episodes hold nodes with: a front end
+	// records on a hold what it takes to carry its notice on from the node
+	// alone.
+	Holds *node.Client
 	// Health receives the outcome of every receive from the queue.
 	Health interruption.HealthReporter
 	// Register declares a source to Health before it first reports.

@@ -33,6 +33,7 @@ type queueOptions struct {
 	RetryAfter        time.Duration
 	LifecycleDeadline time.Duration
 	RebalanceHold     time.Duration
+	MaxInFlight       time.Duration
 }
 
 func defaultQueueOptions() queueOptions {
@@ -45,6 +46,7 @@ func defaultQueueOptions() queueOptions {
 		RetryAfter:        10 * time.Second,
 		LifecycleDeadline: 30 * time.Minute,
 		RebalanceHold:     30 * time.Minute,
+		MaxInFlight:       11 * time.Hour,
 	}
 }
 
@@ -72,6 +74,9 @@ func (p *Provider) AddQueueFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&q.LifecycleDeadline, "lifecycle-deadline", q.LifecycleDeadline, "Queue: how long the drain of a terminate lifecycle hook (scale-in, instance refresh), which has no cloud deadline, "+
 		"honours PodDisruptionBudgets, counted from when the action began; never longer than heartbeats can keep the action alive (the hook's global timeout). "+
 		"--pdb-deadline-policy applies at its end.")
+	fs.DurationVar(&q.MaxInFlight, "max-in-flight", q.MaxInFlight, "Queue: the longest a message stays in flight (SQS allows 12h from its receipt). "+
+		"A drain still running then (a scheduled change days away) is carried on from its node alone, and its message deleted as handed-over; "+
+		"any replica takes it up if this one stops.")
 	fs.DurationVar(&q.RebalanceHold, "rebalance-hold", q.RebalanceHold, "Queue: how long a rebalance recommendation holds its node (cordoned, tainted) "+
 		"when no interruption follows; then the queue's hold is released. An interruption meanwhile holds the node for itself.")
 }
@@ -94,6 +99,9 @@ func (p *Provider) ValidateQueue() error {
 	}
 	if q.Visibility < 3*time.Second || q.Visibility > 12*time.Hour {
 		bad("visibility-timeout", "must be between 3s and 12h; got %s", q.Visibility)
+	}
+	if q.MaxInFlight <= q.Visibility || q.MaxInFlight > queue.MaxInFlight {
+		bad("max-in-flight", "must be longer than --visibility-timeout (%s) and at most %s; got %s", q.Visibility, queue.MaxInFlight, q.MaxInFlight)
 	}
 	if q.MaxReceives < 1 {
 		bad("max-receives", "must be at least 1; got %d", q.MaxReceives)
@@ -141,11 +149,11 @@ func (p *Provider) NewQueue(ctx context.Context, env provider.QueueEnv) (provide
 	proc := queue.NewProcessor(queue.ProcessorOptions{
 		FailureResult: lifecycle.Result(q.FailureResult), RetryAfter: q.RetryAfter, LaunchRetryAfter: q.RetryAfter,
 		LifecycleDeadline: q.LifecycleDeadline, DryRun: env.DryRun,
-	}, mapper, env.Episodes, env.Leases, completer, lifecycle.NewHooks(asg), env.Registry, env.Log.With("component", "processor"), env.Clock)
+	}, mapper, env.Episodes, env.Leases, completer, lifecycle.NewHooks(asg), env.Holds, env.Registry, env.Log.With("component", "processor"), env.Clock)
 	env.Register(queue.SourceName)
 	consumer := queue.NewConsumer(aws.SQS(cfg), proc, queue.Options{
 		QueueURL: q.URL, Workers: q.Workers, WaitTime: queueWait, Visibility: q.Visibility,
-		MaxReceives: q.MaxReceives, Health: env.Health,
+		MaxReceives: q.MaxReceives, MaxInFlight: q.MaxInFlight, Health: env.Health,
 	}, env.Registry, env.Log.With("component", "consumer"), env.Clock)
 	env.Log.Info("queue processor ready", "queue", q.URL, "workers", q.Workers, "managed_tag", q.ManagedTag,
 		"complete_unknown_instances", q.CompleteUnknown, "rebalance_hold", q.RebalanceHold)
@@ -158,7 +166,12 @@ func (p *Provider) NewQueue(ctx context.Context, env provider.QueueEnv) (provide
 		}
 		return out
 	}
-	return runners{consumer.Run, func(ctx context.Context) error { return proc.ExpireRebalanceHolds(ctx, q.RebalanceHold, nodes) }}, nil
+	return runners{consumer.Run,
+		func(ctx context.Context) error { return proc.ExpireRebalanceHolds(ctx, q.RebalanceHold, nodes) },
+		// A carried notice no replica works on is taken up within
+		// --retry-after, or a Lease duration when that is longer.
+		func(ctx context.Context) error { return proc.CarryOn(ctx, max(q.RetryAfter, time.Second), nodes) },
+	}, nil
 }
 
 // runners run side by side until ctx ends or one of them returns, which

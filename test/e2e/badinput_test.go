@@ -59,6 +59,7 @@ var outOfRange = map[string][]string{
 	"retry-after":              {"-1s", "13h"},
 	"lifecycle-deadline":       {"30s", "49h"},
 	"rebalance-hold":           {"0s", "169h"},
+	"max-in-flight":            {"5s", "13h"},
 }
 
 // anyNumber are the numeric flags every parsable value of which is valid.

@@ -10,11 +10,13 @@ package queue
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +35,7 @@ type API interface {
 	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, optFns ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
 	DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, optFns ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error)
 	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, optFns ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
+	GetQueueAttributes(ctx context.Context, in *sqs.GetQueueAttributesInput, optFns ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
 }
 
 // Delivery is one received message.
@@ -43,6 +46,15 @@ type Delivery struct {
 	ReceiveCount int
 	// SentAt is when it entered the queue.
 	SentAt time.Time
+	// ReceivesLeft is how many more times the message can be received
+	// before the queue's redrive policy (or --max-receives) gives it up:
+	// 0 on its last receive. Work that waits should wait with the message
+	// in flight once few are left, rather than spend them.
+	ReceivesLeft int
+	// HandOver is closed when the message nears the longest it may stay in
+	// flight (Options.MaxInFlight): work still running must then go on
+	// without it, or give it back. Nil when there is no such bound.
+	HandOver <-chan struct{}
 }
 
 // Outcome is a handler's verdict on a delivery.
@@ -79,7 +91,15 @@ type Options struct {
 	Visibility time.Duration
 	// MaxReceives: a message that fails after this many receives is left
 	// to the queue's redrive policy (it is never deleted for failing).
+	// The queue's own maxReceiveCount, when Run can read it and it is
+	// lower, takes its place.
 	MaxReceives int
+	// MaxInFlight bounds how long a message stays in flight, counted from
+	// its receipt (SQS allows 12 hours at most). A visibility timeout
+	// before it, the handler is told to hand its work over
+	// (Delivery.HandOver); the message is never extended past it. Zero:
+	// no bound.
+	MaxInFlight time.Duration
 	// Health receives the outcome of every receive, as source "sqs".
 	Health interruption.HealthReporter
 }
@@ -95,6 +115,9 @@ type Consumer struct {
 	metrics *metrics
 	log     *slog.Logger
 	clock   clock.WithTicker
+	// maxReceives is the receive limit in force: MaxReceives, or the
+	// queue's redrive policy's when lower. Set by Run before any receive.
+	maxReceives int
 }
 
 // NewConsumer returns a Consumer.
@@ -106,6 +129,7 @@ func NewConsumer(api API, h Handler, opts Options, reg prometheus.Registerer, lo
 // with ctx too; unfinished messages reappear for another replica or the next
 // start.
 func (c *Consumer) Run(ctx context.Context) error {
+	c.maxReceives = c.receiveLimit(ctx)
 	slots := make(chan struct{}, c.opts.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -188,13 +212,22 @@ func (c *Consumer) work(ctx context.Context, m types.Message) {
 	if ms, err := strconv.ParseInt(m.Attributes[string(types.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
 		d.SentAt = time.UnixMilli(ms)
 	}
+	d.ReceivesLeft = math.MaxInt32
+	if c.maxReceives > 0 {
+		d.ReceivesLeft = max(0, c.maxReceives-d.ReceiveCount)
+	}
 	log := c.log.With("message_id", d.MessageID, "receive_count", d.ReceiveCount)
 
 	wctx, stop := context.WithCancel(ctx)
 	extended := make(chan struct{})
+	handOver := make(chan struct{})
+	if c.opts.MaxInFlight > 0 {
+		d.HandOver = handOver
+	}
+	receivedAt := c.clock.Now()
 	go func() {
 		defer close(extended)
-		c.keepInvisible(wctx, m.ReceiptHandle, log)
+		c.keepInvisible(wctx, m.ReceiptHandle, receivedAt, handOver, log)
 	}()
 	out := c.handler.Handle(wctx, d)
 	stop()
@@ -212,9 +245,9 @@ func (c *Consumer) work(ctx context.Context, m types.Message) {
 		}
 		c.metrics.deleted.WithLabelValues(out.Reason).Inc()
 		log.Info("message deleted", "reason", out.Reason)
-	case c.opts.MaxReceives > 0 && d.ReceiveCount >= c.opts.MaxReceives:
+	case c.maxReceives > 0 && d.ReceiveCount >= c.maxReceives:
 		c.metrics.released.WithLabelValues("redrive").Inc()
-		log.Warn("message failed as often as allowed; leaving it to the queue's redrive policy", "reason", out.Reason, "max_receives", c.opts.MaxReceives)
+		log.Warn("message failed as often as allowed; leaving it to the queue's redrive policy", "reason", out.Reason, "max_receives", c.maxReceives)
 	default:
 		c.metrics.released.WithLabelValues(out.Reason).Inc()
 		vis := int32(out.RetryAfter / time.Second)
@@ -230,10 +263,13 @@ func (c *Consumer) work(ctx context.Context, m types.Message) {
 // keepInvisible extends the message's visibility every third of the
 // visibility timeout until ctx ends. After a failed extension (the SDK's
 // retries spent) it tries again after a second, not a third of the
-// timeout, so that a short timeout does not lapse mid-work.
-func (c *Consumer) keepInvisible(ctx context.Context, receipt *string, log *slog.Logger) {
+// timeout, so that a short timeout does not lapse mid-work. With a
+// MaxInFlight, it closes handOver once the message is a visibility timeout
+// from it, and never extends the message past it.
+func (c *Consumer) keepInvisible(ctx context.Context, receipt *string, receivedAt time.Time, handOver chan struct{}, log *slog.Logger) {
 	every := c.opts.Visibility / 3
 	wait := every
+	handedOver := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -241,8 +277,23 @@ func (c *Consumer) keepInvisible(ctx context.Context, receipt *string, log *slog
 		case <-c.clock.After(wait):
 		}
 		wait = every
+		vis := c.opts.Visibility
+		if c.opts.MaxInFlight > 0 {
+			left := receivedAt.Add(c.opts.MaxInFlight).Sub(c.clock.Now())
+			if left <= c.opts.Visibility && !handedOver {
+				handedOver = true
+				close(handOver)
+				log.Info("message near the longest it may stay in flight; handing its work over", "max_in_flight", c.opts.MaxInFlight)
+			}
+			vis = min(vis, left.Truncate(time.Second))
+			if vis < time.Second {
+				log.Warn("message in flight as long as allowed; no longer extending it", "max_in_flight", c.opts.MaxInFlight)
+				<-ctx.Done()
+				return
+			}
+		}
 		_, err := c.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
-			QueueUrl: &c.opts.QueueURL, ReceiptHandle: receipt, VisibilityTimeout: int32(c.opts.Visibility / time.Second),
+			QueueUrl: &c.opts.QueueURL, ReceiptHandle: receipt, VisibilityTimeout: int32(vis / time.Second),
 		})
 		switch {
 		case err == nil:
@@ -257,10 +308,66 @@ func (c *Consumer) keepInvisible(ctx context.Context, receipt *string, log *slog
 	}
 }
 
+// receiveLimit is the receive limit in force: MaxReceives, or the
+// maxReceiveCount of the queue's redrive policy when that is lower. A
+// queue whose attributes cannot be read (sqs:GetQueueAttributes not
+// granted) keeps MaxReceives, with a warning.
+func (c *Consumer) receiveLimit(ctx context.Context) int {
+	limit := c.opts.MaxReceives
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := c.api.GetQueueAttributes(actx, &sqs.GetQueueAttributesInput{
+		QueueUrl: &c.opts.QueueURL, AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameRedrivePolicy},
+	})
+	if err != nil {
+		c.metrics.errors.WithLabelValues("get_attributes").Inc()
+		c.log.Warn("cannot read the queue's redrive policy; counting receives against --max-receives alone",
+			"queue", c.opts.QueueURL, "max_receives", limit, "err", err)
+		return limit
+	}
+	raw := out.Attributes[string(types.QueueAttributeNameRedrivePolicy)]
+	if raw == "" {
+		c.log.Info("queue has no redrive policy", "queue", c.opts.QueueURL, "max_receives", limit)
+		return limit
+	}
+	n, err := redriveLimit(raw)
+	if err != nil {
+		c.metrics.errors.WithLabelValues("get_attributes").Inc()
+		c.log.Warn("queue's redrive policy unreadable; counting receives against --max-receives alone",
+			"queue", c.opts.QueueURL, "redrive_policy", raw, "err", err)
+		return limit
+	}
+	if limit <= 0 || n < limit {
+		limit = n
+	}
+	c.log.Info("queue's redrive policy read", "queue", c.opts.QueueURL, "max_receive_count", n, "max_receives", limit)
+	return limit
+}
+
+// redriveLimit reads maxReceiveCount from a RedrivePolicy attribute, which
+// SQS gives as a number or a string.
+func redriveLimit(raw string) (int, error) {
+	var p struct {
+		MaxReceiveCount json.RawMessage `json:"maxReceiveCount"`
+	}
+	if err := json.Unmarshal([]byte(raw), &p); err != nil {
+		return 0, fmt.Errorf("redrive policy: %w", err)
+	}
+	n, err := strconv.Atoi(strings.Trim(string(p.MaxReceiveCount), `"`))
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("redrive policy: maxReceiveCount %s is not a positive number", p.MaxReceiveCount)
+	}
+	return n, nil
+}
+
 // receiveBackoff paces receives after failures: 1 s, doubling to 30 s.
 func receiveBackoff() wait.Backoff {
 	return wait.Backoff{Duration: time.Second, Factor: 2, Cap: 30 * time.Second, Steps: math.MaxInt32}
 }
+
+// MaxInFlight is the longest SQS lets a message stay in flight, counted
+// from its receipt.
+const MaxInFlight = 12 * time.Hour
 
 // extensionRetry is the wait before retrying a failed visibility extension.
 const extensionRetry = time.Second
@@ -276,6 +383,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("wait time must be 0-20s, got %s", o.WaitTime)
 	case o.Visibility < 3*time.Second:
 		return fmt.Errorf("visibility must be at least 3s, got %s", o.Visibility)
+	case o.MaxInFlight != 0 && (o.MaxInFlight <= o.Visibility || o.MaxInFlight > MaxInFlight):
+		return fmt.Errorf("max in flight must be longer than the visibility (%s) and at most %s, got %s", o.Visibility, MaxInFlight, o.MaxInFlight)
 	}
 	return nil
 }

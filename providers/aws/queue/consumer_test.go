@@ -177,3 +177,68 @@ func TestFailingMessageIsLeftToRedrive(t *testing.T) {
 		t.Fatalf("queue depth %d: a failing message must never be deleted", n)
 	}
 }
+
+// The queue's redrive policy sets the receive limit when it is below
+// --max-receives: a handler is told how many receives are left, and a
+// failing message is left to the redrive policy at the queue's limit.
+func TestReceivesLeftFollowTheRedrivePolicy(t *testing.T) {
+	c, url := sqsClient(t)
+	if _, err := moto.DeadLetter(context.Background(), c, url, 3); err != nil {
+		t.Fatal(err)
+	}
+	send(t, c, url, "m")
+	var mu sync.Mutex
+	var left []int
+	con, _ := run(t, c, url, handlerFunc(func(_ context.Context, d Delivery) Outcome {
+		mu.Lock()
+		defer mu.Unlock()
+		left = append(left, d.ReceivesLeft)
+		return Retry("waiting", 0)
+	}), Options{MaxReceives: 10})
+	waitFor(t, "the third receive left to the redrive policy", func() bool {
+		return testutil.ToFloat64(con.metrics.released.WithLabelValues("redrive")) == 1
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(left) != "[2 1 0]" {
+		t.Fatalf("receives left on each receive %v, want [2 1 0]", left)
+	}
+}
+
+func TestRedriveLimit(t *testing.T) {
+	for raw, want := range map[string]int{
+		`{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:1:dlq","maxReceiveCount":"3"}`: 3,
+		`{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:1:dlq","maxReceiveCount":5}`:   5,
+		`{"maxReceiveCount":"0"}`: 0, `{"maxReceiveCount":"x"}`: 0, `{}`: 0, `not json`: 0,
+	} {
+		got, err := redriveLimit(raw)
+		if want == 0 && err == nil {
+			t.Errorf("redriveLimit(%s) = %d, want an error", raw, got)
+		}
+		if want != 0 && (err != nil || got != want) {
+			t.Errorf("redriveLimit(%s) = %d, %v; want %d", raw, got, err, want)
+		}
+	}
+}
+
+// A message still worked on as it nears MaxInFlight: the handler is told
+// to hand its work over, and the message is never extended past the
+// bound.
+func TestHandOverBeforeMaxInFlight(t *testing.T) {
+	c, url := sqsClient(t)
+	send(t, c, url, "long")
+	con, _ := run(t, c, url, handlerFunc(func(ctx context.Context, d Delivery) Outcome {
+		select {
+		case <-d.HandOver:
+			return Done("handed-over")
+		case <-ctx.Done():
+			return Retry("interrupted", 0)
+		}
+	}), Options{Visibility: 3 * time.Second, MaxInFlight: 6 * time.Second})
+	waitFor(t, "the message handed over and deleted", func() bool {
+		return testutil.ToFloat64(con.metrics.deleted.WithLabelValues("handed-over")) == 1
+	})
+	if n := testutil.ToFloat64(con.metrics.errors.WithLabelValues("change_visibility")); n != 0 {
+		t.Errorf("%v failed extensions", n)
+	}
+}

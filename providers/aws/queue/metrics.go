@@ -34,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "queue", Name: "errors_total",
-			Help: "Failed SQS calls, by operation (receive, delete, change_visibility).",
+			Help: "Failed SQS calls, by operation (receive, delete, change_visibility, get_attributes).",
 		}, []string{"operation"}),
 		extensions: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "queue", Name: "visibility_extensions_total",
@@ -59,6 +59,10 @@ type processorMetrics struct {
 	waits       *prometheus.CounterVec
 	// withdrawn counts the notices withdrawn, by message kind.
 	withdrawn *prometheus.CounterVec
+	// handedOver counts the drains whose node carries them on, by message
+	// kind; takenUp the carried notices taken up by a replica.
+	handedOver *prometheus.CounterVec
+	takenUp    prometheus.Counter
 }
 
 func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
@@ -79,7 +83,8 @@ func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
 		}, []string{"result", "drain"}),
 		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "queue", Name: "waits_total",
-			Help: "Times a message's work waited with the message in flight for a condition expected to clear, by reason (node-not-joined, node-not-ready, node-busy).",
+			Help: "Times a message's work waited with the message in flight for a condition expected to clear, by reason: node-not-joined, node-not-ready, node-busy always; " +
+				"any other (lease-failed, lookup-failed, lease-lost, ...) once the message has no receive to spare before the queue's redrive policy.",
 		}, []string{"reason"}),
 		withdrawn: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "queue", Name: "notices_withdrawn_total",
@@ -87,6 +92,14 @@ func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
 				"instance-state-change (the instance runs again after it stopped), rebalance-recommendation (held for --rebalance-hold).",
 		}, []string{"kind"}),
 	}
+	m.handedOver = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "queue", Name: "handed_over_total",
+		Help: "Drains that outlived their message's longest time in flight (--max-in-flight), handed over to their node, which carries them on, by message kind.",
+	}, []string{"kind"})
+	m.takenUp = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "queue", Name: "carried_taken_up_total",
+		Help: "Notices carried by their node alone that this replica took up because no replica worked on them (the one carrying them had stopped).",
+	})
 	for _, k := range []string{messages.KindScheduledChange, messages.KindStateChange, messages.KindRebalance} {
 		m.withdrawn.WithLabelValues(k)
 	}
@@ -95,6 +108,6 @@ func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
 			m.completions.WithLabelValues(string(r), d)
 		}
 	}
-	reg.MustRegister(m.received, m.lag, m.completions, m.waits, m.withdrawn)
+	reg.MustRegister(m.received, m.lag, m.completions, m.waits, m.withdrawn, m.handedOver, m.takenUp)
 	return m
 }

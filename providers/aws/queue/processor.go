@@ -83,19 +83,31 @@ type Processor struct {
 	leases    Locker
 	lifecycle Lifecycle
 	hooks     Hooks
+	carrier   Carrier
 	metrics   *processorMetrics
 	log       *slog.Logger
 	clock     clock.Clock
+
+	// carriers are the notices this replica carries on from their nodes
+	// alone, keyed node/id.
+	carriers sync.WaitGroup
+	mu       sync.Mutex
+	carrying map[string]bool
+	// stopping ends when CarryOn returns: carriers stop following their
+	// notices.
+	stopping context.Context
+	stop     context.CancelFunc
 }
 
 // NewProcessor returns a Processor.
-func NewProcessor(opts ProcessorOptions, nodes Nodes, episodes Episodes, leases Locker, lc Lifecycle, hooks Hooks,
+func NewProcessor(opts ProcessorOptions, nodes Nodes, episodes Episodes, leases Locker, lc Lifecycle, hooks Hooks, carrier Carrier,
 	reg prometheus.Registerer, log *slog.Logger, clk clock.Clock) *Processor {
 	if opts.FailureResult == "" {
 		opts.FailureResult = lifecycle.Continue
 	}
-	return &Processor{opts: opts, nodes: nodes, episodes: episodes, leases: leases, lifecycle: lc, hooks: hooks,
-		metrics: newProcessorMetrics(reg), log: log, clock: clk}
+	stopping, stop := context.WithCancel(context.Background())
+	return &Processor{opts: opts, nodes: nodes, episodes: episodes, leases: leases, lifecycle: lc, hooks: hooks, carrier: carrier,
+		metrics: newProcessorMetrics(reg), log: log, clock: clk, carrying: map[string]bool{}, stopping: stopping, stop: stop}
 }
 
 // completeTimeout bounds completing a lifecycle action outside a drain,
@@ -111,6 +123,10 @@ func (h *Processor) Handle(ctx context.Context, d Delivery) Outcome {
 	}
 	return out
 }
+
+// reasonHandedOver is why a message whose drain its node carries on is
+// deleted.
+const reasonHandedOver = "handed-over"
 
 // reasonDryRun is why every message a dry run is done with is deleted.
 const reasonDryRun = "dry-run"
@@ -133,14 +149,14 @@ func (h *Processor) handle(ctx context.Context, d Delivery) Outcome {
 		return Done(msg.Reason)
 	}
 	if len(msg.InstanceIDs) == 1 {
-		return h.handleInstance(ctx, msg, msg.InstanceIDs[0], log)
+		return h.handleInstance(ctx, d, msg, msg.InstanceIDs[0], log)
 	}
 	// A Health event may name many instances: work on them together, and
 	// keep the message until every one is done.
 	outs := make([]Outcome, len(msg.InstanceIDs))
 	var wg sync.WaitGroup
 	for i, id := range msg.InstanceIDs {
-		wg.Go(func() { outs[i] = h.handleInstance(ctx, msg, id, log.With("instance", id)) })
+		wg.Go(func() { outs[i] = h.handleInstance(ctx, d, msg, id, log.With("instance", id)) })
 	}
 	wg.Wait()
 	for _, o := range outs {
@@ -157,23 +173,31 @@ func (h *Processor) handle(ctx context.Context, d Delivery) Outcome {
 // for them with the message in flight, its visibility extended, rather
 // than leave it to be received again: every receive counts toward the
 // queue's redrive limit, and a live message must not be dead-lettered.
-// A failure to reach the API server or EC2 (lease-failed, lookup-failed)
-// still releases the message: this replica may be the one cut off, and
-// another may do the work.
+// Any other failure (lease-failed, lookup-failed: the API server or EC2
+// cannot be reached; lease-lost) releases the message while the queue's
+// redrive policy leaves it a receive to spare, since this replica may be
+// the one cut off and another may do the work; on its last spare receive
+// it waits in flight too, so that an outage of the API server never
+// dead-letters the interruptions that arrive during it.
 var waitsInFlight = map[string]bool{"node-not-joined": true, "node-not-ready": true, "node-busy": true}
+
+// neverWaits are the retries that must not wait in flight: lastcall is
+// stopping.
+var neverWaits = map[string]bool{"interrupted": true, "stopping": true}
 
 // handleInstance works on one instance of msg, trying again in flight on
 // an expected wait until the message's bound: its deadline, or
 // LifecycleDeadline from when it began. Past the bound the message is
 // left to reappear, as any other failure.
-func (h *Processor) handleInstance(ctx context.Context, msg messages.Message, instanceID string, log *slog.Logger) Outcome {
+func (h *Processor) handleInstance(ctx context.Context, d Delivery, msg messages.Message, instanceID string, log *slog.Logger) Outcome {
 	bound := msg.Deadline
 	if bound.IsZero() {
 		bound = began(msg, h.clock).Add(h.opts.LifecycleDeadline)
 	}
 	for {
-		out := h.tryInstance(ctx, msg, instanceID, log)
-		if out.Delete || !waitsInFlight[out.Reason] || !h.clock.Now().Add(out.RetryAfter).Before(bound) {
+		out := h.tryInstance(ctx, d, msg, instanceID, log)
+		waits := waitsInFlight[out.Reason] || (d.ReceivesLeft <= 1 && !neverWaits[out.Reason])
+		if out.Delete || !waits || !h.clock.Now().Add(out.RetryAfter).Before(bound) {
 			return out
 		}
 		h.metrics.waits.WithLabelValues(out.Reason).Inc()
@@ -181,12 +205,14 @@ func (h *Processor) handleInstance(ctx context.Context, msg messages.Message, in
 		select {
 		case <-ctx.Done():
 			return Retry("interrupted", h.opts.RetryAfter)
+		case <-d.HandOver:
+			return out // nothing to hand over: the message reappears
 		case <-h.clock.After(out.RetryAfter):
 		}
 	}
 }
 
-func (h *Processor) tryInstance(ctx context.Context, msg messages.Message, instanceID string, log *slog.Logger) Outcome {
+func (h *Processor) tryInstance(ctx context.Context, d Delivery, msg messages.Message, instanceID string, log *slog.Logger) Outcome {
 	// A terminate lifecycle action's deadline beyond the shortest global
 	// timeout any hook has needs its hook described: asked now, beside the
 	// node's lookup and Lease, so the notice is not late to join a drain
@@ -245,7 +271,12 @@ func (h *Processor) tryInstance(ctx context.Context, msg messages.Message, insta
 		log.Warn("taking the node's lease failed; will retry", "err", err)
 		return Retry("lease-failed", h.opts.RetryAfter)
 	}
-	defer held.Release(context.WithoutCancel(ctx))
+	carried := false
+	defer func() {
+		if !carried {
+			held.Release(context.WithoutCancel(ctx))
+		}
+	}()
 	if msg.Verdict == messages.Release {
 		return h.withdraw(name, instanceID, msg, log)
 	}
@@ -263,15 +294,26 @@ func (h *Processor) tryInstance(ctx context.Context, msg messages.Message, insta
 	if err != nil {
 		return Retry("stopping", h.opts.RetryAfter)
 	}
-	select {
-	case <-t.Done():
-	case <-held.Lost():
-		// Another replica may take the node now: stop working on it, and
-		// leave the hold for whoever does.
-		_ = h.episodes.Drop(name, n.ID)
-		return Retry("lease-lost", h.opts.RetryAfter)
-	case <-ctx.Done():
-		return Retry("interrupted", h.opts.RetryAfter)
+	handOver := d.HandOver
+	for waiting := true; waiting; {
+		select {
+		case <-t.Done():
+			waiting = false
+		case <-held.Lost():
+			// Another replica may take the node now: stop working on it, and
+			// leave the hold for whoever does.
+			_ = h.episodes.Drop(name, n.ID)
+			return Retry("lease-lost", h.opts.RetryAfter)
+		case <-ctx.Done():
+			return Retry("interrupted", h.opts.RetryAfter)
+		case <-handOver:
+			handOver = nil
+			if h.handOver(ctx, name, n, msg, log) {
+				carried = true
+				h.carry(name, n.ID, t, held, log)
+				return Done(reasonHandedOver)
+			}
+		}
 	}
 	if t.Ending().Interrupted {
 		return Retry("interrupted", h.opts.RetryAfter)

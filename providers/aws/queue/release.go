@@ -62,31 +62,24 @@ func (h *Processor) ExpireRebalanceHolds(ctx context.Context, bound time.Duratio
 	// withdrawn are the holds already withdrawn, until the nodes no longer
 	// show them, so that each is counted once.
 	withdrawn := map[string]bool{}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-h.clock.After(interval):
-		}
-		seen := map[string]bool{}
-		for _, n := range nodes() {
-			st, err := node.StateOf(n)
-			if err != nil {
-				continue // the episode reports an unreadable state when it holds the node
-			}
-			for _, hold := range st.Owned(node.OwnerQueue) {
-				if hold.Kind != interruption.KindRebalance {
-					continue
-				}
-				seen[hold.ID] = true
-				if withdrawn[hold.ID] || h.clock.Since(hold.Since) < bound {
-					continue
-				}
-				withdrawn[hold.ID] = h.expire(ctx, n.Name, hold, bound)
-			}
-		}
+	seen := map[string]bool{}
+	list := func() []*corev1.Node {
+		// A new sweep: forget what the nodes no longer show.
 		maps.DeleteFunc(withdrawn, func(id string, _ bool) bool { return !seen[id] })
+		clear(seen)
+		return nodes()
 	}
+	h.sweep(ctx, interval, list, func(n *corev1.Node, hold node.Hold) {
+		if hold.Kind != interruption.KindRebalance {
+			return
+		}
+		seen[hold.ID] = true
+		if withdrawn[hold.ID] || h.clock.Since(hold.Since) < bound {
+			return
+		}
+		withdrawn[hold.ID] = h.expire(ctx, n.Name, hold, bound)
+	})
+	return nil
 }
 
 // expire withdraws a rebalance hold that has lasted bound, under the

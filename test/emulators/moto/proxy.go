@@ -132,9 +132,12 @@ type LifecycleProxy struct {
 	calls       []Call
 	faults      map[string][]*fault
 	requests    map[string]int
-	srv         *http.Server
-	url         string
-	closed      bool
+	// inFlightLimit and receipts: see LimitInFlight.
+	inFlightLimit time.Duration
+	receipts      map[string]time.Time
+	srv           *http.Server
+	url           string
+	closed        bool
 }
 
 // actionKey identifies an active action.
@@ -181,6 +184,12 @@ func NewLifecycleProxy(upstream string) *LifecycleProxy {
 			// moto builds SQS queue URLs from the Host header: keep the
 			// proxy's, so that clients keep coming through it.
 			pr.Out.Host = pr.In.Host
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.Request.Header.Get("X-Amz-Target") == sqsTargetPrefix+"ReceiveMessage" && p.limitingInFlight() {
+				return p.recordReceipts(resp)
+			}
+			return nil
 		},
 	}
 	return p
@@ -367,6 +376,9 @@ func (p *LifecycleProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.lifecycle(w, req)
 			return
 		}
+	}
+	if req.proto == protoSQSJSON && req.action == "ChangeMessageVisibility" && p.limitingInFlight() && p.overLimit(w, r) {
+		return
 	}
 	if p.forward == nil {
 		http.Error(w, p.upstreamErr.Error(), http.StatusBadGateway)

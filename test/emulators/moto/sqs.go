@@ -2,8 +2,10 @@ package moto
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
@@ -26,4 +28,32 @@ func QueueDepth(ctx context.Context, c *sqs.Client, url string) (int, error) {
 		n += x
 	}
 	return n, nil
+}
+
+// DeadLetter gives the queue at url a dead-letter queue, created beside
+// it, to which SQS moves a message received more than maxReceiveCount
+// times. It returns the dead-letter queue's URL.
+func DeadLetter(ctx context.Context, c *sqs.Client, url string, maxReceiveCount int) (string, error) {
+	name := url[strings.LastIndex(url, "/")+1:] + "-dlq"
+	out, err := c.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: &name})
+	if err != nil {
+		return "", fmt.Errorf("creating dead-letter queue %s: %w", name, err)
+	}
+	attrs, err := c.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: out.QueueUrl,
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameQueueArn}})
+	if err != nil {
+		return "", fmt.Errorf("reading the ARN of %s: %w", name, err)
+	}
+	policy, err := json.Marshal(map[string]string{
+		"deadLetterTargetArn": attrs.Attributes[string(sqstypes.QueueAttributeNameQueueArn)],
+		"maxReceiveCount":     strconv.Itoa(maxReceiveCount),
+	})
+	if err != nil {
+		return "", err
+	}
+	if _, err := c.SetQueueAttributes(ctx, &sqs.SetQueueAttributesInput{QueueUrl: &url,
+		Attributes: map[string]string{string(sqstypes.QueueAttributeNameRedrivePolicy): string(policy)}}); err != nil {
+		return "", fmt.Errorf("setting the redrive policy of %s: %w", url, err)
+	}
+	return *out.QueueUrl, nil
 }
