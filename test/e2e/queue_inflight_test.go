@@ -14,11 +14,16 @@ import (
 // the message in flight, its visibility extended, rather than release it
 // to be received again, since every receive counts toward the queue's
 // redrive limit (commonly 3 to 5), after which the hook would be
-// dead-lettered and the instance left to the hook's default result. The
-// action is completed once, the message received once.
+// dead-lettered and the instance left to the hook's default result. On a
+// queue that dead-letters past 3 receives, the action is completed once,
+// the message received at most twice, and nothing dead-lettered.
 func TestQueueLaunchHookWaitsInFlight(t *testing.T) {
 	e := newAWSEnv(t)
 	ctx := context.Background()
+	dlq, err := moto.DeadLetter(ctx, e.sqs, e.queueURL, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
 	group := fmt.Sprintf("asg-inflight-%d", time.Now().UnixNano()%1_000_000)
 	ids, err := moto.CreateGroup(ctx, e.cfg, moto.Group{Name: group, Size: 1})
 	if err != nil {
@@ -51,6 +56,9 @@ func TestQueueLaunchHookWaitsInFlight(t *testing.T) {
 	}
 	if n := p.metric(t, "lastcall_queue_messages_received_total", map[string]string{"kind": "asg-launch"}); n > 2 {
 		t.Errorf("the launch message was received %v times while its node joined, want at most 2", n)
+	}
+	if n, err := moto.QueueDepth(ctx, e.sqs, dlq); err != nil || n != 0 {
+		t.Errorf("%d messages dead-lettered (%v), want none", n, err)
 	}
 	if n := p.metric(t, "lastcall_queue_visibility_extensions_total", nil); n < 1 {
 		t.Errorf("%v visibility extensions while waiting, want some", n)
