@@ -129,11 +129,9 @@ func (f *forwarder) stall() {
 // sever makes every connection, open or opened later, half-open.
 func (f *forwarder) sever() {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.state = severed
-	for _, l := range f.links {
-		l.stalled = true
-	}
+	f.mu.Unlock()
+	f.stall()
 }
 
 // down closes every connection, and every connection opened until up.
