@@ -213,6 +213,13 @@ func (q *delayQueue) after(d time.Duration, fn func()) {
 	}
 }
 
+// len is how many functions are waiting.
+func (q *delayQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
 // run runs the functions as they fall due, until ctx ends. It keeps one
 // timer for the first function while that one is waiting.
 func (q *delayQueue) run(ctx context.Context) {
