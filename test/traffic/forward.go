@@ -13,7 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 )
@@ -271,7 +273,10 @@ type balancer struct {
 	queue *delayQueue
 }
 
-func newBalancer(cfg ProxyConfig, target func(string) (string, bool)) balancer {
+// newBalancer makes a balancer sending to target, logging with logAttrs.
+func newBalancer(cfg ProxyConfig, target func(string) (string, bool), logAttrs ...any) balancer {
+	cfg = cfg.withDefaults()
+	cfg.Logger = cfg.Logger.With(logAttrs...)
 	return balancer{proxy: cfg, fwd: newForwarder(cfg, target), queue: newDelayQueue(cfg.Clock)}
 }
 
@@ -281,13 +286,17 @@ func (b *balancer) URL() string { return "http://" + b.srv.addr }
 // Done is closed once the balancer has stopped.
 func (b *balancer) Done() <-chan struct{} { return b.srv.done }
 
-// start has observe called for each object of the informer (nil when it
-// is deleted; initial for those listed at start), serves the forwarder,
-// and runs the informer and the delay queue until ctx ends. It returns once
-// the objects listed at start are observed.
-func (b *balancer) start(ctx context.Context, factory informers.SharedInformerFactory, informer cache.SharedIndexInformer,
-	observe func(key string, obj any, initial bool),
+// start has observe called for each object of the informer that inform
+// picks from a factory of the namespace ns ("": all) and label selector
+// (nil when it is deleted or stops matching; initial for those listed at
+// start), serves the forwarder, and runs the informer and the delay queue
+// until ctx ends. It returns once the objects listed at start are observed.
+func (b *balancer) start(ctx context.Context, client kubernetes.Interface, ns, selector string,
+	inform func(informers.SharedInformerFactory) cache.SharedIndexInformer, observe func(key string, obj any, initial bool),
 ) error {
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+	informer := inform(factory)
 	deleted := func(obj any) {
 		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			observe(tomb.Key, nil, false)

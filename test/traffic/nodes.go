@@ -7,9 +7,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 )
 
 // NodeBalancerConfig says which nodes a NodeBalancer sends to and how.
@@ -66,14 +66,15 @@ func StartNodeBalancer(ctx context.Context, client kubernetes.Interface, cfg Nod
 	if cfg.Target == nil {
 		return nil, errors.New("a node balancer needs a target")
 	}
-	cfg.Proxy = cfg.Proxy.withDefaults()
-	cfg.Proxy.Logger = cfg.Proxy.Logger.With("source", "node-balancer")
-	b := &NodeBalancer{cfg: cfg, nodes: map[string]*nodeState{}}
-	b.balancer = newBalancer(cfg.Proxy, cfg.Target)
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = cfg.Selector }))
-	informer := factory.Core().V1().Nodes().Informer()
-	if err := b.start(ctx, factory, informer, b.observe); err != nil {
+	b := &NodeBalancer{
+		balancer: newBalancer(cfg.Proxy, cfg.Target, "source", "node-balancer"),
+		cfg:      cfg,
+		nodes:    map[string]*nodeState{},
+	}
+	nodes := func(f informers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Core().V1().Nodes().Informer()
+	}
+	if err := b.start(ctx, client, "", cfg.Selector, nodes, b.observe); err != nil {
 		return nil, err
 	}
 	return b, nil

@@ -10,9 +10,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 )
 
 // PodBalancerConfig says which Service a PodBalancer serves and how.
@@ -58,22 +58,17 @@ func StartPodBalancer(ctx context.Context, client kubernetes.Interface, cfg PodB
 	if cfg.Namespace == "" || cfg.Service == "" || cfg.Resolve == nil {
 		return nil, errors.New("a pod balancer needs a namespace, a service and a resolver")
 	}
-	cfg.Proxy = cfg.Proxy.withDefaults()
-	cfg.Proxy.Logger = cfg.Proxy.Logger.With("source", "pod-balancer", "service", cfg.Namespace+"/"+cfg.Service)
 	b := &PodBalancer{
 		cfg:    cfg,
 		slices: map[string]map[string]*corev1.ObjectReference{},
 		refs:   map[string]*corev1.ObjectReference{},
 	}
-	b.balancer = newBalancer(cfg.Proxy, b.target)
-
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithNamespace(cfg.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = discoveryv1.LabelServiceName + "=" + cfg.Service
-		}))
-	informer := factory.Discovery().V1().EndpointSlices().Informer()
-	if err := b.start(ctx, factory, informer, b.observe); err != nil {
+	b.balancer = newBalancer(cfg.Proxy, b.target, "source", "pod-balancer", "service", cfg.Namespace+"/"+cfg.Service)
+	endpointSlices := func(f informers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Discovery().V1().EndpointSlices().Informer()
+	}
+	selector := discoveryv1.LabelServiceName + "=" + cfg.Service
+	if err := b.start(ctx, client, cfg.Namespace, selector, endpointSlices, b.observe); err != nil {
 		return nil, err
 	}
 	return b, nil
