@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -174,5 +175,68 @@ func TestNodeBalancerAnswers503WithoutNodes(t *testing.T) {
 	bal := startNodeBalancer(t, "traffic-pool=none", 0, nil)
 	if code, _ := get(t, bal.URL()); code != http.StatusServiceUnavailable {
 		t.Errorf("got %d, want 503", code)
+	}
+}
+
+// node is a node as the informer gives it.
+func node(name string, ready bool, labels map[string]string) *corev1.Node {
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Status:     corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status}}},
+	}
+}
+
+// The informer's events, given straight to the balancer: which nodes are
+// registered, and when they leave.
+func TestNodeBalancerRegistration(t *testing.T) {
+	const delay = 5 * time.Second
+	excludedLabel := map[string]string{corev1.LabelNodeExcludeBalancers: ""}
+	fc := testingclock.NewFakeClock(time.Unix(1e9, 0))
+	b := &NodeBalancer{
+		balancer: newBalancer(ProxyConfig{Clock: fc, Logger: testLogger(t)}, func(string) (string, bool) { return "", false }),
+		cfg:      NodeBalancerConfig{DeregistrationDelay: delay},
+		nodes:    map[string]*nodeState{},
+	}
+	go b.queue.run(testContext(t))
+	steps := []struct {
+		name    string
+		observe func()
+		step    time.Duration
+		want    []string
+	}{
+		{"Ready nodes register at once", func() {
+			b.observe("a", node("a", true, nil), true)
+			b.observe("b", node("b", true, nil), false)
+			b.observe("c", node("c", true, nil), false)
+		}, 0, []string{"a", "b", "c"}},
+		{"a node not Ready, excluded or deleted is not registered", func() {
+			b.observe("x", node("x", false, nil), false)
+			b.observe("y", node("y", true, excludedLabel), false)
+			b.observe("z", nil, false)
+		}, 0, []string{"a", "b", "c"}},
+		{"a stops being Ready, b is excluded, c is deleted: they stay for the delay", func() {
+			b.observe("a", node("a", false, nil), false)
+			b.observe("b", node("b", true, excludedLabel), false)
+			b.observe("c", nil, false)
+		}, delay - time.Millisecond, []string{"a", "b", "c"}},
+		{"an update that changes nothing does not put the deregistration off", func() {
+			b.observe("a", node("a", false, map[string]string{"heartbeat": "1"}), false)
+		}, time.Millisecond, nil},
+		{"a node becomes Ready and registers at once", func() {
+			b.observe("x", node("x", true, nil), false)
+		}, 0, []string{"x"}},
+	}
+	for _, s := range steps {
+		s.observe()
+		if s.step > 0 {
+			fc.Step(s.step)
+		}
+		eventually(t, fmt.Sprintf("%s: nodes %v (have %v)", s.name, s.want, b.Nodes()), func() bool {
+			return slices.Equal(b.Nodes(), s.want)
+		})
 	}
 }
