@@ -2,6 +2,7 @@ package podrun
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -11,7 +12,7 @@ import (
 
 // preStopSleep returns how long the preStop hook of the pod's first
 // container sleeps: its sleep action, or an exec of "sleep N" or of
-// sh -c "sleep N" (N in seconds, a decimal allowed). ok is false if there is
+// sh -c "sleep N" (N in seconds, a decimal allowed, or infinity). ok is false if there is
 // no hook; err says why a hook is not understood.
 func preStopSleep(pod *corev1.Pod) (d time.Duration, ok bool, err error) {
 	if len(pod.Spec.Containers) == 0 {
@@ -43,8 +44,11 @@ func execSleep(cmd []string) (time.Duration, error) {
 	if len(args) != 2 || (args[0] != "sleep" && !strings.HasSuffix(args[0], "/sleep")) {
 		return 0, fmt.Errorf("preStop exec %q: only sleep N is run", cmd)
 	}
+	if args[1] == "infinity" {
+		return time.Duration(math.MaxInt64), nil // cut short by the grace period
+	}
 	secs, err := strconv.ParseFloat(args[1], 64)
-	if err != nil || secs < 0 {
+	if err != nil || secs < 0 || math.IsInf(secs, 0) || math.IsNaN(secs) {
 		return 0, fmt.Errorf("preStop exec %q: %q is not a number of seconds", cmd, args[1])
 	}
 	return time.Duration(secs * float64(time.Second)), nil
