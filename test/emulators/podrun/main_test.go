@@ -294,13 +294,3 @@ func idleConn(t *testing.T, addr, name string) net.Conn {
 	}
 	return conn
 }
-
-// isReady reports whether the pod's Ready condition is True.
-func isReady(p *corev1.Pod) bool {
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}

@@ -172,8 +172,10 @@ func (r *Runtime) remove(ctx context.Context, pod *corev1.Pod, log *slog.Logger)
 	}
 }
 
-// patchStatus applies status to this pod (this UID) with a strategic merge
-// patch of the status subresource.
+// patchStatus applies status to this pod with a strategic merge patch of the
+// status subresource. The patch names the pod's UID: if the name now
+// belongs to another pod, the API server refuses it (metadata.uid is
+// immutable).
 func (r *Runtime) patchStatus(ctx context.Context, pod *corev1.Pod, status corev1.PodStatus) error {
 	patch := map[string]any{
 		"metadata": map[string]any{"uid": pod.UID},

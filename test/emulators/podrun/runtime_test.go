@@ -93,7 +93,7 @@ func TestGracefulTermination(t *testing.T) {
 	inFlight := hold(e.ctx, t, addr)
 
 	begin := e.deletePod(t, pod)
-	e.waitPod(t, pod, "not Ready", func(p *corev1.Pod) bool { return !isReady(p) })
+	e.waitPod(t, pod, "not Ready", func(p *corev1.Pod) bool { return !cluster.ReadyCondition(p) })
 	if took := time.Since(begin); took < sleep {
 		t.Errorf("not Ready %s after the delete, before the preStop sleep of %s ended", took, sleep)
 	}
