@@ -16,7 +16,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/podrun"
@@ -150,6 +152,47 @@ func (e *env) waitGone(t *testing.T, pod *corev1.Pod) {
 	})
 	if err != nil {
 		t.Fatalf("pod %s still there: %v", pod.Name, err)
+	}
+}
+
+// watchRemoval watches the pod from its version given; the function it
+// returns waits until the pod (this UID) is deleted and returns its last
+// state.
+func (e *env) watchRemoval(t *testing.T, pod *corev1.Pod) func() *corev1.Pod {
+	t.Helper()
+	w, err := c.Client.CoreV1().Pods(pod.Namespace).Watch(e.ctx, metav1.ListOptions{
+		FieldSelector:   fields.OneTermEqualSelector("metadata.name", pod.Name).String(),
+		ResourceVersion: pod.ResourceVersion,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return func() *corev1.Pod {
+		t.Helper()
+		for {
+			select {
+			case <-e.ctx.Done():
+				t.Fatalf("pod %s not deleted: %v", pod.Name, e.ctx.Err())
+			case ev, ok := <-w.ResultChan():
+				if !ok {
+					t.Fatalf("watch of pod %s ended", pod.Name)
+				}
+				if p, isPod := ev.Object.(*corev1.Pod); isPod && ev.Type == watch.Deleted && p.UID == pod.UID {
+					return p
+				}
+			}
+		}
+	}
+}
+
+// checkExit checks the last state of a removed pod: its phase and the exit
+// code of its container.
+func checkExit(t *testing.T, p *corev1.Pod, phase corev1.PodPhase, code int32) {
+	t.Helper()
+	cs := p.Status.ContainerStatuses
+	if p.Status.Phase != phase || len(cs) != 1 || cs[0].State.Terminated == nil || cs[0].State.Terminated.ExitCode != code {
+		t.Errorf("removed pod: phase %s, containers %+v; want %s and exit code %d", p.Status.Phase, cs, phase, code)
 	}
 }
 

@@ -92,6 +92,7 @@ func TestGracefulTermination(t *testing.T) {
 	addr := e.addr(t, pod)
 	inFlight := hold(e.ctx, t, addr)
 
+	removed := e.watchRemoval(t, pod)
 	begin := e.deletePod(t, pod)
 	e.waitPod(t, pod, "not Ready", func(p *corev1.Pod) bool { return !cluster.ReadyCondition(p) })
 	if took := time.Since(begin); took < sleep {
@@ -103,7 +104,7 @@ func TestGracefulTermination(t *testing.T) {
 	if err != nil || body != "graceful" {
 		t.Errorf("the request in flight at SIGTERM: %q, %v; want it answered", body, err)
 	}
-	e.waitGone(t, pod)
+	checkExit(t, removed(), corev1.PodSucceeded, 0)
 	if took := time.Since(begin); took >= 20*time.Second {
 		t.Errorf("pod removed %s after the delete, not before the grace period ended", took)
 	}
@@ -132,12 +133,13 @@ func TestAbruptTermination(t *testing.T) {
 	addr := e.addr(t, pod)
 	inFlight := hold(e.ctx, t, addr)
 
+	removed := e.watchRemoval(t, pod)
 	begin := e.deletePod(t, pod)
 	if body, err := inFlight.answer(); err == nil {
 		t.Errorf("the request in flight at SIGTERM was answered %q", body)
 	}
 	mustRefuse(t, addr)
-	e.waitGone(t, pod)
+	checkExit(t, removed(), corev1.PodFailed, 143)
 	if took := time.Since(begin); took >= 20*time.Second {
 		t.Errorf("pod removed %s after the delete, not before the grace period ended", took)
 	}
@@ -153,6 +155,7 @@ func TestIgnoredSigterm(t *testing.T) {
 	addr := e.addr(t, pod)
 	inFlight := hold(e.ctx, t, addr)
 
+	removed := e.watchRemoval(t, pod)
 	begin := e.deletePod(t, pod)
 	e.waitPod(t, pod, "being deleted", func(p *corev1.Pod) bool { return p.DeletionTimestamp != nil })
 	mustServe(e.ctx, t, addr, "stubborn")
@@ -164,7 +167,7 @@ func TestIgnoredSigterm(t *testing.T) {
 		t.Errorf("killed %s after the delete, before the grace period of %s ended", took, gracePeriod)
 	}
 	mustRefuse(t, addr)
-	e.waitGone(t, pod)
+	checkExit(t, removed(), corev1.PodFailed, 137)
 }
 
 // TestAddressesNotReused checks that a pod created again with the same name
