@@ -39,7 +39,7 @@ func (r *Runtime) runPod(ctx context.Context, mb *mailbox) {
 		r.remove(ctx, pod, log) // deleted before it started
 		return
 	}
-	srv, podIP, err := r.startServer(pod, log)
+	srv, podIP, err := r.startServer(ctx, pod, log)
 	if err != nil {
 		log.Error("pod not started", "error", err)
 		return

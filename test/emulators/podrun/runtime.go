@@ -202,12 +202,12 @@ func (r *Runtime) stop() {
 
 // startServer starts the pod's server unless its node is dead, and records
 // its address. It returns nil, nil on a dead node.
-func (r *Runtime) startServer(pod *corev1.Pod, log *slog.Logger) (*server, netip.Addr, error) {
+func (r *Runtime) startServer(ctx context.Context, pod *corev1.Pod, log *slog.Logger) (*server, netip.Addr, error) {
 	loopback, podIP, err := addresses.next()
 	if err != nil {
 		return nil, netip.Addr{}, err
 	}
-	srv, err := startServer(loopback.String(), pod.Name, log)
+	srv, err := startServer(ctx, loopback.String(), pod.Name, log)
 	if err != nil {
 		return nil, netip.Addr{}, fmt.Errorf("listening on %s: %w", loopback, err)
 	}

@@ -37,8 +37,9 @@ type server struct {
 }
 
 // startServer listens on ip (any port) and serves name there.
-func startServer(ip, name string, log *slog.Logger) (*server, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+func startServer(ctx context.Context, ip, name string, log *slog.Logger) (*server, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return nil, err
 	}
