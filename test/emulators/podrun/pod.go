@@ -63,6 +63,9 @@ func (r *Runtime) runPod(ctx context.Context, mb *mailbox) {
 	switch {
 	case isClosed(srv.exited):
 		return // killed with its node or the runtime: nothing more is said
+	case ctx.Err() != nil:
+		srv.kill(exitSIGKILL, false)
+		return
 	case !ok:
 		log.Info("pod object gone: killing the server")
 		srv.kill(exitSIGKILL, false)
@@ -111,7 +114,7 @@ func (r *Runtime) terminate(ctx context.Context, pod *corev1.Pod, srv *server, l
 	}
 	left := max(grace-r.clock.Since(begin), minGraceAfterPreStop)
 
-	signal := pod.Annotations[SignalAnnotation]
+	signal := onSigterm(pod, log)
 	log.Info("SIGTERM", "behaviour", signal, "killAfter", left)
 	switch signal {
 	case Abrupt:
@@ -138,6 +141,19 @@ func (r *Runtime) terminate(ctx context.Context, pod *corev1.Pod, srv *server, l
 		log.Error("marking the pod terminated", "error", err)
 	}
 	r.remove(ctx, pod, log)
+}
+
+// onSigterm returns what the pod's server does on SIGTERM.
+func onSigterm(pod *corev1.Pod, log *slog.Logger) string {
+	switch v := pod.Annotations[SignalAnnotation]; v {
+	case Graceful, Abrupt, Ignore:
+		return v
+	case "":
+		return Graceful
+	default:
+		log.Warn("unknown SIGTERM behaviour: graceful instead", "annotation", SignalAnnotation, "value", v)
+		return Graceful
+	}
 }
 
 // sleep waits d and returns true, or returns false as soon as the server
