@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"strings"
 	"syscall"
@@ -261,6 +262,66 @@ func TestSlowReadyLabel(t *testing.T) {
 	}
 	if took := ready["slow"].Sub(begin); took < cluster.SlowReadyDelay {
 		t.Errorf("labelled pod Ready %s after its creation began, want at least %s", took, cluster.SlowReadyDelay)
+	}
+}
+
+// TestServedLabel checks that kwok leaves a pod labelled cluster.ServedLabel
+// alone: a pod without the label, created after it on the same node, is
+// made Ready (with a pod IP from cluster.KwokPodCIDR) and, once deleted, is
+// removed, while the labelled pod stays Pending, then Terminating.
+func TestServedLabel(t *testing.T) {
+	ctx := testContext(t)
+	ns := createNamespace(ctx, t, "served")
+	if _, err := c.AddNode(ctx, "served-node"); err != nil {
+		t.Fatal(err)
+	}
+	pods := c.Client.CoreV1().Pods(ns)
+	pod := func(name string, labels map[string]string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+			Spec: corev1.PodSpec{
+				NodeName:   "served-node",
+				Containers: []corev1.Container{{Name: "main", Image: "registry.k8s.io/pause:3.10"}},
+			},
+		}
+	}
+	served, err := pods.Create(ctx, pod("served", map[string]string{cluster.ServedLabel: "x"}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := pods.Create(ctx, pod("plain", map[string]string{"app": "plain"}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitPodsReady(ctx, ns, "app=plain", 1); err != nil {
+		t.Fatal(err)
+	}
+	got, err := pods.Get(ctx, plain.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cidr := netip.MustParsePrefix(cluster.KwokPodCIDR)
+	if ip, err := netip.ParseAddr(got.Status.PodIP); err != nil || !cidr.Contains(ip) {
+		t.Errorf("pod IP %q of an unlabelled pod, want one in %s", got.Status.PodIP, cidr)
+	}
+
+	for _, p := range []*corev1.Pod{served, plain} {
+		if err := pods.Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPodGone(ctx, t, *plain)
+	got, err = pods.Get(ctx, served.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("labelled pod: %v", err)
+	}
+	if got.Status.Phase != corev1.PodPending || got.DeletionTimestamp == nil {
+		t.Errorf("labelled pod: phase %s, deletionTimestamp %v; want Pending and being deleted, untouched by kwok",
+			got.Status.Phase, got.DeletionTimestamp)
+	}
+	zero := int64(0)
+	if err := pods.Delete(ctx, served.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -119,7 +119,7 @@ func (c *Cluster) kwokArgs() []string {
 		"--config=" + c.addr.stagesFile,
 		"--manage-nodes-with-annotation-selector=" + kwokNodeAnnotation + "=" + kwokNodeValue,
 		"--node-ip=" + localhost,
-		"--cidr=127.1.0.0/16",
+		"--cidr=" + KwokPodCIDR,
 		"--node-lease-duration-seconds=40",
 		"--server-address=" + hostPort(c.addr.kwokPort),
 	}

@@ -81,8 +81,24 @@ const (
 	SlowReadyDelay = 2 * time.Second
 )
 
-// podReadyStage is kwok's stage that makes a pod Running and Ready.
-const podReadyStage = "kustomize/stage/pod/fast/pod-ready.yaml"
+// ServedLabel marks the pods kwok leaves entirely to another runtime (package
+// test/emulators/podrun): none of kwok's pod stages (ready, complete,
+// delete) applies to them, so they stay Pending, and Terminating once
+// deleted, until that runtime acts. The label's value does not matter to
+// kwok.
+const ServedLabel = "lastcall.test/served"
+
+// KwokPodCIDR is the range kwok takes pod IPs from. It is outside
+// 127.0.0.0/8, which the API server refuses in EndpointSlices; no packet is
+// ever sent to these addresses.
+const KwokPodCIDR = "10.240.0.0/16"
+
+// The stages kwok runs for pods.
+const (
+	podReadyStage    = "kustomize/stage/pod/fast/pod-ready.yaml"
+	podCompleteStage = "kustomize/stage/pod/fast/pod-complete.yaml"
+	podDeleteStage   = "kustomize/stage/pod/fast/pod-delete.yaml"
+)
 
 // kwokStageFiles lists the stage manifests, relative to the kwok module,
 // that make nodes Ready and keep them so with leases, and take pods through
@@ -92,13 +108,14 @@ func kwokStageFiles() []string {
 		"kustomize/stage/node/fast/node-initialize.yaml",
 		"kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
 		podReadyStage,
-		"kustomize/stage/pod/fast/pod-complete.yaml",
-		"kustomize/stage/pod/fast/pod-delete.yaml",
+		podCompleteStage,
+		podDeleteStage,
 	}
 }
 
 // writeKwokStages writes kwok's stages from its module source into one
-// multi-document YAML file, with pod-ready split in two by SlowReadyLabel.
+// multi-document YAML file, with pod-ready split in two by SlowReadyLabel
+// and every pod stage excluding the pods with ServedLabel.
 func writeKwokStages(path, kwokModuleDir string) error {
 	var docs []string
 	for _, f := range kwokStageFiles() {
@@ -106,15 +123,21 @@ func writeKwokStages(path, kwokModuleDir string) error {
 		if err != nil {
 			return fmt.Errorf("reading kwok stage %s: %w", f, err)
 		}
-		if f != podReadyStage {
-			docs = append(docs, strings.TrimSpace(string(b)))
-			continue
+		var stages []string
+		switch f {
+		case podReadyStage:
+			stages, err = splitPodReady(b)
+		case podCompleteStage, podDeleteStage:
+			var doc string
+			doc, err = editStage(b, "", 0, notServed())
+			stages = []string{doc}
+		default:
+			stages = []string{strings.TrimSpace(string(b))}
 		}
-		fast, slow, err := splitPodReady(b)
 		if err != nil {
 			return fmt.Errorf("kwok stage %s: %w", f, err)
 		}
-		docs = append(docs, fast, slow)
+		docs = append(docs, stages...)
 	}
 	if err := os.WriteFile(path, []byte(strings.Join(docs, "\n---\n")+"\n"), 0o644); err != nil {
 		return fmt.Errorf("writing kwok stages: %w", err)
@@ -122,35 +145,55 @@ func writeKwokStages(path, kwokModuleDir string) error {
 	return nil
 }
 
+// notServed is the selector expression of every pod stage: the pod does not
+// carry ServedLabel.
+func notServed() map[string]any { return labelExpr(ServedLabel, "DoesNotExist") }
+
+// labelExpr is a stage selector expression on a pod label.
+func labelExpr(label, op string) map[string]any {
+	return map[string]any{"key": fmt.Sprintf(".metadata.labels[%q]", label), "operator": op}
+}
+
 // splitPodReady turns kwok's pod-ready stage into two: itself, for pods
 // without SlowReadyLabel, and pod-ready-slow, the same stage for pods with
 // the label, applied SlowReadyDelay after kwok sees the pod on its node.
-func splitPodReady(stage []byte) (fast, slow string, err error) {
-	label := fmt.Sprintf(".metadata.labels[%q]", SlowReadyLabel)
-	edit := func(name, op string, delay time.Duration) (string, error) {
-		var doc map[string]any // a fresh copy each time
-		if err := yaml.Unmarshal(stage, &doc); err != nil {
-			return "", err
-		}
-		spec, _ := doc["spec"].(map[string]any)
-		sel, _ := spec["selector"].(map[string]any)
-		exprs, ok := sel["matchExpressions"].([]any)
-		if !ok {
-			return "", errors.New("no spec.selector.matchExpressions to extend")
-		}
-		sel["matchExpressions"] = append(exprs, map[string]any{"key": label, "operator": op})
-		if delay > 0 {
-			spec["delay"] = map[string]any{"durationMilliseconds": delay.Milliseconds()}
-		}
+// Neither applies to pods with ServedLabel.
+func splitPodReady(stage []byte) ([]string, error) {
+	fast, err := editStage(stage, "pod-ready", 0, notServed(), labelExpr(SlowReadyLabel, "DoesNotExist"))
+	if err != nil {
+		return nil, err
+	}
+	slow, err := editStage(stage, "pod-ready-slow", SlowReadyDelay, notServed(), labelExpr(SlowReadyLabel, "Exists"))
+	if err != nil {
+		return nil, err
+	}
+	return []string{fast, slow}, nil
+}
+
+// editStage returns a copy of a kwok stage with exprs added to its selector,
+// renamed to name unless name is empty, and delayed by delay if it is not
+// zero.
+func editStage(stage []byte, name string, delay time.Duration, exprs ...map[string]any) (string, error) {
+	var doc map[string]any
+	if err := yaml.Unmarshal(stage, &doc); err != nil {
+		return "", err
+	}
+	spec, _ := doc["spec"].(map[string]any)
+	sel, _ := spec["selector"].(map[string]any)
+	old, ok := sel["matchExpressions"].([]any)
+	if !ok {
+		return "", errors.New("no spec.selector.matchExpressions to extend")
+	}
+	for _, e := range exprs {
+		old = append(old, e)
+	}
+	sel["matchExpressions"] = old
+	if delay > 0 {
+		spec["delay"] = map[string]any{"durationMilliseconds": delay.Milliseconds()}
+	}
+	if name != "" {
 		doc["metadata"] = map[string]any{"name": name}
-		out, err := yaml.Marshal(doc)
-		return strings.TrimSpace(string(out)), err
 	}
-	if fast, err = edit("pod-ready", "DoesNotExist", 0); err != nil {
-		return "", "", err
-	}
-	if slow, err = edit("pod-ready-slow", "Exists", SlowReadyDelay); err != nil {
-		return "", "", err
-	}
-	return fast, slow, nil
+	out, err := yaml.Marshal(doc)
+	return strings.TrimSpace(string(out)), err
 }

@@ -152,9 +152,12 @@ func (c *Cluster) WaitPodsReady(ctx context.Context, ns, selector string, n int)
 
 // PodReady reports whether the pod is Running, Ready and not being deleted.
 func PodReady(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
-		return false
-	}
+	return p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && ReadyCondition(p)
+}
+
+// ReadyCondition reports whether the pod's Ready condition is True, being
+// deleted or not.
+func ReadyCondition(p *corev1.Pod) bool {
 	for _, cond := range p.Status.Conditions {
 		if cond.Type == corev1.PodReady {
 			return cond.Status == corev1.ConditionTrue
