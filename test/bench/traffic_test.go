@@ -227,7 +227,9 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 	go func() { done <- lg.Run(ctx) }()
 	var noticed time.Time
 	if n.at.IsZero() {
-		poll(b, setupCtx, "load flowing", func() bool { return float64(sent.Load()) >= trafficRate*trafficBefore.Seconds() })
+		flowCtx, flowDone := context.WithTimeout(ctx, 30*time.Second)
+		poll(b, flowCtx, "load flowing", func() bool { return float64(sent.Load()) >= trafficRate*trafficBefore.Seconds() })
+		flowDone()
 		noticed = time.Now()
 		n.deliver()
 	} else {
