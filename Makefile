@@ -95,7 +95,7 @@ demo: tools ## Run lastcall end to end: a spot notice drains a node of a local c
 
 .PHONY: bench
 bench: tools ## Run the benchmarks against the local control plane and print their table
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 120m ./test/bench/
 
 .PHONY: image
 image: ## Build the container image for $(PLATFORMS) (needs docker buildx)
