@@ -103,6 +103,26 @@ func (e *awsEnv) group(t *testing.T, n int32, labels map[string]string) []member
 	return out
 }
 
+// launchHook creates a group of one instance in moto, named after prefix,
+// registers its launch lifecycle action with the lifecycle proxy, and puts
+// the action's EventBridge message on the queue. It returns the instance
+// and the action's token.
+func (e *awsEnv) launchHook(t *testing.T, prefix string) (id, token string) {
+	t.Helper()
+	group := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1_000_000)
+	ids, err := moto.CreateGroup(context.Background(), e.cfg, moto.Group{Name: group, Size: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id = ids[0]
+	token = e.proxy.Register(moto.LifecycleActionState{GroupName: group, HookName: "launch", InstanceID: id,
+		Transition: "autoscaling:EC2_INSTANCE_LAUNCHING"})
+	e.send(t, eventBridge("aws.autoscaling", "EC2 Instance-launch Lifecycle Action", nil, map[string]any{
+		"LifecycleActionToken": token, "AutoScalingGroupName": group, "LifecycleHookName": "launch",
+		"EC2InstanceId": id, "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING"}))
+	return id, token
+}
+
 // send puts a message body on the queue.
 // guardedHook sets the scene most queue tests share: one instance whose
 // node runs a pod its PodDisruptionBudget lets go only once a replacement

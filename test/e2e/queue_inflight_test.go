@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"testing"
-	"time"
 
 	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/moto"
@@ -24,17 +22,7 @@ func TestQueueLaunchHookWaitsInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	group := fmt.Sprintf("asg-inflight-%d", time.Now().UnixNano()%1_000_000)
-	ids, err := moto.CreateGroup(ctx, e.cfg, moto.Group{Name: group, Size: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := ids[0]
-	token := e.proxy.Register(moto.LifecycleActionState{GroupName: group, HookName: "launch", InstanceID: id,
-		Transition: "autoscaling:EC2_INSTANCE_LAUNCHING"})
-	e.send(t, eventBridge("aws.autoscaling", "EC2 Instance-launch Lifecycle Action", nil, map[string]any{
-		"LifecycleActionToken": token, "AutoScalingGroupName": group, "LifecycleHookName": "launch",
-		"EC2InstanceId": id, "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING"}))
+	id, _ := e.launchHook(t, "asg-inflight")
 	p := e.startProcessor(t, "inflight") // --retry-after=1s, --visibility-timeout=6s
 	tries := func() float64 {
 		return p.metric(t, "lastcall_queue_waits_total", map[string]string{"reason": "node-not-joined"}) +

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -134,17 +133,7 @@ func TestQueueBadMessages(t *testing.T) {
 func TestQueueLaunchHookWaitsForReadyNode(t *testing.T) {
 	e := newAWSEnv(t)
 	ctx := context.Background()
-	group := fmt.Sprintf("asg-launch-%d", time.Now().UnixNano()%1_000_000)
-	ids, err := moto.CreateGroup(ctx, e.cfg, moto.Group{Name: group, Size: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := ids[0]
-	token := e.proxy.Register(moto.LifecycleActionState{GroupName: group, HookName: "launch", InstanceID: id,
-		Transition: "autoscaling:EC2_INSTANCE_LAUNCHING"})
-	e.send(t, eventBridge("aws.autoscaling", "EC2 Instance-launch Lifecycle Action", nil, map[string]any{
-		"LifecycleActionToken": token, "AutoScalingGroupName": group, "LifecycleHookName": "launch",
-		"EC2InstanceId": id, "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING"}))
+	id, token := e.launchHook(t, "asg-launch")
 	p := e.startProcessor(t, "launch")
 	eventually(t, "the node looked for again while none exists", func() bool {
 		return p.metric(t, "lastcall_queue_waits_total", map[string]string{"reason": "node-not-joined"}) >= 2
