@@ -118,6 +118,10 @@ type Consumer struct {
 	// maxReceives is the receive limit in force: MaxReceives, or the
 	// queue's redrive policy's when lower. Set by Run before any receive.
 	maxReceives int
+	// deadLetters says a message received maxReceives times may be moved
+	// to a dead-letter queue: the queue has a redrive policy, or it could
+	// not be read. Only then do receives left count for a handler.
+	deadLetters bool
 }
 
 // NewConsumer returns a Consumer.
@@ -129,7 +133,7 @@ func NewConsumer(api API, h Handler, opts Options, reg prometheus.Registerer, lo
 // with ctx too; unfinished messages reappear for another replica or the next
 // start.
 func (c *Consumer) Run(ctx context.Context) error {
-	c.maxReceives = c.receiveLimit(ctx)
+	c.maxReceives, c.deadLetters = c.receiveLimit(ctx)
 	slots := make(chan struct{}, c.opts.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -213,7 +217,7 @@ func (c *Consumer) work(ctx context.Context, m types.Message) {
 		d.SentAt = time.UnixMilli(ms)
 	}
 	d.ReceivesLeft = math.MaxInt32
-	if c.maxReceives > 0 {
+	if c.maxReceives > 0 && c.deadLetters {
 		d.ReceivesLeft = max(0, c.maxReceives-d.ReceiveCount)
 	}
 	log := c.log.With("message_id", d.MessageID, "receive_count", d.ReceiveCount)
@@ -312,8 +316,8 @@ func (c *Consumer) keepInvisible(ctx context.Context, receipt *string, receivedA
 // maxReceiveCount of the queue's redrive policy when that is lower. A
 // queue whose attributes cannot be read (sqs:GetQueueAttributes not
 // granted) keeps MaxReceives, with a warning.
-func (c *Consumer) receiveLimit(ctx context.Context) int {
-	limit := c.opts.MaxReceives
+func (c *Consumer) receiveLimit(ctx context.Context) (limit int, deadLetters bool) {
+	limit = c.opts.MaxReceives
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	out, err := c.api.GetQueueAttributes(actx, &sqs.GetQueueAttributesInput{
@@ -323,25 +327,25 @@ func (c *Consumer) receiveLimit(ctx context.Context) int {
 		c.metrics.errors.WithLabelValues("get_attributes").Inc()
 		c.log.Warn("cannot read the queue's redrive policy; counting receives against --max-receives alone",
 			"queue", c.opts.QueueURL, "max_receives", limit, "err", err)
-		return limit
+		return limit, true
 	}
 	raw := out.Attributes[string(types.QueueAttributeNameRedrivePolicy)]
 	if raw == "" {
-		c.log.Info("queue has no redrive policy", "queue", c.opts.QueueURL, "max_receives", limit)
-		return limit
+		c.log.Info("queue has no redrive policy: no message is dead-lettered", "queue", c.opts.QueueURL, "max_receives", limit)
+		return limit, false
 	}
 	n, err := redriveLimit(raw)
 	if err != nil {
 		c.metrics.errors.WithLabelValues("get_attributes").Inc()
 		c.log.Warn("queue's redrive policy unreadable; counting receives against --max-receives alone",
 			"queue", c.opts.QueueURL, "redrive_policy", raw, "err", err)
-		return limit
+		return limit, true
 	}
 	if limit <= 0 || n < limit {
 		limit = n
 	}
 	c.log.Info("queue's redrive policy read", "queue", c.opts.QueueURL, "max_receive_count", n, "max_receives", limit)
-	return limit
+	return limit, true
 }
 
 // redriveLimit reads maxReceiveCount from a RedrivePolicy attribute, which
