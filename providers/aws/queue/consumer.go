@@ -36,7 +36,16 @@ type API interface {
 	DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, optFns ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error)
 	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, optFns ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
 	GetQueueAttributes(ctx context.Context, in *sqs.GetQueueAttributesInput, optFns ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
+	SendMessage(ctx context.Context, in *sqs.SendMessageInput, optFns ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
 }
+
+// The message attributes a copy made by Delivery.Requeue carries: when
+// the first of its line entered the queue (Unix milliseconds), and how
+// many copies came before it.
+const (
+	attrFirstSent = "lastcall-first-sent"
+	attrCopies    = "lastcall-copies"
+)
 
 // Delivery is one received message.
 type Delivery struct {
@@ -44,8 +53,12 @@ type Delivery struct {
 	Body      []byte
 	// ReceiveCount is how often SQS has delivered it, this time included.
 	ReceiveCount int
-	// SentAt is when it entered the queue.
+	// SentAt is when it entered the queue; for a copy Requeue made, when
+	// the original did.
 	SentAt time.Time
+	// Copies is how many copies of the message Requeue made before this
+	// one.
+	Copies int
 	// ReceivesLeft is how many more times the message can be received
 	// before the queue's redrive policy (or --max-receives) gives it up:
 	// 0 on its last receive. Work that waits should wait with the message
@@ -55,7 +68,20 @@ type Delivery struct {
 	// flight (Options.MaxInFlight): work still running must then go on
 	// without it, or give it back. Nil when there is no such bound.
 	HandOver <-chan struct{}
+	// Requeue sends a fresh copy of the message, visible after the given
+	// delay (at most 15 minutes), with a receive count of its own: once it
+	// succeeds the handler returns Done(ReasonRequeued) and the original
+	// is deleted. Work that fails on one of the message's last receives
+	// for a cause another replica may not share (this one cannot reach the
+	// API server) hands the message on so, rather than spend a receive or
+	// hold it. reason says why, as a metric label. Nil when the queue
+	// dead-letters nothing (a message's receives then never run out) or
+	// is FIFO (a copy would lose its place in its group).
+	Requeue func(ctx context.Context, reason string, after time.Duration) error
 }
+
+// ReasonRequeued is why a message whose fresh copy was sent is deleted.
+const ReasonRequeued = "requeued"
 
 // Outcome is a handler's verdict on a delivery.
 type Outcome struct {
@@ -200,6 +226,7 @@ func (c *Consumer) receive(ctx context.Context, n int) ([]types.Message, error) 
 		WaitTimeSeconds:             int32(c.opts.WaitTime / time.Second),
 		VisibilityTimeout:           int32(c.opts.Visibility / time.Second),
 		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount, types.MessageSystemAttributeNameSentTimestamp},
+		MessageAttributeNames:       []string{attrFirstSent, attrCopies},
 	})
 	if err != nil {
 		return nil, err
@@ -216,11 +243,23 @@ func (c *Consumer) work(ctx context.Context, m types.Message) {
 	if ms, err := strconv.ParseInt(m.Attributes[string(types.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
 		d.SentAt = time.UnixMilli(ms)
 	}
+	if ms, err := strconv.ParseInt(attribute(m, attrFirstSent), 10, 64); err == nil {
+		d.SentAt = time.UnixMilli(ms)
+	}
+	d.Copies, _ = strconv.Atoi(attribute(m, attrCopies))
 	d.ReceivesLeft = math.MaxInt32
 	if c.maxReceives > 0 && c.deadLetters {
 		d.ReceivesLeft = max(0, c.maxReceives-d.ReceiveCount)
 	}
 	log := c.log.With("message_id", d.MessageID, "receive_count", d.ReceiveCount)
+	if d.Copies > 0 {
+		log = log.With("copies_before", d.Copies)
+	}
+	if c.deadLetters && !strings.HasSuffix(c.opts.QueueURL, ".fifo") {
+		d.Requeue = func(ctx context.Context, reason string, after time.Duration) error {
+			return c.requeue(ctx, m, d, reason, after, log)
+		}
+	}
 
 	wctx, stop := context.WithCancel(ctx)
 	extended := make(chan struct{})
@@ -262,6 +301,42 @@ func (c *Consumer) work(ctx context.Context, m types.Message) {
 		}
 		log.Info("message left to reappear", "reason", out.Reason, "in", time.Duration(vis)*time.Second)
 	}
+}
+
+// attribute is the string value of m's message attribute name.
+func attribute(m types.Message, name string) string {
+	if v, ok := m.MessageAttributes[name]; ok {
+		return aws.ToString(v.StringValue)
+	}
+	return ""
+}
+
+// requeue sends a copy of m, visible after after, carrying m's own message
+// attributes and when the first of its line was sent.
+func (c *Consumer) requeue(ctx context.Context, m types.Message, d Delivery, reason string, after time.Duration, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	attrs := map[string]types.MessageAttributeValue{}
+	for k, v := range m.MessageAttributes {
+		attrs[k] = v
+	}
+	str := func(v string) types.MessageAttributeValue {
+		return types.MessageAttributeValue{DataType: aws.String("Number"), StringValue: aws.String(v)}
+	}
+	attrs[attrFirstSent] = str(strconv.FormatInt(d.SentAt.UnixMilli(), 10))
+	attrs[attrCopies] = str(strconv.Itoa(d.Copies + 1))
+	delay := int32(min(max(after, 0), 15*time.Minute) / time.Second)
+	out, err := c.api.SendMessage(ctx, &sqs.SendMessageInput{
+		QueueUrl: &c.opts.QueueURL, MessageBody: m.Body, DelaySeconds: delay, MessageAttributes: attrs,
+	})
+	if err != nil {
+		c.metrics.errors.WithLabelValues("send").Inc()
+		return fmt.Errorf("sending a fresh copy of the message: %w", err)
+	}
+	c.metrics.requeued.WithLabelValues(reason).Inc()
+	log.Info("fresh copy of the message sent, for any replica to take up; the original will be deleted",
+		"reason", reason, "copy_id", aws.ToString(out.MessageId), "visible_in", time.Duration(delay)*time.Second)
+	return nil
 }
 
 // keepInvisible extends the message's visibility every third of the

@@ -205,6 +205,82 @@ func TestReceivesLeftFollowTheRedrivePolicy(t *testing.T) {
 	}
 }
 
+// On a queue that dead-letters, a handler may send a fresh copy of a
+// message: the copy has the original's body, receive count 1, the
+// original's sent time and a count of the copies before it; the original
+// is deleted as requeued. A queue that dead-letters nothing offers no
+// copy.
+func TestRequeueSendsAFreshCopy(t *testing.T) {
+	c, url := sqsClient(t)
+	dlq, err := moto.DeadLetter(context.Background(), c, url, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, c, url, `{"m":1}`)
+	var mu sync.Mutex
+	var seen []Delivery
+	con, _ := run(t, c, url, handlerFunc(func(ctx context.Context, d Delivery) Outcome {
+		mu.Lock()
+		seen = append(seen, d)
+		n := len(seen)
+		mu.Unlock()
+		if d.Requeue == nil {
+			t.Error("no Requeue on a queue with a redrive policy")
+			return Done("processed")
+		}
+		if n < 3 {
+			if err := d.Requeue(ctx, "lease-failed", time.Second); err != nil {
+				t.Error(err)
+				return Retry("lease-failed", 0)
+			}
+			return Done(ReasonRequeued)
+		}
+		return Done("processed")
+	}), Options{MaxReceives: 10})
+	waitFor(t, "the second copy processed", func() bool {
+		return testutil.ToFloat64(con.metrics.deleted.WithLabelValues("processed")) == 1
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 3 {
+		t.Fatalf("%d deliveries, want 3", len(seen))
+	}
+	for i, d := range seen {
+		if string(d.Body) != `{"m":1}` || d.ReceiveCount != 1 || d.Copies != i || !d.SentAt.Equal(seen[0].SentAt) || d.ReceivesLeft != 1 {
+			t.Errorf("delivery %d: body %s, receive count %d, copies %d, sent %s (first %s), receives left %d; want the same body, 1, %d, the first's sent time, 1",
+				i, d.Body, d.ReceiveCount, d.Copies, d.SentAt, seen[0].SentAt, d.ReceivesLeft, i)
+		}
+	}
+	if got := testutil.ToFloat64(con.metrics.requeued.WithLabelValues("lease-failed")); got != 2 {
+		t.Errorf("lastcall_queue_messages_requeued_total{reason=lease-failed} = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(con.metrics.deleted.WithLabelValues(ReasonRequeued)); got != 2 {
+		t.Errorf("%v originals deleted as requeued, want 2", got)
+	}
+	if n := depth(t, c, url); n != 0 {
+		t.Errorf("%d messages left in the queue", n)
+	}
+	if n := depth(t, c, dlq); n != 0 {
+		t.Errorf("%d messages dead-lettered", n)
+	}
+
+	c2, plain := sqsClient(t)
+	send(t, c2, plain, "m")
+	got := make(chan bool, 1)
+	run(t, c2, plain, handlerFunc(func(_ context.Context, d Delivery) Outcome {
+		got <- d.Requeue != nil
+		return Done("processed")
+	}), Options{MaxReceives: 10})
+	select {
+	case has := <-got:
+		if has {
+			t.Error("Requeue offered on a queue that dead-letters nothing")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the message on the queue without a redrive policy was not received")
+	}
+}
+
 func TestRedriveLimit(t *testing.T) {
 	for raw, want := range map[string]int{
 		`{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:1:dlq","maxReceiveCount":"3"}`: 3,

@@ -13,6 +13,7 @@ type metrics struct {
 	received   prometheus.Counter
 	deleted    *prometheus.CounterVec
 	released   *prometheus.CounterVec
+	requeued   *prometheus.CounterVec
 	errors     *prometheus.CounterVec
 	extensions prometheus.Counter
 	inFlight   prometheus.Gauge
@@ -32,9 +33,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: namespace, Subsystem: "queue", Name: "messages_released_total",
 			Help: "Messages left to reappear, by reason; \"redrive\" once they were received as often as --max-receives allows and are left to the queue's redrive policy.",
 		}, []string{"reason"}),
+		requeued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "queue", Name: "messages_requeued_total",
+			Help: "Fresh copies of messages sent on one of their last receives, for another replica to take up, by why the work failed here (lease-failed, lookup-failed, lease-lost, stopping, ...).",
+		}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "queue", Name: "errors_total",
-			Help: "Failed SQS calls, by operation (receive, delete, change_visibility, get_attributes).",
+			Help: "Failed SQS calls, by operation (receive, delete, change_visibility, get_attributes, send).",
 		}, []string{"operation"}),
 		extensions: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "queue", Name: "visibility_extensions_total",
@@ -45,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Messages being worked on now.",
 		}),
 	}
-	reg.MustRegister(m.received, m.deleted, m.released, m.errors, m.extensions, m.inFlight)
+	reg.MustRegister(m.received, m.deleted, m.released, m.requeued, m.errors, m.extensions, m.inFlight)
 	return m
 }
 

@@ -140,8 +140,14 @@ func (h *Processor) handle(ctx context.Context, d Delivery) Outcome {
 		return Done("unparsable")
 	}
 	h.metrics.received.WithLabelValues(msg.Kind).Inc()
-	if !msg.Time.IsZero() {
+	if !msg.Time.IsZero() && d.Copies == 0 {
 		h.metrics.lag.Observe(max(0, h.clock.Since(msg.Time).Seconds()))
+	}
+	if msg.Time.IsZero() {
+		// A message that does not say when its event happened began when
+		// it (or, for a copy, its original) entered the queue: a copy's
+		// bound does not move.
+		msg.Time = d.SentAt
 	}
 	log := h.log.With("message_id", d.MessageID, "kind", msg.Kind, "event_id", msg.ID, "instances", msg.InstanceIDs)
 	if msg.Verdict == messages.Ignore {
@@ -154,11 +160,25 @@ func (h *Processor) handle(ctx context.Context, d Delivery) Outcome {
 	// A Health event may name many instances: work on them together, and
 	// keep the message until every one is done.
 	outs := make([]Outcome, len(msg.InstanceIDs))
+	if d.Requeue != nil {
+		requeue := d.Requeue
+		var once sync.Once
+		var err error
+		d.Requeue = func(ctx context.Context, reason string, after time.Duration) error {
+			once.Do(func() { err = requeue(ctx, reason, after) })
+			return err
+		}
+	}
 	var wg sync.WaitGroup
 	for i, id := range msg.InstanceIDs {
 		wg.Go(func() { outs[i] = h.handleInstance(ctx, d, msg, id, log.With("instance", id)) })
 	}
 	wg.Wait()
+	for _, o := range outs {
+		if o.Reason == ReasonRequeued {
+			return o // its copy does the rest
+		}
+	}
 	for _, o := range outs {
 		if !o.Delete {
 			return o
@@ -176,9 +196,11 @@ func (h *Processor) handle(ctx context.Context, d Delivery) Outcome {
 // Any other failure (lease-failed, lookup-failed: the API server or EC2
 // cannot be reached; lease-lost) releases the message while the queue's
 // redrive policy leaves it a receive to spare, since this replica may be
-// the one cut off and another may do the work; on its last spare receive
-// it waits in flight too, so that an outage of the API server never
-// dead-letters the interruptions that arrive during it.
+// the one cut off and another may do the work. On its last spare receive
+// a fresh copy is sent instead (Delivery.Requeue), with receives of its
+// own, for any replica to take up; so an API server outage dead-letters
+// nothing that arrives during it, and a replica cut off alone holds
+// nothing. Where no copy can be sent, the work waits in flight.
 var waitsInFlight = map[string]bool{"node-not-joined": true, "node-not-ready": true, "node-busy": true}
 
 // neverWaits are the retries that must not wait in flight: lastcall is
@@ -196,8 +218,20 @@ func (h *Processor) handleInstance(ctx context.Context, d Delivery, msg messages
 	}
 	for {
 		out := h.tryInstance(ctx, d, msg, instanceID, log)
-		waits := waitsInFlight[out.Reason] || (d.ReceivesLeft <= 1 && !neverWaits[out.Reason])
-		if out.Delete || !waits || !h.clock.Now().Add(out.RetryAfter).Before(bound) {
+		if out.Delete {
+			return out
+		}
+		inBound := h.clock.Now().Add(out.RetryAfter).Before(bound)
+		lastSpare := d.ReceivesLeft <= 1 && !waitsInFlight[out.Reason]
+		if lastSpare && inBound && d.Requeue != nil && !h.opts.DryRun {
+			err := d.Requeue(ctx, out.Reason, out.RetryAfter)
+			if err == nil {
+				return Done(ReasonRequeued)
+			}
+			log.Warn("cannot send a fresh copy of the message on its last spare receive; keeping it in flight instead", "reason", out.Reason, "err", err)
+		}
+		waits := waitsInFlight[out.Reason] || (lastSpare && !neverWaits[out.Reason])
+		if !waits || !inBound {
 			return out
 		}
 		h.metrics.waits.WithLabelValues(out.Reason).Inc()

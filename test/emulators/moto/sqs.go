@@ -11,11 +11,11 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 )
 
-// QueueDepth is the number of messages in a queue, visible or in flight:
-// zero once every message has been deleted.
+// QueueDepth is the number of messages in a queue, visible, in flight or
+// delayed: zero once every message has been deleted.
 func QueueDepth(ctx context.Context, c *sqs.Client, url string) (int, error) {
 	out, err := c.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: &url,
-		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages, sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible}})
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages, sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible, sqstypes.QueueAttributeNameApproximateNumberOfMessagesDelayed}})
 	if err != nil {
 		return 0, fmt.Errorf("reading the depth of %s: %w", url, err)
 	}
