@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -19,9 +20,11 @@ import (
 	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/pkg/episode"
 	"github.com/lastcall/lastcall/pkg/health"
+	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/pkg/notify"
 	"github.com/lastcall/lastcall/pkg/provider"
+	"github.com/lastcall/lastcall/pkg/serving"
 )
 
 // detectEvery paces rounds of cloud detection while no metadata service
@@ -56,6 +59,10 @@ func buildAgent(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 	// for a cloud to answer, or for the caches, it is not judged.
 	live := health.NewLoop("agent", LivenessPingBound, env.Clock)
 	ag := agent.New(agent.Options{Node: name, Pings: live.Pings()}, k.episodes, c.recorder, c.reg, log.With("component", "agent"), env.Clock)
+	gate, err := servingKeeper(env, c, name, nodeInformer, k.pods, log)
+	if err != nil {
+		return nil, err
+	}
 
 	// Readiness: a cloud detected, and every source read once, and within
 	// --source-stale-after since.
@@ -88,7 +95,36 @@ func buildAgent(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 		return live.Run(func() error { return ag.Run(ctx, sources, sourceHealth.Synced()) })
 	}
 	return &process{common: c, informers: []cache.SharedIndexInformer{nodeInformer, podInformer},
-		liveness: live.Check, readiness: ready, main: k.run(main)}, nil
+		liveness: live.Check, readiness: ready, main: beside(k.run(main), gate)}, nil
+}
+
+// servingKeeper keeps the serving readiness gate of the node's pods True
+// while no drain of the node is in force (package serving); it runs
+// beside the agent's main loop, looking again at every change of a pod
+// or of the node.
+func servingKeeper(env Env, c *common, name string, nodeInformer cache.SharedIndexInformer, pods *drain.InformerIndex, log *slog.Logger) (func(context.Context) error, error) {
+	nodes := corelisters.NewNodeLister(nodeInformer.GetIndexer())
+	draining := func() bool {
+		n, err := nodes.Get(name)
+		if err != nil {
+			return false
+		}
+		s, err := node.StateOf(n)
+		if err != nil {
+			return true // unreadable: leave withdrawn pods withdrawn
+		}
+		return slices.ContainsFunc(s.Holds, func(h node.Hold) bool { return h.Action == interruption.ActionDrain })
+	}
+	k := serving.NewKeeper(env.Client, pods, name, draining, c.reg, log.With("component", "serving-gate"), env.Clock)
+	if _, err := nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(any, any) { k.Poke() },
+	}); err != nil {
+		return nil, fmt.Errorf("watching the node for the serving gate: %w", err)
+	}
+	return func(ctx context.Context) error {
+		k.Run(ctx) // in a dry run too: a gated pod is Ready only once it is set
+		return nil
+	}, nil
 }
 
 // kernel is what both front ends feed: the node's episodes, with the node

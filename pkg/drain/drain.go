@@ -43,6 +43,10 @@ type Options struct {
 	// LBDelay is waited after the node left the load balancers and before
 	// the first eviction (see LBDelay, which shortens it).
 	LBDelay time.Duration
+	// GateDelay is waited, after a pod with the serving readiness gate
+	// left its Service's EndpointSlices, before it is evicted: the time
+	// kube-proxy and load balancers take to follow.
+	GateDelay time.Duration
 	// EvictDaemonSets evicts DaemonSet pods too, after every other pod is
 	// gone (log shippers then flush what the others wrote).
 	EvictDaemonSets bool
@@ -68,7 +72,7 @@ var Policies = []Policy{PolicyRespect, PolicyGracefulOverride}
 // DefaultOptions are the defaults of the command line.
 func DefaultOptions() Options {
 	return Options{Concurrency: 100, DeadlineMargin: 5 * time.Second, RetryInitial: 200 * time.Millisecond, RetryMax: 5 * time.Second,
-		Policy: PolicyGracefulOverride}
+		Policy: PolicyGracefulOverride, GateDelay: 3 * time.Second}
 }
 
 // Request is one drain.
@@ -228,12 +232,14 @@ func (d *Drainer) drain(ctx context.Context, req Request, sched *schedule) (Resu
 	}
 	budgets := newBudgetWatch(ctx, d.client, d.clock, d.log)
 	defer budgets.stop()
+	gates := newGates(ctx, d)
+	defer gates.stop()
 	for i, g := range groups {
 		wait := g.Pods
 		if i == 0 {
 			wait = append(slices.Clone(g.Pods), sorted.Terminating...)
 		}
-		n, overridden, err := d.drainGroup(ctx, req, sched, i, budgets, g.Pods, wait)
+		n, overridden, err := d.drainGroup(ctx, req, sched, i, budgets, gates, g.Pods, wait)
 		res.Evicted += n
 		res.Overridden = append(res.Overridden, overridden...)
 		if err != nil {
@@ -275,7 +281,7 @@ func (d *Drainer) lbDelay(ctx context.Context, req Request, sched *schedule, evi
 
 // drainGroup evicts pods concurrently, each gone by its group's end (see
 // GroupEnds), and waits until every pod of wait is gone.
-func (d *Drainer) drainGroup(ctx context.Context, req Request, sched *schedule, group int, budgets *budgetWatch, pods, wait []*corev1.Pod) (int, []string, error) {
+func (d *Drainer) drainGroup(ctx context.Context, req Request, sched *schedule, group int, budgets *budgetWatch, gates *gates, pods, wait []*corev1.Pod) (int, []string, error) {
 	var (
 		wg         sync.WaitGroup
 		mu         sync.Mutex
@@ -299,7 +305,7 @@ func (d *Drainer) drainGroup(ctx context.Context, req Request, sched *schedule, 
 				return
 			}
 			defer func() { <-sem }()
-			e := eviction{d: d, req: req, sched: sched, group: group, budgets: budgets, pod: p, stop: stop}
+			e := eviction{d: d, req: req, sched: sched, group: group, budgets: budgets, gates: gates, pod: p, stop: stop}
 			out, err := e.run(ctx)
 			mu.Lock()
 			defer mu.Unlock()

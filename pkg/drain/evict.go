@@ -35,6 +35,7 @@ type eviction struct {
 	sched   *schedule
 	group   int
 	budgets *budgetWatch
+	gates   *gates
 	pod     *corev1.Pod
 	// stop closes once every pod of the group is gone.
 	stop <-chan struct{}
@@ -52,21 +53,35 @@ type eviction struct {
 func (e *eviction) run(ctx context.Context) (evictOutcome, error) {
 	d, pod := e.d, e.pod
 	backoff := wait.Backoff{Duration: d.opts.RetryInitial, Factor: 2, Jitter: 0.2, Cap: d.opts.RetryMax, Steps: math.MaxInt32}
-	blocked := false
+	blocked, unserved := false, false
 	for attempt := 1; ; attempt++ {
 		end, replanned := e.sched.end(e.group)
 		override := d.opts.Policy == PolicyGracefulOverride && !end.IsZero()
 		overrideAt := OverrideAt(pod, e.sched.start, end, 0)
-		grace := ClampGrace(pod, d.clock.Now(), end, 0)
 		var budgetChanged <-chan struct{}
-		uid := pod.UID
-		err := d.client.PolicyV1().Evictions(pod.Namespace).Evict(ctx, &policyv1.Eviction{
-			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
-			DeleteOptions: &metav1.DeleteOptions{
-				Preconditions:      &metav1.Preconditions{UID: &uid},
-				GracePeriodSeconds: grace,
-			},
-		})
+		// A gated pod stops serving first (see gates.unserve), while
+		// there is time for it: one pod of an owner at a time, once a dry
+		// run says its budgets allow it to go.
+		release := func() {}
+		var err error
+		if !unserved && e.gates.wanted(pod) && (end.IsZero() || d.clock.Now().Before(overrideAt)) {
+			var ok bool
+			if release, ok = e.gates.lock(ctx, pod, e.stop); !ok {
+				if ctx.Err() != nil {
+					return 0, ctx.Err()
+				}
+				return gone, nil
+			}
+			if err = e.evict(ctx, nil, true); err == nil {
+				unserved = true
+				e.gates.unserve(ctx, e.req, pod, gateBound(end, overrideAt, d.clock.Now()))
+			}
+		}
+		grace := ClampGrace(pod, d.clock.Now(), end, 0)
+		if err == nil {
+			err = e.evict(ctx, grace, false)
+		}
+		release()
 		d.metrics.evictions.WithLabelValues(statusCode(err)).Inc()
 		switch {
 		case err == nil:
@@ -116,6 +131,21 @@ func (e *eviction) run(ctx context.Context) (evictOutcome, error) {
 		case <-d.clock.After(pause):
 		}
 	}
+}
+
+// evict asks the Eviction API to evict the pod with grace, with a UID
+// precondition so that a replacement of the same name is never hit; in a
+// dry run the API only says whether it would.
+func (e *eviction) evict(ctx context.Context, grace *int64, dryRun bool) error {
+	uid := e.pod.UID
+	opts := &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}, GracePeriodSeconds: grace}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	return e.d.client.PolicyV1().Evictions(e.pod.Namespace).Evict(ctx, &policyv1.Eviction{
+		ObjectMeta:    metav1.ObjectMeta{Name: e.pod.Name, Namespace: e.pod.Namespace},
+		DeleteOptions: opts,
+	})
 }
 
 // refused says whether an eviction was refused for the pod's budgets: a

@@ -12,6 +12,8 @@ type metrics struct {
 	skipped   *prometheus.CounterVec
 	overdue   prometheus.Counter
 	overrides *prometheus.CounterVec
+	gates     *prometheus.CounterVec
+	gateWait  prometheus.Histogram
 }
 
 // newMetrics registers the package's metrics; deadlineUsed is read at each
@@ -51,6 +53,19 @@ func newMetrics(reg prometheus.Registerer, deadlineUsed func() float64) *metrics
 	}, []string{"outcome"})
 	m.overrides.WithLabelValues("deleted")
 	m.overrides.WithLabelValues("error")
+	m.gates = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "serving_gate", Name: "withdrawals_total",
+		Help: "Pods with the lastcall.io/serving readiness gate that a drain stopped serving before evicting them, by outcome: " +
+			"left (the endpoint left its EndpointSlices), timeout (it had not when the pod had to go), error (the gate could not be set).",
+	}, []string{"outcome"})
+	for _, o := range []string{"left", "timeout", "error"} {
+		m.gates.WithLabelValues(o)
+	}
+	m.gateWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Subsystem: "serving_gate", Name: "endpoint_removal_seconds",
+		Help:    "Time from a gated pod's withdrawal to its endpoint leaving its EndpointSlices.",
+		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+	})
 	used := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "drain_deadline_used_ratio",
 		Help: "Of the drains running now, the largest share of its window (start to deadline) already spent: 0 when none runs, 1 at the deadline.",
@@ -65,6 +80,6 @@ func newMetrics(reg prometheus.Registerer, deadlineUsed func() float64) *metrics
 	for _, c := range []string{"201", "404", "409", "429", "error"} {
 		m.evictions.WithLabelValues(c)
 	}
-	reg.MustRegister(m.duration, m.drains, m.draining, m.evictions, m.skipped, m.overdue, m.overrides, used)
+	reg.MustRegister(m.duration, m.drains, m.draining, m.evictions, m.skipped, m.overdue, m.overrides, m.gates, m.gateWait, used)
 	return m
 }

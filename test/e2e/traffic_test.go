@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/lastcall/lastcall/pkg/node"
+	"github.com/lastcall/lastcall/pkg/serving"
 	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/podrun"
 	"github.com/lastcall/lastcall/test/traffic"
@@ -32,6 +33,9 @@ type trafficScenario struct {
 	// propagation is how long endpoint changes take to reach the balancer.
 	propagation time.Duration
 	rate        float64
+	// gated gives the pods lastcall's serving readiness gate; an agent
+	// then runs on every node, as the DaemonSet does, to keep it.
+	gated bool
 }
 
 func (sc trafficScenario) run(t *testing.T) traffic.Summary {
@@ -40,8 +44,7 @@ func (sc trafficScenario) run(t *testing.T) traffic.Summary {
 	ns := newNamespace(t)
 	pool := map[string]string{"pool": ns}
 	doomed := newNode(t, "traffic", pool)
-	newNode(t, "traffic-b", pool)
-	newNode(t, "traffic-c", pool)
+	others := []string{newNode(t, "traffic-b", pool), newNode(t, "traffic-c", pool)}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	rt, err := podrun.Start(ctx, env.Client, "traffic="+ns, podrun.WithLogger(log))
 	if err != nil {
@@ -61,13 +64,24 @@ func (sc trafficScenario) run(t *testing.T) traffic.Summary {
 	if sc.preStop > 0 {
 		c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: int64(sc.preStop / time.Second)}}}
 	}
+	g := startGCE(t)
+	a := gceAgent(t, doomed)
+	if sc.gated {
+		d.Spec.Template.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: serving.Gate}}
+		for _, n := range others {
+			startAgent(t, n, closedURL(t))
+		}
+	}
 	create(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: corev1.ServiceSpec{
 		Selector: d.Spec.Selector.MatchLabels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}},
 		env.Client.CoreV1().Services(ns).Create)
 	create(t, pdb(ns, "web", 2), env.Client.PolicyV1().PodDisruptionBudgets(ns).Create)
 	create(t, d, env.Client.AppsV1().Deployments(ns).Create)
 	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(p) == 3 && len(onNode(p, doomed)) == 1 })
-	newNode(t, "traffic-spare", pool)
+	spare := newNode(t, "traffic-spare", pool)
+	if sc.gated {
+		startAgent(t, spare, closedURL(t))
+	}
 
 	bal, err := traffic.StartPodBalancer(ctx, env.Client, traffic.PodBalancerConfig{Namespace: ns, Service: "web",
 		Resolve: rt.AddrOf, PropagationDelay: sc.propagation})
@@ -75,8 +89,6 @@ func (sc trafficScenario) run(t *testing.T) traffic.Summary {
 		t.Fatal(err)
 	}
 	eventually(t, "the balancer sending to 3 endpoints", func() bool { return len(bal.Backends()) == 3 })
-	g := startGCE(t)
-	a := gceAgent(t, doomed)
 	eventually(t, "the GCE sources up", func() bool {
 		return a.metric(t, "lastcall_source_up", map[string]string{"source": "gce-preempted"}) == 1
 	})
@@ -127,5 +139,18 @@ func TestTrafficDrainWithoutPreStopLoses(t *testing.T) {
 	s := trafficScenario{propagation: time.Second, rate: 200}.run(t)
 	if s.Failed() == 0 {
 		t.Errorf("no request failed out of %d: the harness does not see the loss a drain without preStop causes", s.Sent)
+	}
+}
+
+// Without a preStop hook but with lastcall's serving readiness gate, the
+// pod stops serving, its endpoint leaves the Service and the balancer
+// follows before the server gets SIGTERM: nothing is lost.
+func TestTrafficDrainWithServingGateLosesNothing(t *testing.T) {
+	s := trafficScenario{propagation: time.Second, rate: 200, gated: true}.run(t)
+	if s.Sent < 5000 {
+		t.Errorf("%d requests sent, want the load to cover the window", s.Sent)
+	}
+	if s.Failed() != 0 {
+		t.Errorf("%d of %d requests failed: %s", s.Failed(), s.Sent, s)
 	}
 }
