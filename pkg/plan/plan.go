@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/lastcall/lastcall/pkg/drain"
+	"github.com/lastcall/lastcall/pkg/serving"
 )
 
 // Reason is a kind of blocker: a bounded metric label.
@@ -32,9 +33,10 @@ const (
 	ReasonNoController Reason = "no-controller"
 	// ReasonEmptyDir: the pod's emptyDir data goes with the node.
 	ReasonEmptyDir Reason = "emptydir"
-	// ReasonNoPreStop: a Service sends the pod traffic and none of its
-	// containers has a preStop hook, so requests in flight when it gets
-	// SIGTERM fail (the 502s of a spot reclaim).
+	// ReasonNoPreStop: a Service sends the pod traffic, none of its
+	// containers has a preStop hook and it lacks lastcall's serving
+	// readiness gate, so requests in flight when it gets SIGTERM, and
+	// those balancers still send it, fail (the 502s of a spot reclaim).
 	ReasonNoPreStop Reason = "no-prestop-behind-service"
 	// ReasonGraceTooLong: the pod's terminationGracePeriodSeconds does not
 	// fit before the deadline; it will be cut short.
@@ -263,8 +265,9 @@ func blockers(pod *corev1.Pod, in Inputs, start, end time.Time) []Blocker {
 			out = append(out, Blocker{Reason: ReasonEmptyDir, Detail: "emptyDir volume " + v.Name + " is lost"})
 		}
 	}
-	if svc := selectingService(pod, in.Services); svc != "" && !hasPreStop(pod) {
-		out = append(out, Blocker{Reason: ReasonNoPreStop, Detail: "Service " + svc + " sends it traffic and no container has a preStop hook"})
+	if svc := selectingService(pod, in.Services); svc != "" && !hasPreStop(pod) && !serving.Gated(pod) {
+		out = append(out, Blocker{Reason: ReasonNoPreStop, Detail: "Service " + svc + " sends it traffic, no container has a preStop hook " +
+			"and it lacks the " + string(serving.Gate) + " readiness gate"})
 	}
 	if !in.Deadline.IsZero() && drain.NeededGrace(pod) > end.Sub(start) {
 		out = append(out, Blocker{Reason: ReasonGraceTooLong,

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/lastcall/lastcall/pkg/drain"
+	"github.com/lastcall/lastcall/pkg/serving"
 )
 
 var now = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -58,11 +59,15 @@ func TestBuild(t *testing.T) {
 		p.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 	}
 	critical := func(p *corev1.Pod) { p.Spec.PriorityClassName = "system-cluster-critical" }
+	gated := func(p *corev1.Pod) {
+		p.Labels = map[string]string{"app": "api"} // behind Service api, no preStop
+		p.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: serving.Gate}}
+	}
 	in := Inputs{
 		Node: "n1", Now: now, Deadline: now.Add(2 * time.Minute),
 		Pods: []*corev1.Pod{
 			mkPod("web", 30, preStop), mkPod("api", 20), mkPod("stuck", 10), mkPod("job", 30, bare),
-			mkPod("cache", 30, scratch, preStop), mkPod("batch", 300), mkPod("dns", 30, critical),
+			mkPod("cache", 30, scratch, preStop), mkPod("batch", 300), mkPod("dns", 30, critical), mkPod("gated", 30, gated),
 		},
 		Budgets:  []*policyv1.PodDisruptionBudget{budget("stuck", 0), budget("web", 1), {ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: "elsewhere"}}},
 		Services: []*corev1.Service{service("web"), service("api")},
@@ -79,6 +84,9 @@ func TestBuild(t *testing.T) {
 	want := map[string][]Reason{
 		"web": nil, "api": {ReasonNoPreStop}, "stuck": {ReasonPDB}, "job": {ReasonNoController},
 		"cache": {ReasonEmptyDir}, "batch": {ReasonGraceTooLong},
+		// Without a preStop hook but with the serving gate: it stops
+		// serving before its SIGTERM.
+		"gated": nil,
 		// Critical pods go once the others are gone: the non-critical
 		// group must be gone 30 s early so that dns keeps its grace.
 		"dns": nil,

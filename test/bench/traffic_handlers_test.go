@@ -29,6 +29,19 @@ func armLastcallGCE(b *testing.B, ctx context.Context, node string) notice {
 	}
 }
 
+// startKeeper runs a lastcall agent for node against a GCE metadata fake
+// that never tells of a preemption: it only keeps the serving gate of the
+// node's pods. It returns how to stop it.
+func startKeeper(b *testing.B, node string) func() {
+	b.Helper()
+	g, err := gcemeta.Start()
+	if err != nil {
+		b.Fatal(err)
+	}
+	a := startAgentEnv(b, node, "", "LASTCALL_CLOUD=gce", "GCE_METADATA_HOST="+g.Host())
+	return func() { a.Stop(); g.Close() }
+}
+
 // kubectlTimeout bounds `kubectl drain` inside the GCE window.
 const kubectlTimeout = 25 * time.Second
 

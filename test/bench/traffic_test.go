@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/lastcall/lastcall/pkg/serving"
 	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/podrun"
 	"github.com/lastcall/lastcall/test/traffic"
@@ -55,6 +56,10 @@ type trafficVariant struct {
 	// replacements land there. Otherwise required pod anti-affinity puts
 	// one replica on each of 3 nodes.
 	packed bool
+	// gated gives the pods lastcall's serving readiness gate: a lastcall
+	// agent that gets no notice keeps it on every node, as the DaemonSet
+	// does, whatever the handler.
+	gated bool
 }
 
 var trafficVariants = []trafficVariant{
@@ -62,6 +67,8 @@ var trafficVariants = []trafficVariant{
 		replicas: 3, preStop: 2 * time.Second, minAvailable: 2},
 	{name: "no-prestop", label: "no preStop, graceful SIGTERM, 3 replicas one per node, PDB minAvailable 2",
 		replicas: 3, minAvailable: 2},
+	{name: "gated", label: "no preStop, lastcall.io/serving readiness gate, graceful SIGTERM, 3 replicas one per node, PDB minAvailable 2",
+		replicas: 3, minAvailable: 2, gated: true},
 	{name: "all-on-doomed", label: "preStop 2 s, every replica (3) on the doomed node, PDB minAvailable 2",
 		replicas: 3, preStop: 2 * time.Second, minAvailable: 2, packed: true},
 	// A budget on a single replica either forbids every eviction or allows
@@ -162,10 +169,22 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 	}
 	pool := map[string]string{"pool": ns}
 	doomed := uniq("traffic")
-	addNode(b, doomed, pool)
+	keepers := map[string]func(){}
+	defer func() {
+		for _, stop := range keepers {
+			stop()
+		}
+	}()
+	add := func(name string) {
+		addNode(b, name, pool)
+		if v.gated {
+			keepers[name] = startKeeper(b, name)
+		}
+	}
+	add(doomed)
 	if !v.packed {
-		addNode(b, uniq("traffic-b"), pool)
-		addNode(b, uniq("traffic-c"), pool)
+		add(uniq("traffic-b"))
+		add(uniq("traffic-c"))
 	}
 
 	logf, err := os.Create(filepath.Join(env.Dir, "logs", "traffic-"+ns+".log"))
@@ -192,7 +211,13 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 	if on := readyOn(b, setupCtx, ns, doomed); on != want {
 		b.Fatalf("%d ready replicas on the doomed node %s, want %d", on, doomed, want)
 	}
-	addNode(b, uniq("traffic-spare"), pool)
+	add(uniq("traffic-spare"))
+	if stop, ok := keepers[doomed]; ok {
+		// The gates it set stay; the handler's own agent, if lastcall's,
+		// keeps them from now on.
+		stop()
+		delete(keepers, doomed)
+	}
 	if v.minAvailable > 0 {
 		poll(b, setupCtx, "the PodDisruptionBudget computed", func() bool {
 			p, err := env.Client.PolicyV1().PodDisruptionBudgets(ns).Get(setupCtx, "web", metav1.GetOptions{})
@@ -278,6 +303,9 @@ func createWeb(b *testing.B, ctx context.Context, ns string, v trafficVariant, p
 		c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: int64(v.preStop / time.Second)}}}
 	}
 	spec := corev1.PodSpec{NodeSelector: pool, TerminationGracePeriodSeconds: &grace, Containers: []corev1.Container{c}}
+	if v.gated {
+		spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: serving.Gate}}
+	}
 	if !v.packed {
 		spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
 			RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
