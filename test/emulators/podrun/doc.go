@@ -16,7 +16,8 @@
 //     body ends, so a client can hold a request in flight as long as it
 //     likes.
 //   - Once the server listens it patches the pod's status: Running, the pod
-//     IP, every container running and ready, and the Ready condition True.
+//     IP, every container running and ready (ContainersReady True), and the
+//     Ready condition True unless a readiness gate holds it (below).
 //     Addr and AddrOf map a pod's UID, or an EndpointSlice endpoint's
 //     targetRef, to the server's address.
 //   - When the pod gets a deletionTimestamp it runs the preStop hook of the
@@ -34,13 +35,21 @@
 //     exit, 143 after an abrupt one, 137 when killed; phase Succeeded or
 //     Failed accordingly) and deletes the pod object with grace 0 and a UID
 //     precondition, as the kubelet does.
-//   - Readiness: the Ready condition stays True through the preStop hook
+//   - Readiness gates: as with the kubelet, a pod whose spec lists
+//     readinessGates is Ready only while each gate's conditionType has a
+//     condition with status True in the pod's status. Another client sets
+//     those conditions; from the start until the deletion begins, the
+//     runtime follows every change of them, patching the Ready condition
+//     when it must change. Its status patches (strategic merge patches,
+//     which merge status.conditions by type) carry only the condition types
+//     it owns, so they never remove or overwrite a gate's condition.
+//   - Readiness: the Ready condition stays as it is through the preStop hook
 //     and turns False when the server stops accepting connections (at
 //     "SIGTERM" for Graceful and Abrupt, at the kill for Ignore), as a
 //     readiness probe on the server would see it, only at once rather than
-//     a probe period later. The EndpointSlice controller marks a
-//     terminating pod's endpoints not ready but serving while its Ready
-//     condition is True.
+//     a probe period later; gate changes during the deletion are not
+//     followed. The EndpointSlice controller marks a terminating pod's
+//     endpoints not ready but serving while its Ready condition is True.
 //   - KillNode is the cloud taking the instance: every server of a pod on
 //     the node stops at once and its connections are reset (RST). Nothing
 //     more happens to those pods: no status update, no deletion, no restart,
@@ -49,8 +58,9 @@
 //
 // What is not modelled: images, init and sidecar containers, containers
 // other than the first (they are only reported as running alongside it),
-// restarts, probes (readiness follows the server), node conditions and
-// taints (a dead node still looks Ready until its lease runs out), pod IPs
-// that route anywhere (no packet is sent to them), hostIP, volumes, and the
-// kubelet's sync delays.
+// restarts, probes (readiness follows the server and the readiness gates),
+// the reason and message of a condition, node conditions and taints (a
+// dead node still looks Ready until its lease runs out), pod IPs that route
+// anywhere (no packet is sent to them), hostIP, volumes, and the kubelet's
+// sync delays.
 package podrun

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -49,17 +50,26 @@ func (r *Runtime) runPod(ctx context.Context, mb *mailbox) {
 	}
 	defer r.forget(pod.UID)
 	log = log.With("addr", srv.addr, "podIP", podIP)
-	if err := r.patchStatus(ctx, pod, runningStatus(pod, podIP, r.now())); err != nil {
-		log.Error("marking the pod Running and Ready", "error", err)
+	ready := gatesReady(pod)
+	if err := r.patchStatus(ctx, pod, runningStatus(pod, podIP, ready, r.now())); err != nil {
+		log.Error("marking the pod Running", "error", err)
 	} else {
-		log.Info("pod serving")
+		log.Info("pod serving", "ready", ready)
 	}
 
 	r.wg.Go(func() { // the server may die of KillNode or of the runtime's end
 		<-srv.exited
 		mb.notify()
 	})
-	pod, ok = r.waitPod(ctx, mb, func(p *corev1.Pod) bool { return p.DeletionTimestamp != nil || isClosed(srv.exited) })
+	// Until its deletion begins, the pod is Ready when its readiness gates
+	// are: each version seen brings the Ready condition in step with them.
+	pod, ok = r.waitPod(ctx, mb, func(p *corev1.Pod) bool {
+		if p.DeletionTimestamp != nil || isClosed(srv.exited) {
+			return true
+		}
+		ready = r.followGates(ctx, p, ready, log)
+		return false
+	})
 	switch {
 	case isClosed(srv.exited):
 		return // killed with its node or the runtime: nothing more is said
@@ -91,6 +101,48 @@ func (r *Runtime) waitPod(ctx context.Context, mb *mailbox, done func(*corev1.Po
 			return pod, false
 		}
 	}
+}
+
+// followGates patches the pod's Ready condition to what its readiness gates
+// make it, if that differs from ready, the value last sent, and returns the
+// value now sent. Only the Ready condition is patched: the conditions of the
+// gates, which other clients set, are left as they are.
+func (r *Runtime) followGates(ctx context.Context, pod *corev1.Pod, ready bool, log *slog.Logger) bool {
+	want := gatesReady(pod)
+	if want == ready {
+		return ready
+	}
+	status := corev1.PodStatus{Conditions: conditions(r.now(), conditionStatus(want), corev1.PodReady)}
+	if err := r.patchStatus(ctx, pod, status); err != nil {
+		if !apierrors.IsNotFound(err) {
+			log.Error("following the readiness gates", "ready", want, "error", err)
+		}
+		return ready // tried again on the pod's next version
+	}
+	log.Info("readiness gates changed", "ready", want)
+	return want
+}
+
+// gatesReady reports whether every readiness gate of the pod has a condition
+// of its type with status True in the pod's status, which the kubelet
+// requires, beside ready containers, of a Ready pod. A gate whose condition
+// is missing holds the pod not Ready.
+func gatesReady(pod *corev1.Pod) bool {
+	for _, g := range pod.Spec.ReadinessGates {
+		i := slices.IndexFunc(pod.Status.Conditions, func(c corev1.PodCondition) bool { return c.Type == g.ConditionType })
+		if i < 0 || pod.Status.Conditions[i].Status != corev1.ConditionTrue {
+			return false
+		}
+	}
+	return true
+}
+
+// conditionStatus is True or False.
+func conditionStatus(b bool) corev1.ConditionStatus {
+	if b {
+		return corev1.ConditionTrue
+	}
+	return corev1.ConditionFalse
 }
 
 // terminate runs the preStop hook, sends "SIGTERM", kills the server at the
@@ -211,15 +263,20 @@ func (r *Runtime) patchStatus(ctx context.Context, pod *corev1.Pod, status corev
 
 func (r *Runtime) now() metav1.Time { return metav1.NewTime(r.clock.Now()) }
 
-// runningStatus is the status of a pod whose server listens.
-func runningStatus(pod *corev1.Pod, ip netip.Addr, now metav1.Time) corev1.PodStatus {
+// runningStatus is the status of a pod whose server listens: its
+// containers are ready, and the pod is Ready if ready (its readiness gates
+// allow it). The conditions it sets are podrun's own: a strategic merge
+// patch merges status.conditions by type, so the conditions of the
+// readiness gates are left as they are.
+func runningStatus(pod *corev1.Pod, ip netip.Addr, ready bool, now metav1.Time) corev1.PodStatus {
 	st := corev1.PodStatus{
 		Phase:     corev1.PodRunning,
 		PodIP:     ip.String(),
 		PodIPs:    []corev1.PodIP{{IP: ip.String()}},
 		StartTime: &now,
-		Conditions: conditions(now, corev1.ConditionTrue,
-			corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.ContainersReady, corev1.PodReady),
+		Conditions: append(conditions(now, corev1.ConditionTrue,
+			corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.ContainersReady),
+			conditions(now, conditionStatus(ready), corev1.PodReady)...),
 	}
 	for _, c := range pod.Spec.Containers {
 		st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
