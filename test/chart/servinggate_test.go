@@ -50,28 +50,32 @@ func TestServingGatePolicy(t *testing.T) {
 		t.Fatalf("the binding names policy %q, not the chart's %q", got, policy.GetName())
 	}
 	dyn := dynamic.NewForConfigOrDie(env.Config)
-	for resource, o := range map[string]*unstructured.Unstructured{
-		"mutatingadmissionpolicies": policy, "mutatingadmissionpolicybindings": binding,
-	} {
+	resources := map[string]*unstructured.Unstructured{"mutatingadmissionpolicies": policy, "mutatingadmissionpolicybindings": binding}
+	for resource, o := range resources {
 		r := dyn.Resource(schemaGVR("admissionregistration.k8s.io", "v1", resource))
 		if _, err := r.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: "lastcall-test"}); err != nil {
 			t.Fatalf("applying %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
-		t.Cleanup(func() { _ = r.Delete(context.Background(), o.GetName(), metav1.DeleteOptions{}) })
 	}
+	// Removed, the policy still applies a moment: wait until it no longer
+	// does, so that no later test (or run of this one) meets it.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for resource, o := range resources {
+			r := dyn.Resource(schemaGVR("admissionregistration.k8s.io", "v1", resource))
+			if err := r.Delete(ctx, o.GetName(), metav1.DeleteOptions{}); err != nil {
+				t.Errorf("deleting %s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+		}
+		if last, err := waitGated(ctx, on, false); err != nil {
+			t.Errorf("the deleted policy still adds the gate in namespace %s: %v (last gates %v)", on, err, last)
+		}
+	})
 
 	// The API server loads policies and bindings a moment after they are
 	// written: retry until a pod of the labelled namespace gets the gate.
-	var last []corev1.PodConditionType
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		p, err := createPod(ctx, on, "probe", true)
-		if err != nil {
-			return false, err
-		}
-		last = gates(p)
-		return slices.Contains(last, servingGate), nil
-	})
-	if err != nil {
+	if last, err := waitGated(ctx, on, true); err != nil {
 		t.Fatalf("a pod created in namespace %s labelled %s=enabled never got the gate: %v (last gates %v)", on, gateLabel, err, last)
 	}
 
@@ -112,10 +116,20 @@ func TestServingGatePolicy(t *testing.T) {
 	}
 }
 
-// createPod creates a pod with no readiness gate in ns (dryRun: not kept)
-// and returns it as the API server admitted it.
-func createPod(ctx context.Context, ns, name string, dryRun bool) (*corev1.Pod, error) {
-	return env.Client.CoreV1().Pods(ns).Create(ctx, podFor(name, nil), createOptions(dryRun))
+// waitGated creates pods with no readiness gate in ns, in dry run, until
+// the API server admits one with lastcall's gate (gated) or without it, or
+// ctx or a minute ends. It returns the gates of the last pod admitted.
+func waitGated(ctx context.Context, ns string, gated bool) ([]corev1.PodConditionType, error) {
+	var last []corev1.PodConditionType
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := env.Client.CoreV1().Pods(ns).Create(ctx, podFor("probe", nil), createOptions(true))
+		if err != nil {
+			return false, err
+		}
+		last = gates(p)
+		return slices.Contains(last, servingGate) == gated, nil
+	})
+	return last, err
 }
 
 func createOptions(dryRun bool) metav1.CreateOptions {
