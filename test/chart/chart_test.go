@@ -81,7 +81,7 @@ func TestLint(t *testing.T) {
 		{"agent defaults", nil},
 		{"queue", []string{"--set", "mode=queue", "--set", "queue.url=" + queueURL}},
 		{"everything on", []string{"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
-			"--set", "prometheusRule.enabled=true", "--set", "dashboard.enabled=true",
+			"--set", "prometheusRule.enabled=true", "--set", "dashboard.enabled=true", "--set", "servingGate.enabled=true",
 			"--set", "notifications.webhook.existingSecret=hook", "--set-json", `notifications.template="{\"text\": \"${summary}\"}"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -129,6 +129,9 @@ var matrix = []struct {
 		"pdbDeadlinePolicy": "respect", "lbDeregistrationDelay": "15s", "evictDaemonSets": true,
 	}},
 	{"agent without the drainability process", map[string]any{"drainability": map[string]any{"enabled": false}}},
+	{"agent with the serving gate in namespaces chosen by expression", map[string]any{"servingGate": map[string]any{"enabled": true,
+		"namespaceSelector": map[string]any{"matchLabels": nil, "matchExpressions": []any{
+			map[string]any{"key": "team", "operator": "In", "values": []string{"web", "api"}}}}}}},
 	{"agent with existing ServiceAccounts and no RBAC", map[string]any{
 		"serviceAccount": map[string]any{"create": false, "name": "lastcall-agent"},
 		"drainability":   map[string]any{"serviceAccountName": "lastcall-drainability"},
@@ -194,6 +197,12 @@ func TestTemplateMatrix(t *testing.T) {
 			pdbWanted := mode == "queue" && tc.name != "queue with IRSA, a managed tag and no PDB"
 			if got := kinds["PodDisruptionBudget"] == 1; got != pdbWanted {
 				t.Errorf("PodDisruptionBudget rendered: %v, want %v", got, pdbWanted)
+			}
+			gate, _ := nested(tc.values, "servingGate", "enabled").(bool)
+			if got := kinds["MutatingAdmissionPolicy"] == 1 && kinds["MutatingAdmissionPolicyBinding"] == 1; got != gate ||
+				kinds["MutatingAdmissionPolicy"] != kinds["MutatingAdmissionPolicyBinding"] {
+				t.Errorf("serving gate policy and binding rendered: %d and %d, want one each only with servingGate.enabled (%v)",
+					kinds["MutatingAdmissionPolicy"], kinds["MutatingAdmissionPolicyBinding"], gate)
 			}
 			checkServiceAccounts(t, objs, workloads)
 			for c, w := range workloads {
@@ -514,6 +523,10 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"extra arg not a flag", map[string]any{"extraArgs": []string{"dry-run"}}, []string{"/extraArgs/0"}},
 		{"unknown PDB deadline policy", map[string]any{"pdbDeadlinePolicy": "override"}, []string{"/pdbDeadlinePolicy", "graceful-override", "respect"}},
 		{"LB delay without unit", map[string]any{"lbDeregistrationDelay": "15"}, []string{"/lbDeregistrationDelay"}},
+		{"serving gate selector with an unknown operator", map[string]any{"servingGate": map[string]any{"namespaceSelector": map[string]any{
+			"matchExpressions": []any{map[string]any{"key": "team", "operator": "Equals", "values": []string{"web"}}}}}},
+			[]string{"/servingGate/namespaceSelector/matchExpressions/0/operator"}},
+		{"serving gate selector of pods", map[string]any{"servingGate": map[string]any{"podSelector": map[string]any{}}}, []string{"/servingGate", "podSelector"}},
 		{"unknown webhook format", map[string]any{"notifications": map[string]any{"webhook": map[string]any{"format": "discord"}}},
 			[]string{"/notifications/webhook/format", "slack", "teams", "json"}},
 	} {

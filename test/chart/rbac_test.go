@@ -127,13 +127,15 @@ func allowed(t *testing.T, c kubernetes.Interface, a access) bool {
 // What the components may do, as SelfSubjectAccessReviews ask it.
 var (
 	// drainAccess is what a drain does: hold the node, evict (delete under
-	// graceful-override), watch pods until they are gone, watch the budgets
-	// of a namespace whose pods it was refused to evict, record Events.
+	// graceful-override), set the condition of lastcall's readiness gate,
+	// watch pods until they are gone, watch the budgets of a namespace whose
+	// pods it was refused to evict, record Events.
 	drainAccess = []access{
 		{"get", "", "nodes", "", ""}, {"list", "", "nodes", "", ""}, {"watch", "", "nodes", "", ""}, {"patch", "", "nodes", "", ""},
 		{"get", "", "pods", "", "default"}, {"list", "", "pods", "", ""}, {"watch", "", "pods", "", ""},
 		{"delete", "", "pods", "", "default"}, {"delete", "", "pods", "", "kube-system"}, // graceful-override
 		{"create", "", "pods", "eviction", "default"}, {"create", "", "pods", "eviction", "kube-system"},
+		{"patch", "", "pods", "status", "default"}, // the readiness gate's condition
 		{"list", "policy", "poddisruptionbudgets", "", "default"}, {"watch", "policy", "poddisruptionbudgets", "", "default"},
 		{"create", "", "events", "", "default"}, {"patch", "", "events", "", "default"},
 	}
@@ -152,13 +154,15 @@ var (
 	writesAccess = []access{
 		{"get", "", "nodes", "", ""}, {"patch", "", "nodes", "", ""}, {"get", "", "pods", "", "default"},
 		{"delete", "", "pods", "", "default"}, {"create", "", "pods", "eviction", "default"},
+		{"patch", "", "pods", "status", "default"},
 	}
 	// neverAccess is what no component does.
 	neverAccess = []access{
 		{"update", "", "nodes", "", ""}, {"delete", "", "nodes", "", ""}, {"create", "", "nodes", "", ""},
 		{"patch", "", "nodes", "status", ""}, {"get", "", "nodes", "proxy", ""},
 		{"create", "", "pods", "", "default"}, {"update", "", "pods", "", "default"},
-		{"patch", "", "pods", "", "default"}, {"create", "", "pods", "exec", "default"}, {"get", "", "pods", "log", "default"},
+		{"patch", "", "pods", "", "default"}, {"update", "", "pods", "status", "default"},
+		{"create", "", "pods", "exec", "default"}, {"get", "", "pods", "log", "default"},
 		{"list", "", "secrets", "", ""}, {"get", "", "secrets", "", "default"}, {"get", "", "configmaps", "", "default"},
 		{"delete", "", "events", "", "default"},
 		{"update", "apps", "daemonsets", "", "default"}, {"delete", "apps", "deployments", "", "default"},
