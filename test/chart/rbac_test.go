@@ -136,6 +136,7 @@ var (
 		{"delete", "", "pods", "", "default"}, {"delete", "", "pods", "", "kube-system"}, // graceful-override
 		{"create", "", "pods", "eviction", "default"}, {"create", "", "pods", "eviction", "kube-system"},
 		{"patch", "", "pods", "status", "default"}, // the readiness gate's condition
+		{"list", "discovery.k8s.io", "endpointslices", "", "default"}, {"watch", "discovery.k8s.io", "endpointslices", "", "default"},
 		{"list", "policy", "poddisruptionbudgets", "", "default"}, {"watch", "policy", "poddisruptionbudgets", "", "default"},
 		{"create", "", "events", "", "default"}, {"patch", "", "events", "", "default"},
 	}
@@ -154,7 +155,7 @@ var (
 	writesAccess = []access{
 		{"get", "", "nodes", "", ""}, {"patch", "", "nodes", "", ""}, {"get", "", "pods", "", "default"},
 		{"delete", "", "pods", "", "default"}, {"create", "", "pods", "eviction", "default"},
-		{"patch", "", "pods", "status", "default"},
+		{"patch", "", "pods", "status", "default"}, {"list", "discovery.k8s.io", "endpointslices", "", "default"},
 	}
 	// neverAccess is what no component does.
 	neverAccess = []access{
@@ -170,6 +171,7 @@ var (
 		{"update", "policy", "poddisruptionbudgets", "", "default"}, {"delete", "policy", "poddisruptionbudgets", "", "default"},
 		{"create", "policy", "poddisruptionbudgets", "", "default"}, {"get", "", "services", "", "default"},
 		{"update", "", "services", "", "default"}, {"delete", "", "services", "", "default"}, {"list", "", "endpoints", "", ""},
+		{"update", "discovery.k8s.io", "endpointslices", "", "default"},
 		{"create", "rbac.authorization.k8s.io", "clusterrolebindings", "", ""},
 		{"get", "coordination.k8s.io", "leases", "", "kube-system"}, {"create", "coordination.k8s.io", "leases", "", "kube-system"},
 		{"update", "coordination.k8s.io", "leases", "", "default"},
