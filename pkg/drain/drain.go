@@ -47,6 +47,9 @@ type Options struct {
 	// left its Service's EndpointSlices, before it is evicted: the time
 	// kube-proxy and load balancers take to follow.
 	GateDelay time.Duration
+	// KeepServicesServing keeps a drain from taking a Service to zero
+	// ready endpoints while the deadline leaves room (see spread).
+	KeepServicesServing bool
 	// EvictDaemonSets evicts DaemonSet pods too, after every other pod is
 	// gone (log shippers then flush what the others wrote).
 	EvictDaemonSets bool
@@ -72,7 +75,7 @@ var Policies = []Policy{PolicyRespect, PolicyGracefulOverride}
 // DefaultOptions are the defaults of the command line.
 func DefaultOptions() Options {
 	return Options{Concurrency: 100, DeadlineMargin: 5 * time.Second, RetryInitial: 200 * time.Millisecond, RetryMax: 5 * time.Second,
-		Policy: PolicyGracefulOverride, GateDelay: 3 * time.Second}
+		Policy: PolicyGracefulOverride, GateDelay: 3 * time.Second, KeepServicesServing: true}
 }
 
 // Request is one drain.
@@ -232,14 +235,19 @@ func (d *Drainer) drain(ctx context.Context, req Request, sched *schedule) (Resu
 	}
 	budgets := newBudgetWatch(ctx, d.client, d.clock, d.log)
 	defer budgets.stop()
-	gates := newGates(ctx, d)
-	defer gates.stop()
+	endpoints := newEndpointWatch(ctx, d.client, d.clock)
+	defer endpoints.stop()
+	gates := newGates(d, endpoints)
+	var spread *spread
+	if d.opts.KeepServicesServing {
+		spread = newSpread(d, req.Node, endpoints)
+	}
 	for i, g := range groups {
 		wait := g.Pods
 		if i == 0 {
 			wait = append(slices.Clone(g.Pods), sorted.Terminating...)
 		}
-		n, overridden, err := d.drainGroup(ctx, req, sched, i, budgets, gates, g.Pods, wait)
+		n, overridden, err := d.drainGroup(ctx, req, sched, i, steps{budgets, gates, spread}, g.Pods, wait)
 		res.Evicted += n
 		res.Overridden = append(res.Overridden, overridden...)
 		if err != nil {
@@ -279,9 +287,18 @@ func (d *Drainer) lbDelay(ctx context.Context, req Request, sched *schedule, evi
 	}
 }
 
+// steps are what an eviction waits on besides the Eviction API: the
+// budgets' changes, the serving gate, and the Services' endpoints (nil
+// unless KeepServicesServing).
+type steps struct {
+	budgets *budgetWatch
+	gates   *gates
+	spread  *spread
+}
+
 // drainGroup evicts pods concurrently, each gone by its group's end (see
 // GroupEnds), and waits until every pod of wait is gone.
-func (d *Drainer) drainGroup(ctx context.Context, req Request, sched *schedule, group int, budgets *budgetWatch, gates *gates, pods, wait []*corev1.Pod) (int, []string, error) {
+func (d *Drainer) drainGroup(ctx context.Context, req Request, sched *schedule, group int, st steps, pods, wait []*corev1.Pod) (int, []string, error) {
 	var (
 		wg         sync.WaitGroup
 		mu         sync.Mutex
@@ -305,7 +322,7 @@ func (d *Drainer) drainGroup(ctx context.Context, req Request, sched *schedule, 
 				return
 			}
 			defer func() { <-sem }()
-			e := eviction{d: d, req: req, sched: sched, group: group, budgets: budgets, gates: gates, pod: p, stop: stop}
+			e := eviction{d: d, req: req, sched: sched, group: group, budgets: st.budgets, gates: st.gates, spread: st.spread, pod: p, stop: stop}
 			out, err := e.run(ctx)
 			mu.Lock()
 			defer mu.Unlock()

@@ -36,6 +36,7 @@ type eviction struct {
 	group   int
 	budgets *budgetWatch
 	gates   *gates
+	spread  *spread
 	pod     *corev1.Pod
 	// stop closes once every pod of the group is gone.
 	stop <-chan struct{}
@@ -53,12 +54,21 @@ type eviction struct {
 func (e *eviction) run(ctx context.Context) (evictOutcome, error) {
 	d, pod := e.d, e.pod
 	backoff := wait.Backoff{Duration: d.opts.RetryInitial, Factor: 2, Jitter: 0.2, Cap: d.opts.RetryMax, Steps: math.MaxInt32}
-	blocked, unserved := false, false
+	blocked, unserved, spread := false, false, e.spread == nil || d.opts.DryRun
 	for attempt := 1; ; attempt++ {
 		end, replanned := e.sched.end(e.group)
 		override := d.opts.Policy == PolicyGracefulOverride && !end.IsZero()
 		overrideAt := OverrideAt(pod, e.sched.start, end, 0)
 		var budgetChanged <-chan struct{}
+		if !spread && (end.IsZero() || d.clock.Now().Before(overrideAt)) {
+			if !e.spread.wait(ctx, pod, spreadBound(end, overrideAt, d.clock.Now()), e.stop) {
+				if ctx.Err() != nil {
+					return 0, ctx.Err()
+				}
+				return gone, nil
+			}
+		}
+		spread = true
 		// A gated pod stops serving first (see gates.unserve), while
 		// there is time for it: one pod of an owner at a time, once a dry
 		// run says its budgets allow it to go.

@@ -15,6 +15,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Var((*policyValue)(&o.Policy), "pdb-deadline-policy", "When a PodDisruptionBudget still blocks a pod as the deadline nears: graceful-override (honour it until the last moment the pod can still shut down gracefully, then delete the pod with the grace it has left) or respect (never override; the cloud kills the pod at the deadline).")
 	fs.DurationVar(&o.LBDelay, "lb-deregistration-delay", o.LBDelay, "Wait this long after taking the node out of load balancers before the first eviction, so they stop sending it connections; shortened so pods keep their grace period before the deadline.")
 	fs.DurationVar(&o.GateDelay, "serving-gate-delay", o.GateDelay, "For pods with the lastcall.io/serving readiness gate: after the pod stopped serving and its endpoint left its Service's EndpointSlices, wait this long for kube-proxy and load balancers to follow before evicting it (bounded by the time the pod needs to shut down before the deadline).")
+	fs.BoolVar(&o.KeepServicesServing, "keep-services-serving", o.KeepServicesServing, "Never drain a Service to zero ready endpoints while the deadline leaves room: when every ready endpoint of a Service is on the node, evict its pods one at a time, each once a replacement is ready on another node.")
 	fs.BoolVar(&o.EvictDaemonSets, "evict-daemonsets", o.EvictDaemonSets, "Evict DaemonSet pods too, after every other pod is gone (log shippers then flush what the others wrote).")
 }
 

@@ -30,8 +30,8 @@ type gates struct {
 	owners map[types.UID]chan struct{}
 }
 
-func newGates(ctx context.Context, d *Drainer) *gates {
-	return &gates{d: d, endpoints: newEndpointWatch(ctx, d.client), owners: map[types.UID]chan struct{}{}}
+func newGates(d *Drainer, endpoints *endpointWatch) *gates {
+	return &gates{d: d, endpoints: endpoints, owners: map[types.UID]chan struct{}{}}
 }
 
 // wanted says whether p stops serving before its eviction.
@@ -87,16 +87,22 @@ func (g *gates) unserve(ctx context.Context, req Request, p *corev1.Pod, bound t
 	}
 	outcome := "left"
 	for left := false; !left; {
-		ready, synced, changed := g.endpoints.ready(p.Namespace, p.UID)
+		ready, synced, changed := g.endpoints.serves(p.Namespace, p.UID)
 		if synced && !ready {
 			break
+		}
+		if !synced && g.endpoints.unknown(p.Namespace) {
+			outcome, left = "timeout", true
+			continue
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
-		case <-d.clock.After(bound.Sub(d.clock.Now())):
-			outcome, left = "timeout", true
+		case <-d.clock.After(min(bound.Sub(d.clock.Now()), time.Second)):
+			if !d.clock.Now().Before(bound) {
+				outcome, left = "timeout", true
+			}
 		}
 	}
 	d.metrics.gateWait.Observe(d.clock.Since(start).Seconds())
@@ -112,6 +118,3 @@ func (g *gates) unserve(ctx context.Context, req Request, p *corev1.Pod, bound t
 	case <-d.clock.After(delay):
 	}
 }
-
-// stop ends the EndpointSlice watches.
-func (g *gates) stop() { g.endpoints.stop() }

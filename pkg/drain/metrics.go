@@ -14,6 +14,7 @@ type metrics struct {
 	overrides *prometheus.CounterVec
 	gates     *prometheus.CounterVec
 	gateWait  prometheus.Histogram
+	spread    *prometheus.CounterVec
 }
 
 // newMetrics registers the package's metrics; deadlineUsed is read at each
@@ -66,6 +67,13 @@ func newMetrics(reg prometheus.Registerer, deadlineUsed func() float64) *metrics
 		Help:    "Time from a gated pod's withdrawal to its endpoint leaving its EndpointSlices.",
 		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
 	})
+	m.spread = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "drain_service_waits_total",
+		Help: "Pods a drain held back because their Service had no other ready endpoint off the node, by how the wait ended: " +
+			"ready-elsewhere (a replacement became ready elsewhere), timeout (the pod had to go anyway).",
+	}, []string{"outcome"})
+	m.spread.WithLabelValues("ready-elsewhere")
+	m.spread.WithLabelValues("timeout")
 	used := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "drain_deadline_used_ratio",
 		Help: "Of the drains running now, the largest share of its window (start to deadline) already spent: 0 when none runs, 1 at the deadline.",
@@ -80,6 +88,6 @@ func newMetrics(reg prometheus.Registerer, deadlineUsed func() float64) *metrics
 	for _, c := range []string{"201", "404", "409", "429", "error"} {
 		m.evictions.WithLabelValues(c)
 	}
-	reg.MustRegister(m.duration, m.drains, m.draining, m.evictions, m.skipped, m.overdue, m.overrides, m.gates, m.gateWait, used)
+	reg.MustRegister(m.duration, m.drains, m.draining, m.evictions, m.skipped, m.overdue, m.overrides, m.gates, m.gateWait, m.spread, used)
 	return m
 }

@@ -15,12 +15,23 @@ import (
 // fake, ready to flip the preemption flag, and follows its log for its
 // drain's end.
 func armLastcallGCE(b *testing.B, ctx context.Context, node string) notice {
+	return armLastcallGCEWith()(b, ctx, node)
+}
+
+// armLastcallGCEWith is armLastcallGCE with extra settings (LASTCALL_*).
+func armLastcallGCEWith(extra ...string) func(*testing.B, context.Context, string) notice {
+	return func(b *testing.B, ctx context.Context, node string) notice {
+		return armGCE(b, ctx, node, extra)
+	}
+}
+
+func armGCE(b *testing.B, ctx context.Context, node string, extra []string) notice {
 	b.Helper()
 	g, err := gcemeta.Start()
 	if err != nil {
 		b.Fatal(err)
 	}
-	a := startAgentEnv(b, node, "", "LASTCALL_CLOUD=gce", "GCE_METADATA_HOST="+g.Host())
+	a := startAgentEnv(b, node, "", append([]string{"LASTCALL_CLOUD=gce", "GCE_METADATA_HOST=" + g.Host()}, extra...)...)
 	waitSourceUp(b, a, "gce-preempted")
 	return notice{
 		deliver: func() { g.Set("instance/preempted", "TRUE") },

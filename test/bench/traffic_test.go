@@ -60,6 +60,9 @@ type trafficVariant struct {
 	// agent that gets no notice keeps it on every node, as the DaemonSet
 	// does, whatever the handler.
 	gated bool
+	// startup is how long the pods' application takes to start; 0 for
+	// at once.
+	startup time.Duration
 }
 
 var trafficVariants = []trafficVariant{
@@ -71,6 +74,8 @@ var trafficVariants = []trafficVariant{
 		replicas: 3, minAvailable: 2, gated: true},
 	{name: "all-on-doomed", label: "preStop 2 s, every replica (3) on the doomed node, PDB minAvailable 2",
 		replicas: 3, preStop: 2 * time.Second, minAvailable: 2, packed: true},
+	{name: "all-on-doomed-no-pdb", label: "preStop 2 s, every replica (3) on the doomed node, no PDB, 3 s to start",
+		replicas: 3, preStop: 2 * time.Second, packed: true, startup: 3 * time.Second},
 	// A budget on a single replica either forbids every eviction or allows
 	// it outright: it has none.
 	{name: "single", label: "preStop 2 s, a single replica, no PDB",
@@ -108,6 +113,8 @@ var trafficHandlers = []trafficHandler{
 	{name: "none", label: "no handler (the node dies 30 s after a GCE preemption)", window: gceWindow, arm: armNone},
 	{name: "lastcall-gce", label: "lastcall, GCE preemption (30 s)", window: gceWindow,
 		setup: func(b *testing.B) { lastcallBinary(b) }, arm: armLastcallGCE},
+	{name: "lastcall-gce-unkept", label: "lastcall, GCE preemption (30 s), --keep-services-serving=false", window: gceWindow,
+		setup: func(b *testing.B) { lastcallBinary(b) }, arm: armLastcallGCEWith("LASTCALL_KEEP_SERVICES_SERVING=false")},
 	{name: "kubectl-drain", label: "`kubectl drain` at the notice (30 s window)", window: gceWindow, arm: armKubectl},
 	{name: "lastcall-ec2", label: "lastcall, EC2 spot notice (2 min)", window: spotWindow,
 		setup: func(b *testing.B) { lastcallBinary(b) }, arm: armSpot(lastcallRun)},
@@ -311,12 +318,16 @@ func createWeb(b *testing.B, ctx context.Context, ns string, v trafficVariant, p
 			RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
 				LabelSelector: &metav1.LabelSelector{MatchLabels: selector}, TopologyKey: corev1.LabelHostname}}}}
 	}
+	annotations := map[string]string{podrun.SignalAnnotation: podrun.Graceful}
+	if v.startup > 0 {
+		annotations[podrun.StartupAnnotation] = v.startup.String()
+	}
 	replicas := v.replicas
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
 		Spec: appsv1.DeploymentSpec{Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: selector},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{podrun.SignalAnnotation: podrun.Graceful}},
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
 				Spec:       spec,
 			}},
 	}

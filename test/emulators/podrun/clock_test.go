@@ -92,3 +92,45 @@ func TestGracePeriodArithmetic(t *testing.T) {
 	})
 	mustRefuse(t, addr)
 }
+
+// TestStartupDelay checks, on a fake clock, that a pod with
+// StartupAnnotation is neither Running nor Ready until its application
+// has started.
+func TestStartupDelay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	client := fake.NewClientset()
+	clock := clocktesting.NewFakeClock(time.Now())
+	rtCtx, stop := context.WithCancel(ctx)
+	rt, err := podrun.Start(rtCtx, client, "app=slow", podrun.WithClock(clock), podrun.WithLogger(slog.New(slog.NewTextHandler(t.Output(), nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Wait()
+	defer stop()
+	pods := client.CoreV1().Pods("default")
+	pod, err := pods.Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "slow", UID: "slow-uid", Labels: map[string]string{"app": "slow"},
+			Annotations: map[string]string{podrun.StartupAnnotation: "5s"}},
+		Spec: corev1.PodSpec{NodeName: "node", Containers: []corev1.Container{{Name: "main"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextCancel(ctx, 5*time.Millisecond, true, func(context.Context) (bool, error) {
+		return clock.HasWaiters(), nil
+	}); err != nil {
+		t.Fatalf("the start never waited on the clock: %v", err)
+	}
+	clock.Step(4 * time.Second)
+	if p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{}); err != nil || p.Status.Phase == corev1.PodRunning {
+		t.Fatalf("pod %v (%v) before its application started, want not Running", p.Status.Phase, err)
+	}
+	clock.Step(time.Second)
+	if err := wait.PollUntilContextCancel(ctx, 5*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodRunning, nil
+	}); err != nil {
+		t.Fatalf("pod not Running once started: %v", err)
+	}
+}

@@ -36,6 +36,20 @@ func (r *Runtime) runPod(ctx context.Context, mb *mailbox) {
 	if pod.Spec.NodeName == "" || r.nodeDead(pod.Spec.NodeName) {
 		return // the API server deletes unbound pods; a dead node runs nothing
 	}
+	if d, err := time.ParseDuration(pod.Annotations[StartupAnnotation]); err == nil && d > 0 {
+		select { // the application starts
+		case <-ctx.Done():
+			return
+		case <-r.clock.After(d):
+		}
+		latest, gone := mb.latest()
+		if gone {
+			return
+		}
+		if latest != nil {
+			pod = latest
+		}
+	}
 	if pod.DeletionTimestamp != nil {
 		r.remove(ctx, pod, log) // deleted before it started
 		return

@@ -17,6 +17,11 @@ import (
 	"k8s.io/utils/clock"
 )
 
+// StartupAnnotation, a Go duration, is how long a pod's application takes
+// to start: its server listens, and the pod can be Ready, only that long
+// after the pod is bound to its node.
+const StartupAnnotation = "lastcall.test/startup"
+
 // SignalAnnotation chooses what a pod's server does on "SIGTERM": Graceful
 // (the default, and what an unknown value means), Abrupt or Ignore.
 const SignalAnnotation = "lastcall.test/on-sigterm"
