@@ -27,7 +27,7 @@ import (
 // notice to trafficAfter after the node dies, through a balancer that
 // applies endpoint changes trafficPropagation late.
 const (
-	trafficRate        = 200
+	trafficRate        = 600
 	trafficBefore      = 2 * time.Second
 	trafficAfter       = 2 * time.Second
 	trafficPropagation = time.Second
@@ -126,7 +126,7 @@ var trafficHandlers = []trafficHandler{
 // serving a Service is interrupted, for each workload variant and each
 // handler, the no-handler baseline first. Each run has a namespace, a pool
 // of kwok nodes and a pod runtime (podrun) of its own: a Deployment behind
-// a Service and a pod-level balancer (1 s propagation), load at 200 req/s
+// a Service and a pod-level balancer (1 s propagation), load at 600 req/s
 // from 2 s before the notice to 2 s after the node dies, the handler given
 // the notice, and the node killed (its servers reset) at the end of the
 // window. LASTCALL_BENCH_TRAFFIC and LASTCALL_BENCH_HANDLERS (comma
