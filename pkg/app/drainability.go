@@ -103,6 +103,9 @@ func newClusterDrainability(o *Options, env Env, c *common, nodes, pods cache.Sh
 		Pods:     podIndex,
 		Budgets:  policylisters.NewPodDisruptionBudgetLister(d.budgets.GetIndexer()),
 		Services: corelisters.NewServiceLister(d.services.GetIndexer()),
+		InNamespace: func(ns string) ([]*corev1.Pod, error) {
+			return corelisters.NewPodLister(pods.GetIndexer()).Pods(ns).List(labels.Everything())
+		},
 		Draining: func(name string) bool {
 			n, err := nodeLister.Get(name)
 			if err != nil {

@@ -25,14 +25,14 @@ type endpointWatch struct {
 	ctx    context.Context
 	client kubernetes.Interface
 
-	clock  clock.PassiveClock
+	clock clock.PassiveClock
 
 	mu      sync.Mutex
 	byNS    map[string]cache.SharedIndexInformer
 	started map[string]time.Time
-	notify notifier
-	wg     sync.WaitGroup
-	stopFn context.CancelFunc
+	notify  notifier
+	wg      sync.WaitGroup
+	stopFn  context.CancelFunc
 }
 
 const (

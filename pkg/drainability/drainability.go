@@ -78,6 +78,10 @@ type Sources struct {
 	Pods     Pods
 	Budgets  policylisters.PodDisruptionBudgetLister
 	Services corelisters.ServiceLister
+	// InNamespace, if set, lists the pods of a namespace wherever they
+	// run: a plan then knows which Services have no ready endpoint off the
+	// node.
+	InNamespace func(namespace string) ([]*corev1.Pod, error)
 	// Draining, if set, says whether a drain of the node is in progress:
 	// the gauge is kept then, but no Event is recorded (the drain's own
 	// Events say what blocks it).
@@ -121,11 +125,19 @@ func New(o Options, src Sources, events record.EventRecorder, reg prometheus.Reg
 	return c
 }
 
-// PodHandler marks the nodes of changed pods for evaluation.
+// PodHandler marks the nodes of changed pods for evaluation; with
+// Sources.InNamespace, also the nodes running pods of their namespace,
+// since a pod that turns Ready elsewhere changes which Services a node
+// holds every ready endpoint of.
 func (c *Controller) PodHandler() cache.ResourceEventHandler {
 	return changes(func(obj any) {
-		if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName != "" {
-			c.pending.node(p.Spec.NodeName)
+		p, ok := obj.(*corev1.Pod)
+		if !ok || p.Spec.NodeName == "" {
+			return
+		}
+		c.pending.node(p.Spec.NodeName)
+		if c.src.InNamespace != nil {
+			c.pending.namespace(p.Namespace)
 		}
 	})
 }
@@ -280,6 +292,9 @@ func (c *Controller) evaluate(name string) error {
 	}
 	in := plan.Inputs{Node: name, Now: c.clock.Now(), Pods: pods}
 	in.Deadline = in.Now.Add(c.opts.Window)
+	if c.src.InNamespace != nil {
+		in.ReadyElsewhere = plan.ReadyElsewhere(name, c.src.InNamespace)
+	}
 	for _, ns := range slices.Sorted(maps.Keys(st.namespaces)) {
 		budgets, err := c.src.Budgets.PodDisruptionBudgets(ns).List(labels.Everything())
 		if err != nil {

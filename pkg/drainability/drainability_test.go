@@ -215,12 +215,13 @@ func TestGaugeCountsEveryReason(t *testing.T) {
 	w.pass()
 
 	want := `
-# HELP lastcall_drain_blockers Pods on the node that would block or degrade a drain of it started now, by reason (pdb-allows-no-disruption, no-controller, emptydir, no-prestop-behind-service, grace-exceeds-deadline). Unlike lastcall's other metrics it has a node label: one series per reason for each node of the cluster, exported by the one process that keeps every node's drainability (the queue processor, or --mode=drainability); a node's series go with the node.
+# HELP lastcall_drain_blockers Pods on the node that would block or degrade a drain of it started now, by reason (pdb-allows-no-disruption, no-controller, emptydir, no-prestop-behind-service, only-ready-endpoint, grace-exceeds-deadline). Unlike lastcall's other metrics it has a node label: one series per reason for each node of the cluster, exported by the one process that keeps every node's drainability (the queue processor, or --mode=drainability); a node's series go with the node.
 # TYPE lastcall_drain_blockers gauge
 lastcall_drain_blockers{node="n1",reason="emptydir"} 1
 lastcall_drain_blockers{node="n1",reason="grace-exceeds-deadline"} 1
 lastcall_drain_blockers{node="n1",reason="no-controller"} 1
 lastcall_drain_blockers{node="n1",reason="no-prestop-behind-service"} 0
+lastcall_drain_blockers{node="n1",reason="only-ready-endpoint"} 0
 lastcall_drain_blockers{node="n1",reason="pdb-allows-no-disruption"} 2
 `
 	if err := testutil.GatherAndCompare(w.reg, strings.NewReader(want), "lastcall_drain_blockers"); err != nil {
@@ -385,14 +386,14 @@ func TestNodeGoneDeletesSeries(t *testing.T) {
 	w.addPod(pod("shop", "bare", "b", bare))
 	w.c.pending.everything()
 	w.pass()
-	if n := testutil.CollectAndCount(w.c.metrics.blockers); n != 10 {
-		t.Fatalf("%d series, want 10 (5 reasons, 2 nodes)", n)
+	if n := testutil.CollectAndCount(w.c.metrics.blockers); n != 12 {
+		t.Fatalf("%d series, want 12 (6 reasons, 2 nodes)", n)
 	}
 	w.event() // b's DrainBlocked
 	w.removeNode("b", true)
 	w.pass()
-	if n := testutil.CollectAndCount(w.c.metrics.blockers); n != 5 {
-		t.Errorf("%d series after node b went, want 5", n)
+	if n := testutil.CollectAndCount(w.c.metrics.blockers); n != 6 {
+		t.Errorf("%d series after node b went, want 6", n)
 	}
 	// A node gone without its delete seen goes at the next resync.
 	w.removeNode("a", false)

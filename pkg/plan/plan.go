@@ -38,13 +38,18 @@ const (
 	// readiness gate, so requests in flight when it gets SIGTERM, and
 	// those balancers still send it, fail (the 502s of a spot reclaim).
 	ReasonNoPreStop Reason = "no-prestop-behind-service"
+	// ReasonOnlyEndpoint: the pod is the only ready endpoint of a Service
+	// (or, with --keep-services-serving off, every ready endpoint of it is
+	// on the node): the Service has none from the pod's eviction until its
+	// replacement is ready, and answers 503 meanwhile.
+	ReasonOnlyEndpoint Reason = "only-ready-endpoint"
 	// ReasonGraceTooLong: the pod's terminationGracePeriodSeconds does not
 	// fit before the deadline; it will be cut short.
 	ReasonGraceTooLong Reason = "grace-exceeds-deadline"
 )
 
 // Reasons lists every reason, in the order they are reported.
-var Reasons = []Reason{ReasonPDB, ReasonNoController, ReasonEmptyDir, ReasonNoPreStop, ReasonGraceTooLong}
+var Reasons = []Reason{ReasonPDB, ReasonNoController, ReasonEmptyDir, ReasonNoPreStop, ReasonOnlyEndpoint, ReasonGraceTooLong}
 
 // Inputs are what a plan is made from: the node's pods, and the budgets and
 // Services of their namespaces (others are ignored).
@@ -55,6 +60,10 @@ type Inputs struct {
 	Pods     []*corev1.Pod
 	Budgets  []*policyv1.PodDisruptionBudget
 	Services []*corev1.Service
+	// ReadyElsewhere counts the Ready pods a Service selects on nodes other
+	// than Node; nil when unknown (no pod is then taken for a Service's
+	// last endpoint).
+	ReadyElsewhere func(*corev1.Service) int
 }
 
 // Plan is a drain worked out ahead.
@@ -83,6 +92,11 @@ type Plan struct {
 	Fits bool `json:"fits"`
 	// Problems say why it does not fit.
 	Problems []string `json:"problems"`
+	// OneAtATime are the Services (namespace/name) whose every ready
+	// endpoint is on the node: the drain lets their pods go one at a time,
+	// each next one once a replacement is ready on another node
+	// (--keep-services-serving).
+	OneAtATime []string `json:"oneAtATime"`
 }
 
 // Group is pods evicted together.
@@ -135,7 +149,7 @@ type Budget struct {
 // the drain's options.
 func Build(in Inputs, o drain.Options) Plan {
 	p := Plan{Node: in.Node, Now: in.Now, Deadline: in.Deadline, Margin: Seconds(o.DeadlineMargin), Policy: o.Policy,
-		Groups: []Group{}, Skipped: []Skipped{}, Terminating: []Skipped{}, Budgets: []Budget{}, Problems: []string{}}
+		Groups: []Group{}, Skipped: []Skipped{}, Terminating: []Skipped{}, Budgets: []Budget{}, Problems: []string{}, OneAtATime: []string{}}
 	sorted := drain.Sort(in.Pods, o)
 	for rule, pods := range sorted.Skipped {
 		for _, pod := range pods {
@@ -180,6 +194,19 @@ func Build(in Inputs, o drain.Options) Plan {
 				pp.Clamped = Seconds(time.Duration(*c) * time.Second)
 			}
 			pp.Blockers = blockers(pod, in, start, end)
+			for _, svc := range lastEndpoints(pod, in) {
+				name := svc.Namespace + "/" + svc.Name
+				switch n := readyOnNode(svc, in.Pods); {
+				case n == 1:
+					pp.Blockers = append(pp.Blockers, Blocker{Reason: ReasonOnlyEndpoint,
+						Detail: "Service " + svc.Name + " has no other ready endpoint: none until its replacement is ready"})
+				case !o.KeepServicesServing:
+					pp.Blockers = append(pp.Blockers, Blocker{Reason: ReasonOnlyEndpoint,
+						Detail: "every ready endpoint of Service " + svc.Name + " is on the node and --keep-services-serving is off: none until replacements are ready"})
+				case !slices.Contains(p.OneAtATime, name):
+					p.OneAtATime = append(p.OneAtATime, name)
+				}
+			}
 			from := start // when the pod is told to stop
 			for _, b := range blockingBudgets(pod, in.Budgets) {
 				key := b.Namespace + "/" + b.Name
@@ -312,6 +339,67 @@ func selectingService(pod *corev1.Pod, services []*corev1.Service) string {
 	}
 	slices.Sort(names)
 	return names[0]
+}
+
+// lastEndpoints are the Services that select the Ready pod and have no
+// Ready pod on another node.
+func lastEndpoints(pod *corev1.Pod, in Inputs) []*corev1.Service {
+	if in.ReadyElsewhere == nil || !podReady(pod) {
+		return nil
+	}
+	var out []*corev1.Service
+	for _, s := range in.Services {
+		if selects(s, pod) && in.ReadyElsewhere(s) == 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// readyOnNode counts the Ready pods of pods that svc selects.
+func readyOnNode(svc *corev1.Service, pods []*corev1.Pod) int {
+	n := 0
+	for _, p := range pods {
+		if selects(svc, p) && podReady(p) && p.DeletionTimestamp == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// selects says whether the Service sends the pod traffic.
+func selects(s *corev1.Service, pod *corev1.Pod) bool {
+	return s.Namespace == pod.Namespace && len(s.Spec.Selector) > 0 &&
+		labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(pod.Labels))
+}
+
+// podReady says whether the pod's Ready condition is True.
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// ReadyElsewhere returns Inputs.ReadyElsewhere over pods (those of the
+// Services' namespaces, wherever they run): the Ready pods a Service
+// selects on nodes other than node.
+func ReadyElsewhere(node string, pods func(namespace string) ([]*corev1.Pod, error)) func(*corev1.Service) int {
+	return func(s *corev1.Service) int {
+		list, err := pods(s.Namespace)
+		if err != nil {
+			return 1 // unknown: not taken for the last endpoint
+		}
+		n := 0
+		for _, p := range list {
+			if p.Spec.NodeName != node && p.Spec.NodeName != "" && p.DeletionTimestamp == nil && selects(s, p) && podReady(p) {
+				n++
+			}
+		}
+		return n
+	}
 }
 
 func hasPreStop(pod *corev1.Pod) bool {

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -156,5 +157,52 @@ func TestBuild(t *testing.T) {
 	}
 	if err := json.Unmarshal(b, &back); err != nil || back.Margin != 5 || back.Groups[0].Pods[0].Grace == 0 {
 		t.Errorf("JSON %s: %v", b, err)
+	}
+}
+
+// A Ready pod that is the only ready endpoint of a Service is flagged; the
+// pods of a Service whose every ready endpoint is on the node go one at a
+// time, unless --keep-services-serving is off, when they are flagged too.
+func TestServicesLeftWithoutEndpoints(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	ready := func(p *corev1.Pod) {
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		p.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 2}}}
+	}
+	app := func(a string) func(*corev1.Pod) {
+		return func(p *corev1.Pod) { p.Labels = map[string]string{"app": a} }
+	}
+	elsewhere := map[string]int{"solo": 0, "trio": 0, "spread": 2}
+	in := Inputs{
+		Node: "n1", Now: now, Deadline: now.Add(2 * time.Minute),
+		Pods: []*corev1.Pod{
+			mkPod("solo-0", 30, ready, app("solo")),
+			mkPod("trio-0", 30, ready, app("trio")), mkPod("trio-1", 30, ready, app("trio")), mkPod("trio-2", 30, ready, app("trio")),
+			mkPod("spread-0", 30, ready, app("spread")),
+		},
+		Services:       []*corev1.Service{service("solo"), service("trio"), service("spread")},
+		ReadyElsewhere: func(s *corev1.Service) int { return elsewhere[s.Name] },
+	}
+	for _, keep := range []bool{true, false} {
+		o := drain.DefaultOptions()
+		o.KeepServicesServing = keep
+		p := Build(in, o)
+		flagged := map[string]bool{}
+		for _, g := range p.Groups {
+			for _, pod := range g.Pods {
+				if slices.Contains(reasons(pod), ReasonOnlyEndpoint) {
+					flagged[pod.Name] = true
+				}
+			}
+		}
+		want := map[string]bool{"solo-0": true}
+		wantOne := []string{"shop/trio"}
+		if !keep {
+			want = map[string]bool{"solo-0": true, "trio-0": true, "trio-1": true, "trio-2": true}
+			wantOne = []string{}
+		}
+		if !maps.Equal(flagged, want) || !slices.Equal(p.OneAtATime, wantOne) {
+			t.Errorf("keep-services-serving=%v: flagged %v, one at a time %v; want %v, %v", keep, flagged, p.OneAtATime, want, wantOne)
+		}
 	}
 }

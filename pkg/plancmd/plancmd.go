@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -240,6 +241,22 @@ func readPlanInputs(ctx context.Context, client kubernetes.Interface, node strin
 			in.Services = append(in.Services, &services.Items[i])
 		}
 	}
+	inNamespace := map[string][]*corev1.Pod{}
+	in.ReadyElsewhere = plan.ReadyElsewhere(node, func(ns string) ([]*corev1.Pod, error) {
+		if pods, ok := inNamespace[ns]; ok {
+			return pods, nil
+		}
+		list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, err
+		}
+		var pods []*corev1.Pod
+		for i := range list.Items {
+			pods = append(pods, &list.Items[i])
+		}
+		inNamespace[ns] = pods
+		return pods, nil
+	})
 	return in, nil
 }
 

@@ -73,7 +73,7 @@ func TestPlanBlockers(t *testing.T) {
 		"NS/bare":                           {plan.ReasonNoController},
 		"NS/cache-<hash>-<id>":              {plan.ReasonEmptyDir},
 		"NS/slow-<hash>-<id>":               {plan.ReasonGraceTooLong},
-		"NS/web-<hash>-<id>":                {plan.ReasonNoPreStop},
+		"NS/web-<hash>-<id>":                {plan.ReasonNoPreStop, plan.ReasonOnlyEndpoint}, // a single replica
 		"kube-system/crit-NODE-<hash>-<id>": {}, // the non-critical group is gone 30 s early, leaving it its grace
 	}
 	if got := reasonsOf(p); !maps.EqualFunc(got, want, slices.Equal) {
@@ -137,20 +137,25 @@ func TestPlanBudgetPolicy(t *testing.T) {
 }
 
 // A node that drains cleanly: one pod with a preStop hook behind its
-// Service, its budget allowing a disruption.
+// Service, which has a ready endpoint on another node too, its budget
+// allowing a disruption.
 func TestPlanCleanNode(t *testing.T) {
 	ns := newNamespace(t)
 	node := newNode(t, "plan", nil)
+	other := newNode(t, "plan-other", nil)
+	create(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-elsewhere", Namespace: ns, Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{NodeName: other, Containers: []corev1.Container{{Name: "web", Image: "registry.example/web:1"}}}},
+		env.Client.CoreV1().Pods(ns).Create)
 	on := map[string]string{"kubernetes.io/hostname": node}
 	web := deployment(ns, "web", 1, on, 30)
 	web.Spec.Template.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 5}}}
 	create(t, web, env.Client.AppsV1().Deployments(ns).Create)
 	create(t, planService(ns, "web"), env.Client.CoreV1().Services(ns).Create)
 	create(t, pdb(ns, "web", 0), env.Client.PolicyV1().PodDisruptionBudgets(ns).Create)
-	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, node)) == 1 })
+	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, node)) == 1 && countReady(onNode(p, other)) == 1 })
 	eventually(t, "the PDB to allow a disruption", func() bool {
 		b, err := env.Client.PolicyV1().PodDisruptionBudgets(ns).Get(context.Background(), "web", metav1.GetOptions{})
-		return err == nil && b.Status.ObservedGeneration == b.Generation && b.Status.DisruptionsAllowed == 1
+		return err == nil && b.Status.ObservedGeneration == b.Generation && b.Status.DisruptionsAllowed >= 1
 	})
 
 	for _, policy := range []string{"graceful-override", "respect"} {

@@ -53,6 +53,8 @@ const (
 	headingNoController = "Pods with no controller (they will not come back)"
 	headingEmptyDir     = "Pods with emptyDir data (it will be lost)"
 	headingShutdown     = "Pods behind a Service without a preStop hook, or whose grace does not fit the deadline"
+	headingLastEndpoint = "Pods that are the last ready endpoints of a Service (it answers 503 until replacements are ready)"
+	headingOneAtATime   = "Services whose every ready endpoint is on the node (their pods go one at a time, each once a replacement is ready elsewhere)"
 	headingSkipped      = "Skipped"
 )
 
@@ -106,6 +108,16 @@ func Table(w io.Writer, p plan.Plan) error {
 	t.pods(byReason, false, plan.ReasonEmptyDir)
 	t.section(headingShutdown)
 	t.pods(byReason, true, plan.ReasonNoPreStop, plan.ReasonGraceTooLong)
+	if len(byReason[plan.ReasonOnlyEndpoint]) > 0 {
+		t.section(headingLastEndpoint)
+		t.pods(byReason, false, plan.ReasonOnlyEndpoint)
+	}
+	if len(p.OneAtATime) > 0 {
+		t.section(headingOneAtATime)
+		for _, s := range p.OneAtATime {
+			t.line("  %s", s)
+		}
+	}
 
 	if len(p.Terminating) > 0 {
 		t.section("Already terminating (the first group waits for them)")
