@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net/url"
 	"testing"
 	"time"
 
@@ -27,15 +26,7 @@ func TestQueueReplicaCutOffAloneHoldsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := e.group(t, 1, nil)[0]
-	u, err := url.Parse(env.Config.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cable := forward(t, "127.0.0.1", u.Host)
-	a := runAppVia(t, options(t, "--mode=queue", "--queue-url="+e.queueURL, "--region="+moto.Region, "--aws-endpoint="+e.proxy.URL(),
-		"--heartbeat-interval=1s", "--retry-after=1s", "--visibility-timeout=6s", "--lease-duration=3s",
-		"--pod-name=replica-a", "--pod-namespace=default", "--log-format=text"), cable.addr, "replica", "replica-a")
-	eventually(t, "replica a to be ready", func() bool { return a.probe(t, "/readyz") == 200 })
+	a, cable := e.startProcessorVia(t, "replica-a")
 
 	cable.down()
 	e.send(t, terminateHook(m))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -160,12 +161,30 @@ func (e *awsEnv) depth(t *testing.T) int {
 // test ends or stop is called; args are further flags, which win.
 func (e *awsEnv) startProcessor(t *testing.T, replica string, args ...string) *agent {
 	t.Helper()
-	base := []string{"--mode=queue", "--queue-url=" + e.queueURL, "--region=" + moto.Region, "--aws-endpoint=" + e.proxy.URL(),
-		"--heartbeat-interval=1s", "--retry-after=1s", "--visibility-timeout=6s", "--lease-duration=3s",
-		"--pod-name=" + replica, "--pod-namespace=default", "--log-format=text"}
-	a := runApp(t, options(t, append(base, args...)...), "replica", replica)
+	a := runApp(t, options(t, append(e.processorArgs(replica), args...)...), "replica", replica)
 	eventually(t, "the processor to be ready", func() bool { return a.probe(t, "/readyz") == 200 })
 	return a
+}
+
+// processorArgs are startProcessor's settings.
+func (e *awsEnv) processorArgs(replica string) []string {
+	return []string{"--mode=queue", "--queue-url=" + e.queueURL, "--region=" + moto.Region, "--aws-endpoint=" + e.proxy.URL(),
+		"--heartbeat-interval=1s", "--retry-after=1s", "--visibility-timeout=6s", "--lease-duration=3s",
+		"--pod-name=" + replica, "--pod-namespace=default", "--log-format=text"}
+}
+
+// startProcessorVia is startProcessor with every call to the API server
+// going through a forwarder the test can cut.
+func (e *awsEnv) startProcessorVia(t *testing.T, replica string) (*agent, *forwarder) {
+	t.Helper()
+	u, err := url.Parse(env.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := forward(t, "127.0.0.1", u.Host)
+	a := runAppVia(t, options(t, e.processorArgs(replica)...), api.addr, "replica", replica)
+	eventually(t, "the processor to be ready", func() bool { return a.probe(t, "/readyz") == 200 })
+	return a, api
 }
 
 // startProcessorProcess runs a queue processor replica as the shipped

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net/url"
 	"testing"
 	"time"
 
@@ -29,15 +28,7 @@ func TestQueueAPIServerOutageDeadLettersNothing(t *testing.T) {
 	}
 	ms := e.group(t, 2, nil)
 	hooked, spot := ms[0], ms[1]
-	u, err := url.Parse(env.Config.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := forward(t, "127.0.0.1", u.Host)
-	p := runAppVia(t, options(t, "--mode=queue", "--queue-url="+e.queueURL, "--region="+moto.Region, "--aws-endpoint="+e.proxy.URL(),
-		"--heartbeat-interval=1s", "--retry-after=1s", "--visibility-timeout=6s", "--lease-duration=3s",
-		"--pod-name=outage", "--pod-namespace=default", "--log-format=text"), api.addr, "replica", "outage")
-	eventually(t, "the processor to be ready", func() bool { return p.probe(t, "/readyz") == 200 })
+	p, api := e.startProcessorVia(t, "outage")
 
 	api.down()
 	stopped := time.Now()

@@ -20,18 +20,7 @@ import (
 // kubelet's timing: a preStop hook longer than the grace period is cut
 // short at its end, and the server still gets 2 s after it before the kill.
 func TestGracePeriodArithmetic(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	defer cancel()
-	client := fake.NewClientset()
-	clock := clocktesting.NewFakeClock(time.Now())
-	rtCtx, stop := context.WithCancel(ctx)
-	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	rt, err := podrun.Start(rtCtx, client, "app=stubborn", podrun.WithClock(clock), podrun.WithLogger(log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Wait()
-	defer stop()
+	ctx, client, clock, rt := fakeRuntime(t, "app=stubborn")
 
 	pods := client.CoreV1().Pods("default")
 	pod, err := pods.Create(ctx, &corev1.Pod{
@@ -97,17 +86,7 @@ func TestGracePeriodArithmetic(t *testing.T) {
 // StartupAnnotation is neither Running nor Ready until its application
 // has started.
 func TestStartupDelay(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	defer cancel()
-	client := fake.NewClientset()
-	clock := clocktesting.NewFakeClock(time.Now())
-	rtCtx, stop := context.WithCancel(ctx)
-	rt, err := podrun.Start(rtCtx, client, "app=slow", podrun.WithClock(clock), podrun.WithLogger(slog.New(slog.NewTextHandler(t.Output(), nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Wait()
-	defer stop()
+	ctx, client, clock, _ := fakeRuntime(t, "app=slow")
 	pods := client.CoreV1().Pods("default")
 	pod, err := pods.Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "slow", UID: "slow-uid", Labels: map[string]string{"app": "slow"},
@@ -133,4 +112,21 @@ func TestStartupDelay(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("pod not Running once started: %v", err)
 	}
+}
+
+// fakeRuntime starts a runtime for the pods of selector on a fake API and
+// a fake clock, until the test ends.
+func fakeRuntime(t *testing.T, selector string) (context.Context, *fake.Clientset, *clocktesting.FakeClock, *podrun.Runtime) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	client := fake.NewClientset()
+	clock := clocktesting.NewFakeClock(time.Now())
+	rtCtx, stop := context.WithCancel(ctx)
+	rt, err := podrun.Start(rtCtx, client, selector, podrun.WithClock(clock), podrun.WithLogger(slog.New(slog.NewTextHandler(t.Output(), nil))))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop(); rt.Wait(); cancel() })
+	return ctx, client, clock, rt
 }
