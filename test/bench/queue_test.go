@@ -111,14 +111,8 @@ func queueHooks(b *testing.B, nodes int) {
 	for i := 0; i < len(ids); i += 10 {
 		var entries []sqstypes.SendMessageBatchRequestEntry
 		for j, id := range ids[i:min(i+10, len(ids))] {
-			token := proxy.Register(moto.LifecycleActionState{GroupName: group, HookName: "drain", InstanceID: id})
-			body, _ := json.Marshal(map[string]any{
-				"version": "0", "id": "ev-" + id, "detail-type": "EC2 Instance-terminate Lifecycle Action", "source": "aws.autoscaling",
-				"account": "123456789012", "time": time.Now().UTC().Format(time.RFC3339), "region": moto.Region, "resources": []string{},
-				"detail": map[string]string{"LifecycleActionToken": token, "AutoScalingGroupName": group, "LifecycleHookName": "drain",
-					"EC2InstanceId": id, "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING"},
-			})
-			entries = append(entries, sqstypes.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(j)), MessageBody: aws.String(string(body))})
+			body := terminateHook(proxy, group, id)
+			entries = append(entries, sqstypes.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(j)), MessageBody: aws.String(body)})
 		}
 		if _, err := q.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: &url, Entries: entries}); err != nil {
 			b.Fatal(err)
@@ -187,6 +181,20 @@ func queueHooks(b *testing.B, nodes int) {
 	}
 	results.add(fmt.Sprintf("  %d hooks: CPU used over that time (2 cores)", nodes), fmt.Sprintf("%s; lastcall %.1f s; %.0f%% of the machine",
 		strings.Join(used, ", "), cpu.Seconds(), 100*total/(2*took.Seconds())), "", "")
+}
+
+// terminateHook registers a terminate lifecycle action of instance id in
+// group with the lifecycle proxy, and renders the EventBridge event that
+// tells of it, as SQS receives it.
+func terminateHook(proxy *moto.LifecycleProxy, group, id string) string {
+	token := proxy.Register(moto.LifecycleActionState{GroupName: group, HookName: "drain", InstanceID: id})
+	body, _ := json.Marshal(map[string]any{
+		"version": "0", "id": "ev-" + id, "detail-type": "EC2 Instance-terminate Lifecycle Action", "source": "aws.autoscaling",
+		"account": "123456789012", "time": time.Now().UTC().Format(time.RFC3339), "region": moto.Region, "resources": []string{},
+		"detail": map[string]string{"LifecycleActionToken": token, "AutoScalingGroupName": group, "LifecycleHookName": "drain",
+			"EC2InstanceId": id, "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING"},
+	})
+	return string(body)
 }
 
 // cpuTimes reads the CPU time each control-plane component has used.

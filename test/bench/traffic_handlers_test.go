@@ -3,9 +3,18 @@ package bench
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/lastcall/lastcall/test/agentproc"
+	"github.com/lastcall/lastcall/test/emulators/moto"
 
 	"github.com/lastcall/lastcall/test/emulators/aemm"
 	"github.com/lastcall/lastcall/test/emulators/gcemeta"
@@ -51,6 +60,82 @@ func startKeeper(b *testing.B, node string) func() {
 	}
 	a := startAgentEnv(b, node, "", "LASTCALL_CLOUD=gce", "GCE_METADATA_HOST="+g.Host())
 	return func() { a.Stop(); g.Close() }
+}
+
+// armQueue runs lastcall's queue processor against moto, the lifecycle
+// proxy and a queue of their own, the doomed node running an instance of
+// an Auto Scaling group. The notice is a terminate lifecycle hook's
+// message; the instance goes, and the node dies, once lastcall completes
+// the lifecycle action (or at the end of the window, the hook's bound in
+// this scenario).
+func armQueue(b *testing.B, ctx context.Context, node string) notice {
+	b.Helper()
+	m, err := moto.Start(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	proxy := moto.NewLifecycleProxy(m.URL())
+	if err := proxy.Start(); err != nil {
+		m.Stop()
+		b.Fatal(err)
+	}
+	stopAWS := func() { proxy.Close(); m.Stop() }
+	cfg := moto.Config(proxy.URL())
+	group := uniq("traffic-asg")
+	ids, err := moto.CreateGroup(ctx, cfg, moto.Group{Name: group, Size: 1})
+	if err != nil {
+		stopAWS()
+		b.Fatal(err)
+	}
+	id := ids[0]
+	patch := fmt.Sprintf(`{"spec":{"providerID":"aws:///%sa/%s"}}`, moto.Region, id)
+	if _, err := env.Client.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		stopAWS()
+		b.Fatal(err)
+	}
+	q := sqs.NewFromConfig(cfg)
+	name := uniq("traffic-queue")
+	qo, err := q.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: &name})
+	if err != nil {
+		stopAWS()
+		b.Fatal(err)
+	}
+	url := aws.ToString(qo.QueueUrl)
+	p, err := agentproc.Start(ctx, agentproc.Config{Binary: lastcallBinary(b), Kubeconfig: env.Kubeconfig,
+		LogPath: filepath.Join(env.Dir, "logs", "lastcall-queue-"+node+".log"),
+		Env: []string{"LASTCALL_MODE=queue", "LASTCALL_QUEUE_URL=" + url, "LASTCALL_REGION=" + moto.Region,
+			"LASTCALL_AWS_ENDPOINT=" + proxy.URL(), "LASTCALL_POD_NAME=traffic", "LASTCALL_POD_NAMESPACE=default",
+			"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"}})
+	if err != nil {
+		stopAWS()
+		b.Fatal(err)
+	}
+	drained, dies := make(chan time.Time, 1), make(chan time.Time, 1)
+	var wg sync.WaitGroup
+	deliver := func() {
+		body := terminateHook(proxy, group, id)
+		if _, err := q.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &url, MessageBody: &body}); err != nil {
+			b.Errorf("sending the lifecycle hook's message: %v", err)
+			return
+		}
+		wg.Go(func() {
+			t := time.NewTicker(20 * time.Millisecond)
+			defer t.Stop()
+			for {
+				if c, ok := proxy.Completion(id); ok {
+					drained <- c.At
+					dies <- time.Now()
+					return
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		})
+	}
+	return notice{deliver: deliver, drained: drained, dies: dies, stop: func() { p.Stop(); wg.Wait(); stopAWS() }}
 }
 
 // kubectlTimeout bounds `kubectl drain` inside the GCE window.

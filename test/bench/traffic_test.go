@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,6 +106,9 @@ type notice struct {
 	// drained delivers when the handler reports its drain done, if it
 	// does.
 	drained <-chan time.Time
+	// dies, if set, delivers when the instance goes before the end of the
+	// window (a lifecycle action completed).
+	dies <-chan time.Time
 	// stop ends what arm started.
 	stop func()
 }
@@ -118,6 +122,8 @@ var trafficHandlers = []trafficHandler{
 	{name: "kubectl-drain", label: "`kubectl drain` at the notice (30 s window)", window: gceWindow, arm: armKubectl},
 	{name: "lastcall-ec2", label: "lastcall, EC2 spot notice (2 min)", window: spotWindow,
 		setup: func(b *testing.B) { lastcallBinary(b) }, arm: armSpot(lastcallRun)},
+	{name: "lastcall-queue", label: "lastcall queue processor, terminate lifecycle hook (the instance goes once it is completed, 2 min at most)",
+		window: spotWindow, setup: func(b *testing.B) { lastcallBinary(b) }, arm: armQueue},
 	{name: "nth-ec2", label: nthName + ", EC2 spot notice (2 min)", window: spotWindow,
 		setup: func(b *testing.B) { nthSetup(b) }, arm: armSpot(nthRun)},
 }
@@ -250,8 +256,19 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 		waitUntil(ctx, start)
 	}
 	var sent atomic.Int64
+	var failMu sync.Mutex
+	var failures []traffic.Result // the first few, to say when they came
 	lg, err := traffic.NewLoadGen(bal.URL(), trafficRate, traffic.WithDuration(trafficBefore+h.window+trafficAfter),
-		traffic.WithObserver(func(traffic.Result) { sent.Add(1) }))
+		traffic.WithObserver(func(r traffic.Result) {
+			sent.Add(1)
+			if r.Outcome != traffic.OK {
+				failMu.Lock()
+				if len(failures) < 5 {
+					failures = append(failures, r)
+				}
+				failMu.Unlock()
+			}
+		}))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -279,6 +296,9 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 			b.Logf("%s: drain done %s after the notice", h.name, at.Sub(noticed).Round(10*time.Millisecond))
 			b.ReportMetric(at.Sub(noticed).Seconds(), "drained-after-notice-s")
 			drained = nil
+		case <-n.dies:
+			b.Logf("%s: the instance went %s after the notice", h.name, time.Since(noticed).Round(10*time.Millisecond))
+			waiting = false
 		case <-deadline.C:
 			waiting = false
 		}
@@ -294,6 +314,11 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 			b.Logf("  first %s: %s", o, ex)
 		}
 	}
+	failMu.Lock()
+	for _, r := range failures {
+		b.Logf("  failed request %d sent %s after the notice: %s %d %v", r.Seq, r.Start.Sub(noticed).Round(time.Millisecond), r.Outcome, r.Code, r.Err)
+	}
+	failMu.Unlock()
 	return s
 }
 
