@@ -64,7 +64,15 @@ type trafficVariant struct {
 	// startup is how long the pods' application takes to start; 0 for
 	// at once.
 	startup time.Duration
+	// nodeLB sends the load through a node-level load balancer (instance
+	// mode, nodeLBDelay of deregistration) to a kube-proxy on each node
+	// that forwards to any ready endpoint, rather than through the
+	// pod-level balancer alone.
+	nodeLB bool
 }
+
+// nodeLBDelay is the node-level load balancer's deregistration delay.
+const nodeLBDelay = 5 * time.Second
 
 var trafficVariants = []trafficVariant{
 	{name: "prestop", label: "preStop sleep 2 s, graceful SIGTERM, 3 replicas one per node, PDB minAvailable 2",
@@ -81,6 +89,8 @@ var trafficVariants = []trafficVariant{
 	// it outright: it has none.
 	{name: "single", label: "preStop 2 s, a single replica, no PDB",
 		replicas: 1, preStop: 2 * time.Second, packed: true},
+	{name: "node-lb", label: "preStop 2 s, 3 replicas one per node, PDB minAvailable 2, through a node-level load balancer (5 s deregistration) and kube-proxy",
+		replicas: 3, preStop: 2 * time.Second, minAvailable: 2, nodeLB: true},
 	{name: "no-pdb", label: "preStop 2 s, 3 replicas one per node, no PDB",
 		replicas: 3, preStop: 2 * time.Second},
 }
@@ -188,8 +198,10 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 			stop()
 		}
 	}()
+	var nodes []string
 	add := func(name string) {
 		addNode(b, name, pool)
+		nodes = append(nodes, name)
 		if v.gated {
 			keepers[name] = startKeeper(b, name)
 		}
@@ -245,6 +257,10 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 		b.Fatal(err)
 	}
 	poll(b, setupCtx, "the balancer sending to every replica", func() bool { return len(bal.Backends()) == int(v.replicas) })
+	target, killProxy := bal.URL(), func(string) {}
+	if v.nodeLB {
+		target, killProxy = startNodePath(b, ctx, setupCtx, ns, nodes, rt, log)
+	}
 
 	n := h.arm(b, ctx, doomed)
 	defer n.stop()
@@ -258,7 +274,7 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 	var sent atomic.Int64
 	var failMu sync.Mutex
 	var failures []traffic.Result // the first few, to say when they came
-	lg, err := traffic.NewLoadGen(bal.URL(), trafficRate, traffic.WithDuration(trafficBefore+h.window+trafficAfter),
+	lg, err := traffic.NewLoadGen(target, trafficRate, traffic.WithDuration(trafficBefore+h.window+trafficAfter),
 		traffic.WithObserver(func(r traffic.Result) {
 			sent.Add(1)
 			if r.Outcome != traffic.OK {
@@ -307,6 +323,7 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 		b.Logf("%s: drain not done when the node died", h.name)
 	}
 	rt.KillNode(doomed)
+	killProxy(doomed)
 	s := <-done
 	b.Logf("%s", s)
 	for _, o := range traffic.Outcomes {
@@ -320,6 +337,39 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 	}
 	failMu.Unlock()
 	return s
+}
+
+// startNodePath starts a kube-proxy on each node (a pod-level balancer
+// forwarding to any ready endpoint of the Service, as with
+// externalTrafficPolicy Cluster) and a node-level load balancer over the
+// pool's nodes in front of them, with nodeLBDelay of deregistration. It
+// returns the load balancer's URL and how to stop a node's kube-proxy when
+// the node dies.
+func startNodePath(b *testing.B, ctx, setupCtx context.Context, ns string, nodes []string, rt *podrun.Runtime, log *slog.Logger) (string, func(string)) {
+	b.Helper()
+	proxies, stops := map[string]string{}, map[string]context.CancelFunc{}
+	for _, n := range nodes {
+		pctx, stop := context.WithCancel(ctx)
+		kp, err := traffic.StartPodBalancer(pctx, env.Client, traffic.PodBalancerConfig{Namespace: ns, Service: "web",
+			Resolve: rt.AddrOf, PropagationDelay: trafficPropagation, Proxy: traffic.ProxyConfig{Logger: log.With("source", "kube-proxy", "node", n)}})
+		if err != nil {
+			stop()
+			b.Fatal(err)
+		}
+		proxies[n], stops[n] = strings.TrimPrefix(kp.URL(), "http://"), stop
+	}
+	lb, err := traffic.StartNodeBalancer(ctx, env.Client, traffic.NodeBalancerConfig{Selector: "pool=" + ns,
+		Target:              func(n string) (string, bool) { a, ok := proxies[n]; return a, ok },
+		DeregistrationDelay: nodeLBDelay, Proxy: traffic.ProxyConfig{Logger: log.With("source", "node-balancer")}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	poll(b, setupCtx, "the node-level load balancer sending to every node", func() bool { return len(lb.Nodes()) == len(nodes) })
+	return lb.URL(), func(n string) {
+		if stop, ok := stops[n]; ok {
+			stop()
+		}
+	}
 }
 
 // createWeb creates the Service, the budget if any, and the Deployment
