@@ -2,10 +2,13 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/lastcall/lastcall/pkg/plan"
 	"github.com/lastcall/lastcall/pkg/serving"
 	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/podrun"
@@ -161,7 +165,7 @@ func BenchmarkTrafficThroughDrain(b *testing.B) {
 			for _, h := range handlers {
 				b.Run(h.name, func(b *testing.B) {
 					for range b.N {
-						s := runTraffic(b, v, h)
+						s, verdict := runTraffic(b, v, h)
 						b.ReportMetric(float64(s.Failed()), "failed-requests")
 						b.ReportMetric(float64(s.Sent), "sent-requests")
 						fig := failedOf(s)
@@ -171,7 +175,7 @@ func BenchmarkTrafficThroughDrain(b *testing.B) {
 						} else if baseline != "" {
 							anchor = "no handler: " + baseline
 						}
-						results.add(fmt.Sprintf("traffic: %s, %s", v.label, h.label), fig, anchor, "")
+						results.add(fmt.Sprintf("traffic: %s (lastcall plan: %s), %s", v.label, verdict, h.label), fig, anchor, "")
 					}
 				})
 			}
@@ -179,8 +183,9 @@ func BenchmarkTrafficThroughDrain(b *testing.B) {
 	}
 }
 
-// runTraffic runs the scenario once and returns what the load saw.
-func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summary {
+// runTraffic runs the scenario once and returns what the load saw, and
+// what lastcall plan said of the doomed node just before the notice.
+func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) (traffic.Summary, string) {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -262,6 +267,7 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 		target, killProxy = startNodePath(b, ctx, setupCtx, ns, nodes, rt, log)
 	}
 
+	verdict := planVerdict(b, doomed, h.window)
 	n := h.arm(b, ctx, doomed)
 	defer n.stop()
 	if !n.at.IsZero() {
@@ -336,7 +342,38 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) traffic.Summar
 		b.Logf("  failed request %d sent %s after the notice: %s %d %v", r.Seq, r.Start.Sub(noticed).Round(time.Millisecond), r.Outcome, r.Code, r.Err)
 	}
 	failMu.Unlock()
-	return s
+	return s, verdict
+}
+
+// planVerdict runs lastcall plan on node for a deadline window away and
+// says what it flags: its blockers' reasons, and the Services it would
+// drain one at a time; "clean" if nothing.
+func planVerdict(b *testing.B, node string, window time.Duration) string {
+	b.Helper()
+	out, err := exec.Command(lastcallBinary(b), "plan", "--node", node, "--kubeconfig", env.Kubeconfig, "-o", "json",
+		"--deadline", window.String()).Output()
+	var p plan.Plan
+	if jerr := json.Unmarshal(out, &p); jerr != nil {
+		b.Fatalf("lastcall plan: %v, %v", err, jerr)
+	}
+	var said []string
+	for _, g := range p.Groups {
+		for _, pod := range g.Pods {
+			for _, bl := range pod.Blockers {
+				if !slices.Contains(said, string(bl.Reason)) {
+					said = append(said, string(bl.Reason))
+				}
+			}
+		}
+	}
+	slices.Sort(said)
+	if len(p.OneAtATime) > 0 {
+		said = append(said, "one at a time")
+	}
+	if len(said) == 0 {
+		return "clean"
+	}
+	return strings.Join(said, ", ")
 }
 
 // startNodePath starts a kube-proxy on each node (a pod-level balancer

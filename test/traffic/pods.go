@@ -42,6 +42,10 @@ type PodBalancer struct {
 	slices map[string]map[string]*corev1.ObjectReference
 	// refs holds every ready endpoint applied, by backend name.
 	refs map[string]*corev1.ObjectReference
+	// known holds every endpoint ever applied, by backend name: a request
+	// that chose a backend just before it was removed still reaches it,
+	// as through a real proxy, rather than failing to resolve it.
+	known map[string]*corev1.ObjectReference
 }
 
 // StartPodBalancer starts a reverse proxy on 127.0.0.1 for a Service. It
@@ -62,6 +66,7 @@ func StartPodBalancer(ctx context.Context, client kubernetes.Interface, cfg PodB
 		cfg:    cfg,
 		slices: map[string]map[string]*corev1.ObjectReference{},
 		refs:   map[string]*corev1.ObjectReference{},
+		known:  map[string]*corev1.ObjectReference{},
 	}
 	b.balancer = newBalancer(cfg.Proxy, b.target, "source", "pod-balancer", "service", cfg.Namespace+"/"+cfg.Service)
 	endpointSlices := func(f informers.SharedInformerFactory) cache.SharedIndexInformer {
@@ -106,13 +111,14 @@ func (b *PodBalancer) apply(key string, ready map[string]*corev1.ObjectReference
 	for _, s := range b.slices {
 		maps.Copy(b.refs, s)
 	}
+	maps.Copy(b.known, b.refs)
 	b.fwd.set(slices.Collect(maps.Keys(b.refs)))
 }
 
 // target resolves a backend's address.
 func (b *PodBalancer) target(name string) (string, bool) {
 	b.mu.Lock()
-	ref := b.refs[name]
+	ref := b.known[name]
 	b.mu.Unlock()
 	if ref == nil {
 		return "", false
