@@ -74,7 +74,7 @@ func TestPlanBlockers(t *testing.T) {
 		"NS/cache-<hash>-<id>":              {plan.ReasonEmptyDir},
 		"NS/slow-<hash>-<id>":               {plan.ReasonGraceTooLong},
 		"NS/web-<hash>-<id>":                {plan.ReasonNoPreStop, plan.ReasonOnlyEndpoint}, // a single replica
-		"kube-system/crit-NODE-<hash>-<id>": {}, // the non-critical group is gone 30 s early, leaving it its grace
+		"kube-system/crit-NODE-<hash>-<id>": {},                                              // the non-critical group is gone 30 s early, leaving it its grace
 	}
 	if got := reasonsOf(p); !maps.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("blockers:\n got %v\nwant %v", got, want)
@@ -152,7 +152,9 @@ func TestPlanCleanNode(t *testing.T) {
 	create(t, web, env.Client.AppsV1().Deployments(ns).Create)
 	create(t, planService(ns, "web"), env.Client.CoreV1().Services(ns).Create)
 	create(t, pdb(ns, "web", 0), env.Client.PolicyV1().PodDisruptionBudgets(ns).Create)
-	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, node)) == 1 && countReady(onNode(p, other)) == 1 })
+	waitPods(t, ns, func(p []*corev1.Pod) bool {
+		return countReady(onNode(p, node)) == 1 && countReady(onNode(p, other)) == 1
+	})
 	eventually(t, "the PDB to allow a disruption", func() bool {
 		b, err := env.Client.PolicyV1().PodDisruptionBudgets(ns).Get(context.Background(), "web", metav1.GetOptions{})
 		return err == nil && b.Status.ObservedGeneration == b.Generation && b.Status.DisruptionsAllowed >= 1
