@@ -68,6 +68,12 @@ type trafficVariant struct {
 	// startup is how long the pods' application takes to start; 0 for
 	// at once.
 	startup time.Duration
+	// grace, when set, is the pods' termination grace period in seconds
+	// instead of trafficGrace.
+	grace int64
+	// sigterm is what the servers do on SIGTERM (podrun.Graceful if
+	// unset).
+	sigterm string
 	// nodeLB sends the load through a node-level load balancer (instance
 	// mode, nodeLBDelay of deregistration) to a kube-proxy on each node
 	// that forwards to any ready endpoint, rather than through the
@@ -93,6 +99,8 @@ var trafficVariants = []trafficVariant{
 	// it outright: it has none.
 	{name: "single", label: "preStop 2 s, a single replica, no PDB",
 		replicas: 1, preStop: 2 * time.Second, packed: true},
+	{name: "long-grace", label: "preStop 2 s, SIGTERM ignored, grace period 60 s (longer than the GCE window), 3 replicas one per node, PDB minAvailable 2",
+		replicas: 3, preStop: 2 * time.Second, minAvailable: 2, grace: 60, sigterm: podrun.Ignore},
 	{name: "node-lb", label: "preStop 2 s, 3 replicas one per node, PDB minAvailable 2, through a node-level load balancer (5 s deregistration) and kube-proxy",
 		replicas: 3, preStop: 2 * time.Second, minAvailable: 2, nodeLB: true},
 	{name: "no-pdb", label: "preStop 2 s, 3 replicas one per node, no PDB",
@@ -417,6 +425,9 @@ func createWeb(b *testing.B, ctx context.Context, ns string, v trafficVariant, p
 	selector := map[string]string{"app": "web", "traffic": ns}
 	labels := map[string]string{"app": "web", "traffic": ns, cluster.ServedLabel: "true"}
 	grace := int64(trafficGrace)
+	if v.grace > 0 {
+		grace = v.grace
+	}
 	c := corev1.Container{Name: "web", Image: "registry.example/web:1", Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}
 	if v.preStop > 0 {
 		c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: int64(v.preStop / time.Second)}}}
@@ -431,6 +442,9 @@ func createWeb(b *testing.B, ctx context.Context, ns string, v trafficVariant, p
 				LabelSelector: &metav1.LabelSelector{MatchLabels: selector}, TopologyKey: corev1.LabelHostname}}}}
 	}
 	annotations := map[string]string{podrun.SignalAnnotation: podrun.Graceful}
+	if v.sigterm != "" {
+		annotations[podrun.SignalAnnotation] = v.sigterm
+	}
 	if v.startup > 0 {
 		annotations[podrun.StartupAnnotation] = v.startup.String()
 	}

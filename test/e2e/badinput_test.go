@@ -48,6 +48,7 @@ var outOfRange = map[string][]string{
 	"source-stale-after":       {"0s"},
 	"deadline-margin":          {"-1s", "30s"},
 	"lb-deregistration-delay":  {"-1s", "11m"},
+	"serving-gate-delay":       {"-1s", "6m"},
 	"webhook-timeout":          {"0s"},
 	"gce-preemption-deadline":  {"0s"},
 	"gce-maintenance-deadline": {"0s"},
