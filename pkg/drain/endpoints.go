@@ -100,9 +100,8 @@ func (w *endpointWatch) services(ns string, uid types.UID) (names []string, sync
 }
 
 // readyElsewhere counts the ready endpoints of Service svc of ns on nodes
-// other than node, and returns a channel closed at the next change.
-func (w *endpointWatch) readyElsewhere(ns, svc, node string) (int, <-chan struct{}) {
-	changed := w.notify.wait()
+// other than node.
+func (w *endpointWatch) readyElsewhere(ns, svc, node string) int {
 	objs, _ := w.informer(ns).GetIndexer().ByIndex(serviceIndex, svc)
 	seen := map[types.UID]bool{}
 	for _, o := range objs {
@@ -117,7 +116,7 @@ func (w *endpointWatch) readyElsewhere(ns, svc, node string) (int, <-chan struct
 			seen[ep.TargetRef.UID] = true
 		}
 	}
-	return len(seen), changed
+	return len(seen)
 }
 
 // isReady says whether an endpoint is ready (unset means ready).

@@ -62,10 +62,7 @@ func (e *eviction) run(ctx context.Context) (evictOutcome, error) {
 		var budgetChanged <-chan struct{}
 		if !spread && (end.IsZero() || d.clock.Now().Before(overrideAt)) {
 			if !e.spread.wait(ctx, pod, spreadBound(end, overrideAt, d.clock.Now()), e.stop) {
-				if ctx.Err() != nil {
-					return 0, ctx.Err()
-				}
-				return gone, nil
+				return stopped(ctx)
 			}
 		}
 		spread = true
@@ -77,10 +74,7 @@ func (e *eviction) run(ctx context.Context) (evictOutcome, error) {
 		if !unserved && e.gates.wanted(pod) && (end.IsZero() || d.clock.Now().Before(overrideAt)) {
 			var ok bool
 			if release, ok = e.gates.lock(ctx, pod, e.stop); !ok {
-				if ctx.Err() != nil {
-					return 0, ctx.Err()
-				}
-				return gone, nil
+				return stopped(ctx)
 			}
 			if err = e.evict(ctx, nil, true); err == nil {
 				unserved = true
@@ -141,6 +135,15 @@ func (e *eviction) run(ctx context.Context) (evictOutcome, error) {
 		case <-d.clock.After(pause):
 		}
 	}
+}
+
+// stopped is how an eviction ends when a wait before it was cut short:
+// ctx's error, or gone when the group's pods are (stop closed).
+func stopped(ctx context.Context) (evictOutcome, error) {
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
+	}
+	return gone, nil
 }
 
 // evict asks the Eviction API to evict the pod with grace, with a UID

@@ -64,9 +64,7 @@ func (s *spread) wait(ctx context.Context, p *corev1.Pod, bound time.Time, stop 
 			}
 			s.mu.Lock()
 			svcs, _ := s.endpoints.services(p.Namespace, p.UID)
-			for _, svc := range svcs {
-				s.released[p.Namespace+"/"+svc]++
-			}
+			s.letGo(p.Namespace, svcs)
 			s.mu.Unlock()
 			d.metrics.spread.WithLabelValues("timeout").Inc()
 			d.log.Warn("no replacement endpoint ready elsewhere by the last moment the pod can shut down gracefully; it goes anyway",
@@ -88,14 +86,19 @@ func (s *spread) release(p *corev1.Pod) (svc string, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, svc := range svcs {
-		if n, _ := s.endpoints.readyElsewhere(p.Namespace, svc, s.node); n < s.released[p.Namespace+"/"+svc] {
+		if s.endpoints.readyElsewhere(p.Namespace, svc, s.node) < s.released[p.Namespace+"/"+svc] {
 			return svc, false
 		}
 	}
-	for _, svc := range svcs {
-		s.released[p.Namespace+"/"+svc]++
-	}
+	s.letGo(p.Namespace, svcs)
 	return "", true
+}
+
+// letGo counts a pod of each of the Services as let go; s.mu is held.
+func (s *spread) letGo(ns string, svcs []string) {
+	for _, svc := range svcs {
+		s.released[ns+"/"+svc]++
+	}
 }
 
 // spreadBound is until when a pod may wait for its Service: the last
