@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -180,7 +181,10 @@ func detect(ctx context.Context, o *Options, log *slog.Logger, clk clock.Clock, 
 			log.Info("cloud detected", "cloud", p.Name())
 			return p, nil
 		}
-		status.Store(&err)
+		// Readiness names the clouds asked, not what their services
+		// answered: that is in the log.
+		why := fmt.Errorf("no cloud metadata service answered (asked %s; the log says what each answered)", strings.Join(o.providerNames(), ", "))
+		status.Store(&why)
 		log.Error("no cloud metadata service answered; retrying", "err", err, "retry_in", detectEvery)
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -94,11 +95,33 @@ func Run(ctx context.Context, o *Options, env Env) error {
 		env.Clock = clock.RealClock{}
 	}
 	reg := prometheus.NewRegistry()
+	guard, err := newMetricsGuard(o, env, reg)
+	if err != nil {
+		return err
+	}
 	p, err := build(ctx, o, env, reg)
 	if err != nil {
 		return err
 	}
-	return p.serve(ctx, env, reg)
+	return p.serve(ctx, env, reg, guard)
+}
+
+// metricsGuard is how the metrics port is served: under --metrics-auth
+// kubernetes, over TLS with /metrics behind the API server's reviews.
+type metricsGuard struct {
+	auth *server.Auth
+	tls  *tls.Config
+}
+
+func newMetricsGuard(o *Options, env Env, reg prometheus.Registerer) (metricsGuard, error) {
+	if o.MetricsAuth != MetricsAuthKubernetes {
+		return metricsGuard{}, nil
+	}
+	cfg, err := server.SelfSignedTLS("lastcall-metrics")
+	if err != nil {
+		return metricsGuard{}, fmt.Errorf("--metrics-auth=%s: %w", o.MetricsAuth, err)
+	}
+	return metricsGuard{auth: server.NewAuth(env.Client, env.Clock, reg), tls: cfg}, nil
 }
 
 // process is a mode wired: what it watches, when it is alive and ready,
@@ -170,7 +193,7 @@ func newCommon(ctx context.Context, o *Options, env Env, host string, reg promet
 
 // serve runs the informers, then main once they have synced, and the
 // server throughout, until ctx ends or one of them fails.
-func (p *process) serve(ctx context.Context, env Env, gatherer prometheus.Gatherer) error {
+func (p *process) serve(ctx context.Context, env Env, gatherer prometheus.Gatherer, guard metricsGuard) error {
 	c, informers, main := p.common, p.informers, p.main
 	defer c.shutdown()
 	var wg sync.WaitGroup
@@ -195,7 +218,7 @@ func (p *process) serve(ctx context.Context, env Env, gatherer prometheus.Gather
 				return p.readiness()
 			}
 			return nil
-		}), env.Log)
+		}, guard.auth), guard.tls, env.Log)
 	})
 	for _, inf := range informers {
 		wg.Go(func() { inf.RunWithContext(ctx) })

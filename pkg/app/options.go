@@ -32,6 +32,18 @@ const (
 	ModeDrainability = "drainability"
 )
 
+// The values of --metrics-auth.
+const (
+	// MetricsAuthNone serves /metrics over plain HTTP to anyone who
+	// reaches the port.
+	MetricsAuthNone = "none"
+	// MetricsAuthKubernetes serves every path over HTTPS, and /metrics
+	// only to a bearer token the API server authenticates (TokenReview)
+	// whose user may get the non-resource URL /metrics
+	// (SubjectAccessReview).
+	MetricsAuthKubernetes = "kubernetes"
+)
+
 // Modes lists the modes.
 var Modes = []string{ModeAgent, ModeQueue, ModeDrainability}
 
@@ -49,6 +61,7 @@ type Options struct {
 	KubeBurst     int
 	KubeTimeout   time.Duration
 	ListenAddress string
+	MetricsAuth   string
 	LogFormat     string
 	LogLevel      string
 	DryRun        bool
@@ -79,6 +92,7 @@ func NewOptions(providers ...provider.Provider) *Options {
 		KubeBurst:     100,
 		KubeTimeout:   5 * time.Second,
 		ListenAddress: ":9477",
+		MetricsAuth:   MetricsAuthNone,
 		LogFormat:     "json",
 		LogLevel:      "info",
 		Agent:         AgentOptions{Cloud: "auto", PollInterval: defaultPollInterval},
@@ -103,6 +117,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.KubeTimeout, "kube-api-timeout", o.KubeTimeout, "Bound on each Kubernetes API call but watches and lists. When one goes unanswered that long, every connection to the API server is closed and the call tried again on a new one: "+
 		"a connection that stopped passing bytes without closing would otherwise hold every call for about 45 s.")
 	fs.StringVar(&o.ListenAddress, "listen-address", o.ListenAddress, "Address serving /metrics, /healthz and /readyz.")
+	fs.StringVar(&o.MetricsAuth, "metrics-auth", o.MetricsAuth, "none: serve /metrics over HTTP to anyone; kubernetes: serve over HTTPS (a self-signed certificate), and /metrics only to a bearer token the API server authenticates "+
+		"whose user may get the non-resource URL /metrics (TokenReview, then SubjectAccessReview, as kube-rbac-proxy does; needs the ClusterRole system:auth-delegator). The probes stay open.")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "Log format: json or text.")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "Log level: debug, info, warn or error.")
 	fs.BoolVar(&o.DryRun, "dry-run", o.DryRun, "Log what would be done to nodes and pods, and change nothing: no node change, no eviction, no Event, no lifecycle heartbeat or completion. "+
@@ -142,6 +158,9 @@ func (o *Options) Validate() error {
 	}
 	if o.KubeTimeout <= 0 || o.KubeTimeout > time.Minute {
 		bad("kube-api-timeout", "must be positive and at most 1m; got %s", o.KubeTimeout)
+	}
+	if !slices.Contains([]string{MetricsAuthNone, MetricsAuthKubernetes}, o.MetricsAuth) {
+		bad("metrics-auth", "must be %s or %s; got %q", MetricsAuthNone, MetricsAuthKubernetes, o.MetricsAuth)
 	}
 	if !slices.Contains([]string{"json", "text"}, o.LogFormat) {
 		bad("log-format", "must be json or text; got %q", o.LogFormat)

@@ -99,7 +99,8 @@ func (s *Sources) Synced() <-chan struct{} { return s.synced }
 
 // Check returns nil when every source has read its signal within the stale
 // window (or, before its first read, while start-up is within it), and an
-// error naming each failing source otherwise.
+// error naming each failing source and the reason of its last failure
+// otherwise, never the failure's own text.
 func (s *Sources) Check() error { return s.check(false) }
 
 // CheckRead is Check, except that a source that has not read its signal
@@ -133,7 +134,10 @@ func (s *Sources) check(readOnce bool) error {
 			msg = fmt.Sprintf("%s: no successful read for %s", n, now.Sub(last).Round(time.Second))
 		}
 		if st.lastErr != nil {
-			msg += fmt.Sprintf(" (%s: %v)", st.lastReason, st.lastErr)
+			// The reason only: the error's text, which may carry a cloud's
+			// or the API server's own words, is in the log, not on an
+			// unauthenticated probe.
+			msg += fmt.Sprintf(" (last failure: %s)", st.lastReason)
 		}
 		bad = append(bad, msg)
 	}

@@ -3,6 +3,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,10 +19,16 @@ import (
 type Check func() error
 
 // Handler returns the mux: /metrics from gatherer, /healthz from healthz,
-// /readyz from readyz. A failing check answers 503 with its reason.
-func Handler(gatherer prometheus.Gatherer, healthz, readyz Check) http.Handler {
+// /readyz from readyz. A failing check answers 503 with its reason. auth,
+// when not nil, guards /metrics; the probes stay open (a kubelet's probe
+// carries no token), and say only healthy or not and which source.
+func Handler(gatherer prometheus.Gatherer, healthz, readyz Check, auth *Auth) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{Timeout: 10 * time.Second}))
+	var metrics http.Handler = promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{Timeout: 10 * time.Second})
+	if auth != nil {
+		metrics = auth.Wrap(metrics)
+	}
+	mux.Handle("GET "+MetricsPath, metrics)
 	mux.Handle("GET /healthz", checkHandler(healthz))
 	mux.Handle("GET /readyz", checkHandler(readyz))
 	return mux
@@ -39,8 +46,12 @@ func checkHandler(check Check) http.Handler {
 	})
 }
 
-// Serve serves h on ln until ctx ends, then shuts down within 5 s.
-func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+// Serve serves h on ln until ctx ends, then shuts down within 5 s; over
+// TLS when tlsConfig is not nil.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, tlsConfig *tls.Config, log *slog.Logger) error {
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -50,7 +61,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("serving metrics and probes", "address", ln.Addr().String())
+	log.Info("serving metrics and probes", "address", ln.Addr().String(), "tls", tlsConfig != nil)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
@@ -61,6 +62,9 @@ func installRBAC(t *testing.T, release, ns string, values map[string]any) map[st
 		"ClusterRoleBinding": schemaGVR("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
 		"Role":               schemaGVR("rbac.authorization.k8s.io", "v1", "roles"),
 		"RoleBinding":        schemaGVR("rbac.authorization.k8s.io", "v1", "rolebindings"),
+		// rbac.ownNodeOnly: the policy confining each agent to its node.
+		"ValidatingAdmissionPolicy":        schemaGVR("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies"),
+		"ValidatingAdmissionPolicyBinding": schemaGVR("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings"),
 	}
 	clients := map[string]kubernetes.Interface{}
 	for _, o := range render(t, release, ns, values) {
@@ -249,6 +253,20 @@ type drainWith struct {
 	// plan: plan the drain ahead from every budget and Service, as the
 	// queue processor's drainability does.
 	plan bool
+	// node and podNS, when set, are the node to drain and its pods'
+	// namespace: three ready pods labelled app=rbac (nodeWithPods makes
+	// them otherwise).
+	node, podNS string
+	// host is the Events' source host: the agent records its node's name.
+	host string
+	// self is the agent's own pod, which the drain leaves.
+	self types.NamespacedName
+	// window is the time from the hold to the deadline: a minute when 0.
+	window time.Duration
+	// evicted and overridden are the pods the drain must take off the node
+	// (Result.Evicted, deletions despite a budget included), and delete
+	// despite their budget: 3 and 0 when both are 0.
+	evicted, overridden int
 }
 
 // nodeWithPods adds a node running three ready pods labelled app=rbac, in
@@ -384,7 +402,16 @@ func httpGet(ctx context.Context, url string) (string, error) {
 func drainAs(t *testing.T, client kubernetes.Interface, ns string, with drainWith) {
 	t.Helper()
 	ctx := testContext(t)
-	name, podNS := nodeWithPods(t)
+	name, podNS := with.node, with.podNS
+	if name == "" {
+		name, podNS = nodeWithPods(t)
+	}
+	if with.window == 0 {
+		with.window = time.Minute
+	}
+	if with.evicted == 0 && with.overridden == 0 {
+		with.evicted = 3
+	}
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
@@ -423,7 +450,7 @@ func drainAs(t *testing.T, client kubernetes.Interface, ns string, with drainWit
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	defer broadcaster.Shutdown()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "lastcall"})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "lastcall", Host: with.host})
 
 	if with.lease {
 		held, err := lease.NewLocker(client, ns, "rbac-test", 15*time.Second, clock.RealClock{}, log).Acquire(ctx, name)
@@ -433,19 +460,21 @@ func drainAs(t *testing.T, client kubernetes.Interface, ns string, with drainWit
 		defer held.Release(context.Background())
 	}
 	ev := interruption.Event{ID: interruption.NewID(interruption.KindSpotInterruption, name), Kind: interruption.KindSpotInterruption,
-		Action: interruption.ActionDrain, Source: "test", Deadline: time.Now().Add(time.Minute)}
+		Action: interruption.ActionDrain, Source: "test", Deadline: time.Now().Add(with.window)}
 	nodes := node.NewClient(client, nodeLister.Get, clock.RealClock{}, node.OwnerAgent, false, log)
 	if _, err := nodes.Hold(ctx, name, ev); err != nil {
 		t.Fatalf("holding the node as the ServiceAccount: %v", err)
 	}
 	recorder.Eventf(node.Ref(name), corev1.EventTypeNormal, "Cordoned", "RBAC test")
-	d := drain.New(client, index, recorder, prometheus.NewRegistry(), log, clock.RealClock{}, drain.DefaultOptions())
+	opts := drain.DefaultOptions()
+	opts.Self = with.self
+	d := drain.New(client, index, recorder, prometheus.NewRegistry(), log, clock.RealClock{}, opts)
 	res, err := d.Drain(ctx, drain.Request{Node: name, Kind: string(ev.Kind), Deadline: ev.Deadline, Why: "RBAC test"})
 	if err != nil {
 		t.Fatalf("draining as the ServiceAccount: %v (result %+v)", err, res)
 	}
-	if res.Evicted != 3 {
-		t.Errorf("evicted %d pods, want 3", res.Evicted)
+	if res.Evicted != with.evicted || len(res.Overridden) != with.overridden {
+		t.Errorf("took %d pods off the node, %v of them deleted despite their budget; want %d and %d", res.Evicted, res.Overridden, with.evicted, with.overridden)
 	}
 	if err := nodes.RecordDrain(ctx, name, "success", ev.ID); err != nil {
 		t.Fatalf("recording the drain as the ServiceAccount: %v", err)

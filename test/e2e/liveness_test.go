@@ -255,8 +255,13 @@ func TestLivenessSurvivesMetadataOutage(t *testing.T) {
 		}
 	}
 	code, body := a.readyzBody(t, readiness.path)
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, sources[0]) {
-		t.Errorf("%s = %d %q during the outage, want 503 naming %s", readiness.path, code, body, sources[0])
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, sources[0]) || !strings.Contains(body, "last failure: timeout") {
+		t.Errorf("%s = %d %q during the outage, want 503 naming %s and its failure's reason", readiness.path, code, body, sources[0])
+	}
+	// The probe is open to anyone who reaches the port: the reason, not
+	// the error's text (which names the endpoint and what it answered).
+	if strings.Contains(body, "127.0.0.1") || strings.Contains(body, "deadline exceeded") || strings.Contains(body, "http") {
+		t.Errorf("%s echoes a raw error during the outage: %q", readiness.path, body)
 	}
 	if n := waitNode(t, name, func(*corev1.Node) bool { return true }); n.Spec.Unschedulable {
 		t.Fatal("the node was cordoned with no notice read")

@@ -94,7 +94,10 @@ processor keeps every node's drainability itself). */}}
 
 {{/* Arguments every component takes (--mode apart). */}}
 {{- define "lastcall.commonArgs" -}}
-- --listen-address=:{{ .Values.metrics.port }}
+- --listen-address={{ include "lastcall.listenAddress" . }}
+{{- if .Values.metrics.auth.enabled }}
+- --metrics-auth=kubernetes
+{{- end }}
 - --log-format={{ .Values.logFormat }}
 - --log-level={{ .Values.logLevel }}
 - --fallback-deadline={{ .Values.fallbackDeadline }}
@@ -156,6 +159,12 @@ boolean is --flag=true|false, null leaves the flag out. */}}
 
 {{/* Environment every component takes: the pod's identity. */}}
 {{- define "lastcall.commonEnv" -}}
+{{- if .Values.metrics.bindPodIP }}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+{{- end }}
 - name: LASTCALL_POD_NAME
   valueFrom:
     fieldRef:
@@ -198,11 +207,17 @@ livenessProbe:
   httpGet:
     path: /healthz
     port: metrics
+    {{- if .Values.metrics.auth.enabled }}
+    scheme: HTTPS
+    {{- end }}
   {{- toYaml .Values.probes.liveness | nindent 2 }}
 readinessProbe:
   httpGet:
     path: /readyz
     port: metrics
+    {{- if .Values.metrics.auth.enabled }}
+    scheme: HTTPS
+    {{- end }}
   {{- toYaml .Values.probes.readiness | nindent 2 }}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
@@ -222,5 +237,26 @@ securityContext:
 - name: notifications
   mountPath: /etc/lastcall/notifications
   readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Whether the agent is confined to its own node by a
+ValidatingAdmissionPolicy: agent mode with RBAC, and rbac.ownNodeOnly true,
+or auto where the API server serves ValidatingAdmissionPolicy. */}}
+{{- define "lastcall.ownNodeOnly" -}}
+{{- $v := .Values.rbac.ownNodeOnly }}
+{{- if and (eq .Values.mode "agent") .Values.rbac.create }}
+{{- if eq (toString $v) "true" }}true
+{{- else if and (eq (toString $v) "auto") (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") }}true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The address serving metrics and probes: every address, or with
+metrics.bindPodIP the pod's IP only ($POD_IP, from the downward API;
+brackets hold an IPv6 address as well as an IPv4 one). */}}
+{{- define "lastcall.listenAddress" -}}
+{{- if .Values.metrics.bindPodIP }}[$(POD_IP)]:{{ .Values.metrics.port }}
+{{- else }}:{{ .Values.metrics.port }}
 {{- end }}
 {{- end }}
