@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/lastcall/lastcall/pkg/app"
@@ -154,5 +155,53 @@ func TestMetricsAuth(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestMetricsBindPodIP: with metrics.bindPodIP every component listens on
+// the address the kubelet makes of the pod's IP, an IPv4 or an IPv6 one,
+// which net.Listen takes.
+func TestMetricsBindPodIP(t *testing.T) {
+	objs := render(t, "bind", "bind", map[string]any{"metrics": map[string]any{"bindPodIP": true}})
+	workloads := 0
+	for _, o := range objs {
+		if o.GetKind() != "DaemonSet" && o.GetKind() != "Deployment" {
+			continue
+		}
+		workloads++
+		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		c, _ := containers[0].(map[string]any)
+		args, _, _ := unstructured.NestedStringSlice(c, "args")
+		env, _, _ := unstructured.NestedSlice(c, "env")
+		fromPodIP := false
+		for _, e := range env {
+			e, _ := e.(map[string]any)
+			path, _, _ := unstructured.NestedString(e, "valueFrom", "fieldRef", "fieldPath")
+			fromPodIP = fromPodIP || (e["name"] == "POD_IP" && path == "status.podIP")
+		}
+		if !fromPodIP {
+			t.Errorf("%s %s: no POD_IP from status.podIP", o.GetKind(), o.GetName())
+		}
+		var listen string
+		for _, a := range args {
+			if v, ok := strings.CutPrefix(a, "--listen-address="); ok {
+				listen = v
+			}
+		}
+		for _, ip := range []string{"127.0.0.1", "::1"} {
+			addr := strings.ReplaceAll(strings.Replace(listen, ":9477", ":0", 1), "$(POD_IP)", ip)
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Errorf("%s %s: --listen-address=%s with the pod IP %s: %v", o.GetKind(), o.GetName(), listen, ip, err)
+				continue
+			}
+			if host, _, _ := net.SplitHostPort(ln.Addr().String()); host != ip {
+				t.Errorf("%s %s: --listen-address=%s listens on %s, want %s only", o.GetKind(), o.GetName(), listen, ln.Addr(), ip)
+			}
+			ln.Close()
+		}
+	}
+	if workloads != 2 {
+		t.Errorf("rendered %d workloads, want the DaemonSet and the drainability Deployment", workloads)
 	}
 }
