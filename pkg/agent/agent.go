@@ -48,6 +48,13 @@ type Options struct {
 	// does waits on the API server or the metadata service, so an
 	// unanswered ping means the loop itself is stuck.
 	Pings <-chan chan struct{}
+	// RebalanceHoldTimeout, when positive, releases the hold of a
+	// rebalance recommendation this long after the cloud issued it (or
+	// after the agent first saw it, when the notice has no time), unless
+	// the cloud withdrew it first. A recommendation stays listed in the
+	// metadata once issued: without it, a node whose interruption never
+	// comes stays cordoned until it is replaced.
+	RebalanceHoldTimeout time.Duration
 }
 
 // Agent feeds the episode of one node from its sources.
@@ -56,8 +63,21 @@ type Agent struct {
 	episodes Episodes
 	events   record.EventRecorder
 	received *prometheus.CounterVec
+	expiredN *prometheus.CounterVec
 	log      *slog.Logger
 	clock    clock.Clock
+
+	// expiring are the holds RebalanceHoldTimeout will release, by notice
+	// ID; expired are those it released, never held again.
+	expiring map[string]expiring
+	expired  map[string]bool
+	// expireC fires when the earliest of expiring is due.
+	expireC <-chan time.Time
+}
+
+type expiring struct {
+	ev interruption.Event
+	at time.Time
 }
 
 // New returns an Agent.
@@ -69,8 +89,14 @@ func New(opts Options, episodes Episodes, events record.EventRecorder, reg prome
 		Namespace: "lastcall", Name: "events_received_total",
 		Help: "Interruption events received from the instance's metadata, by source, kind and action (cordon, drain, notify, cancel).",
 	}, []string{"source", "kind", "action"})
-	reg.MustRegister(received)
-	return &Agent{opts: opts, episodes: episodes, events: events, received: received, log: log, clock: clk}
+	expired := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "lastcall", Name: "holds_expired_total",
+		Help: "Holds released because no interruption followed in time (--rebalance-hold-timeout), by kind.",
+	}, []string{"kind"})
+	expired.WithLabelValues(string(interruption.KindRebalance))
+	reg.MustRegister(received, expired)
+	return &Agent{opts: opts, episodes: episodes, events: events, received: received, expiredN: expired, log: log, clock: clk,
+		expiring: map[string]expiring{}, expired: map[string]bool{}}
 }
 
 // Run watches every source until ctx ends, and returns once they have
@@ -105,6 +131,9 @@ func (a *Agent) Run(ctx context.Context, sources []interruption.Source, synced <
 			return nil
 		case reply := <-a.opts.Pings:
 			close(reply)
+		case <-a.expireC:
+			a.expireC = nil
+			a.expireDue()
 		case ev := <-in:
 			a.receive(ev, completers)
 		case <-synced:
@@ -143,6 +172,10 @@ func (a *Agent) receive(ev interruption.Event, completers map[string]CompletingS
 	var err error
 	switch ev.Action {
 	case interruption.ActionCancel:
+		if _, ok := a.expiring[ev.ID]; ok {
+			delete(a.expiring, ev.ID)
+			a.rearm()
+		}
 		err = a.episodes.Withdraw(a.opts.Node, ev)
 	case interruption.ActionNotify:
 		// The VM survives this one (a live migration, a freeze): say so,
@@ -150,6 +183,9 @@ func (a *Agent) receive(ev interruption.Event, completers map[string]CompletingS
 		a.events.Eventf(node.Ref(a.opts.Node), corev1.EventTypeNormal, "MaintenanceNotice",
 			"%s from %s: %s; the node stays in service", ev.Kind, ev.Source, ev.Detail)
 	default:
+		if a.expires(ev) {
+			return
+		}
 		n := episode.Notice{Event: ev}
 		if c, ok := completers[ev.Source]; ok {
 			n.Completer = c.Completer(ev)
@@ -158,5 +194,74 @@ func (a *Agent) receive(ev interruption.Event, completers map[string]CompletingS
 	}
 	if err != nil {
 		a.log.Warn("notice not handled: shutting down", "id", ev.ID, "err", err)
+	}
+}
+
+// expires says whether ev is a rebalance recommendation whose hold
+// RebalanceHoldTimeout has released, or would release already: it is not
+// held (again). Otherwise it schedules the release of a rebalance hold.
+func (a *Agent) expires(ev interruption.Event) bool {
+	if ev.Kind != interruption.KindRebalance || a.opts.RebalanceHoldTimeout <= 0 {
+		return false
+	}
+	if a.expired[ev.ID] {
+		a.log.Debug("rebalance recommendation seen again after its hold expired: not held", "id", ev.ID)
+		return true
+	}
+	start := ev.Issued
+	if start.IsZero() {
+		start = a.clock.Now()
+	}
+	at := start.Add(a.opts.RebalanceHoldTimeout)
+	if !a.clock.Now().Before(at) {
+		// Issued longer ago than the timeout (seen after a restart): any
+		// hold an earlier run left goes too.
+		a.expire(ev)
+		return true
+	}
+	if _, ok := a.expiring[ev.ID]; !ok {
+		a.expiring[ev.ID] = expiring{ev: ev, at: at}
+		a.rearm()
+	}
+	return false
+}
+
+// expireDue releases the holds whose time is up.
+func (a *Agent) expireDue() {
+	now := a.clock.Now()
+	for _, x := range a.expiring {
+		if !now.Before(x.at) {
+			a.expire(x.ev)
+		}
+	}
+	a.rearm()
+}
+
+// expire releases ev's hold for good: no interruption followed it in time.
+func (a *Agent) expire(ev interruption.Event) {
+	delete(a.expiring, ev.ID)
+	a.expired[ev.ID] = true
+	a.expiredN.WithLabelValues(string(ev.Kind)).Inc()
+	a.log.Info("no interruption followed the rebalance recommendation in time: its hold is released",
+		"id", ev.ID, "issued", ev.Issued, "timeout", a.opts.RebalanceHoldTimeout)
+	a.events.Eventf(node.Ref(a.opts.Node), corev1.EventTypeNormal, "HoldExpired",
+		"%s %s: no interruption followed within %s (--rebalance-hold-timeout); lastcall releases its hold", ev.Kind, ev.ID, a.opts.RebalanceHoldTimeout)
+	cancel := interruption.Event{ID: ev.ID, Kind: ev.Kind, Action: interruption.ActionCancel, Source: ev.Source}
+	if err := a.episodes.Withdraw(a.opts.Node, cancel); err != nil {
+		a.log.Warn("hold not released: shutting down", "id", ev.ID, "err", err)
+	}
+}
+
+// rearm sets expireC to fire when the earliest hold in expiring is due.
+func (a *Agent) rearm() {
+	a.expireC = nil
+	var first time.Time
+	for _, x := range a.expiring {
+		if first.IsZero() || x.at.Before(first) {
+			first = x.at
+		}
+	}
+	if !first.IsZero() {
+		a.expireC = a.clock.After(max(first.Sub(a.clock.Now()), 0))
 	}
 }

@@ -59,7 +59,7 @@ func buildAgent(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 	// Liveness is the agent's own loop answering pings; while it waits
 	// for a cloud to answer, or for the caches, it is not judged.
 	live := health.NewLoop("agent", LivenessPingBound, env.Clock)
-	ag := agent.New(agent.Options{Node: name, Pings: live.Pings()}, k.episodes, c.recorder, c.reg, log.With("component", "agent"), env.Clock)
+	ag := agent.New(agent.Options{Node: name, Pings: live.Pings(), RebalanceHoldTimeout: o.Agent.RebalanceHoldTimeout}, k.episodes, c.recorder, c.reg, log.With("component", "agent"), env.Clock)
 	gate, err := servingKeeper(env, c, name, nodeInformer, k.pods, log)
 	if err != nil {
 		return nil, err
@@ -144,7 +144,8 @@ func newKernel(o *Options, env Env, c *common, nodeInformer, podInformer cache.S
 	if err != nil {
 		return nil, err
 	}
-	nodes := node.NewClient(env.Client, corelisters.NewNodeLister(nodeInformer.GetIndexer()).Get, env.Clock, owner, o.DryRun, log.With("component", "node"))
+	nodes := node.NewClient(env.Client, corelisters.NewNodeLister(nodeInformer.GetIndexer()).Get, env.Clock, owner, o.DryRun, log.With("component", "node")).
+		WithTaintEffect(o.Episode.TaintEffect)
 	drainer := drain.New(env.Client, podIndex, c.recorder, c.reg, log.With("component", "drain"), env.Clock, o.drainOptions())
 	notifier, err := notify.New(o.Notify, c.reg, log.With("component", "notify"), env.Clock)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/lastcall/lastcall/pkg/drain"
@@ -82,6 +83,9 @@ type AgentOptions struct {
 	// Cloud is auto or a provider's name.
 	Cloud        string
 	PollInterval time.Duration
+	// RebalanceHoldTimeout releases a rebalance recommendation's hold
+	// this long after it was issued; 0 keeps it.
+	RebalanceHoldTimeout time.Duration
 }
 
 // NewOptions returns the defaults, for the given clouds.
@@ -97,7 +101,7 @@ func NewOptions(providers ...provider.Provider) *Options {
 		LogLevel:      "info",
 		Agent:         AgentOptions{Cloud: "auto", PollInterval: defaultPollInterval},
 		Health:        health.Options{StaleAfter: time.Minute},
-		Episode:       episode.Options{FallbackDeadline: 2 * time.Minute},
+		Episode:       episode.Options{FallbackDeadline: 2 * time.Minute, TaintEffect: corev1.TaintEffectNoSchedule},
 		Drain:         drain.DefaultOptions(),
 		Notify:        notify.Options{Timeout: notify.DefaultTimeout},
 		Lease:         lease.DefaultOptions(),
@@ -129,6 +133,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.Cloud, "cloud", a.Cloud, "Agent: auto (ask each metadata service), or one of: "+strings.Join(o.providerNames(), ", ")+
 		". In drainability mode, the cloud whose notice drains are planned against.")
 	fs.DurationVar(&a.PollInterval, "poll-interval", a.PollInterval, "Agent: how often each polled metadata signal is read (long-polled ones are not polled).")
+	fs.DurationVar(&a.RebalanceHoldTimeout, "rebalance-hold-timeout", a.RebalanceHoldTimeout, "Agent: release the hold of a rebalance recommendation this long after EC2 issued it, when no interruption followed "+
+		"(a recommendation stays listed once issued); 0 keeps the node held until it goes.")
 
 	o.Health.AddFlags(fs)
 	o.Episode.AddFlags(fs)
@@ -182,6 +188,9 @@ func (o *Options) Validate() error {
 		}
 		if o.Agent.PollInterval <= 0 || o.Agent.PollInterval > time.Minute {
 			bad("poll-interval", "must be between 1ns and 1m; got %s", o.Agent.PollInterval)
+		}
+		if h := o.Agent.RebalanceHoldTimeout; h != 0 && (h < time.Second || h > 7*24*time.Hour) {
+			bad("rebalance-hold-timeout", "must be 0 (never) or between 1s and 168h; got %s", h)
 		}
 		for _, p := range o.Providers {
 			errs = append(errs, p.Validate())

@@ -195,6 +195,13 @@ func (d *Drainer) drain(ctx context.Context, req Request, sched *schedule) (Resu
 	for rule, skipped := range sorted.Skipped {
 		res.Skipped[rule] += len(skipped)
 		d.metrics.skipped.WithLabelValues(rule).Add(float64(len(skipped)))
+		if rule == RuleAnnotated {
+			for _, p := range skipped {
+				res.Kept = append(res.Kept, p.Namespace+"/"+p.Name)
+				d.log.Info("pod left on the node by its annotation", "pod", p.Namespace+"/"+p.Name, "annotation", AnnotationSkipEviction)
+			}
+			slices.Sort(res.Kept)
+		}
 	}
 	var evictable []*corev1.Pod
 	for _, g := range sorted.Groups {

@@ -67,6 +67,12 @@ func TestClassify(t *testing.T) {
 		{pod("plain"), Evict, ""},
 		{pod("mirror", func(p *corev1.Pod) { p.Annotations = map[string]string{corev1.MirrorPodAnnotationKey: "x"} }), Skip, "mirror"},
 		{pod("lastcall-x"), Skip, "self"},
+		{pod("kept", func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationSkipEviction: "true"} }), Skip, RuleAnnotated},
+		{pod("kept-ds", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnotationSkipEviction: "true"}
+			p.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", Name: "d", Controller: &ctrl}}
+		}), Skip, RuleAnnotated},
+		{pod("not-kept", func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationSkipEviction: "false"} }), Evict, ""},
 		{pod("ds", func(p *corev1.Pod) {
 			p.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", APIVersion: appsv1.SchemeGroupVersion.String(), Name: "d", Controller: &ctrl}}
 		}), Skip, "daemonset"},

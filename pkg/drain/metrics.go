@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer, deadlineUsed func() float64) *metrics
 		}, []string{"code"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "pods_skipped_total",
-			Help: "Pods a drain left in place, by rule (mirror, self, daemonset, completed).",
+			Help: "Pods a drain left in place, by rule (mirror, self, annotated: lastcall.io/skip-eviction, daemonset, completed).",
 		}, []string{"rule"}),
 		overdue: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "pods_remaining_at_deadline_total",

@@ -133,6 +133,8 @@ func TestResultSummary(t *testing.T) {
 		{Result{Evicted: 3}, "3 pods evicted"},
 		{Result{Evicted: 4, Overridden: []string{"shop/db-0"}, Skipped: map[string]int{"daemonset": 2, "self": 1}},
 			"3 pods evicted, 1 deleted past its PodDisruptionBudget (shop/db-0), left in place: 2 daemonset, 1 self"},
+		{Result{Evicted: 2, Skipped: map[string]int{RuleAnnotated: 1, "daemonset": 1}, Kept: []string{"batch/train-0"}},
+			"2 pods evicted, left in place: 1 annotated lastcall.io/skip-eviction (batch/train-0), 1 daemonset"},
 	} {
 		if got := tc.res.Summary(); got != tc.want {
 			t.Errorf("Summary = %q, want %q", got, tc.want)

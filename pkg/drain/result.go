@@ -29,6 +29,10 @@ const (
 	// NodeGone: the node was deleted while it was drained. A drain alone
 	// never ends so; package episode tells it.
 	NodeGone Outcome = "node_gone"
+	// CordonOnly: no drain was asked for (--cordon-only): the node is held
+	// and its pods go with it. Package episode tells it; it is not in
+	// Outcomes, as no drain ends so.
+	CordonOnly Outcome = "cordon_only"
 )
 
 // Outcomes lists every outcome, for metrics that start every series at 0.
@@ -52,6 +56,9 @@ type Result struct {
 	// Overridden are the pods deleted despite their PodDisruptionBudget
 	// (graceful-override), as namespace/name.
 	Overridden []string
+	// Kept are the pods left on the node by their annotation
+	// (AnnotationSkipEviction), as namespace/name.
+	Kept []string
 	// Deadline is the deadline the drain worked to at its end.
 	Deadline time.Time
 }
@@ -83,8 +90,13 @@ func (r Result) Summary() string {
 		s += fmt.Sprintf(", %d deleted past its PodDisruptionBudget (%s)", n, strings.Join(r.Overridden[:min(n, 5)], ", "))
 	}
 	var left []string
-	for _, rule := range []string{"daemonset", "mirror", "self", "completed"} {
-		if n := r.Skipped[rule]; n > 0 {
+	for _, rule := range []string{RuleAnnotated, "daemonset", "mirror", "self", "completed"} {
+		n := r.Skipped[rule]
+		switch {
+		case n == 0:
+		case rule == RuleAnnotated && len(r.Kept) > 0:
+			left = append(left, fmt.Sprintf("%d annotated %s (%s)", n, AnnotationSkipEviction, strings.Join(r.Kept[:min(len(r.Kept), 5)], ", ")))
+		default:
 			left = append(left, fmt.Sprintf("%d %s", n, rule))
 		}
 	}

@@ -17,6 +17,15 @@ const (
 	WaitOnly
 )
 
+// AnnotationSkipEviction, set to "true" on a pod, keeps lastcall from
+// evicting it: the pod stays on the node and goes with it (a batch job
+// that checkpoints on the kubelet's own shutdown).
+const AnnotationSkipEviction = "lastcall.io/skip-eviction"
+
+// RuleAnnotated is the rule that leaves the pods annotated
+// AnnotationSkipEviction.
+const RuleAnnotated = "annotated"
+
 // Rule looks at one pod and either decides (decided true) or passes.
 type Rule struct {
 	// Name is the reason reported for the pods it decides.
@@ -33,6 +42,9 @@ var Rules = []Rule{
 	}},
 	{Name: "self", Check: func(p *corev1.Pod, self types.NamespacedName) (Verdict, bool) {
 		return Skip, self.Name != "" && p.Name == self.Name && p.Namespace == self.Namespace
+	}},
+	{Name: RuleAnnotated, Check: func(p *corev1.Pod, _ types.NamespacedName) (Verdict, bool) {
+		return Skip, p.Annotations[AnnotationSkipEviction] == "true"
 	}},
 	{Name: "daemonset", Check: func(p *corev1.Pod, _ types.NamespacedName) (Verdict, bool) {
 		for _, o := range p.OwnerReferences {

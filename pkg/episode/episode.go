@@ -144,6 +144,12 @@ type Options struct {
 	Retry wait.Backoff
 	// CompleteTimeout bounds a completer's Complete.
 	CompleteTimeout time.Duration
+	// CordonOnly holds the node for every notice and drains for none: a
+	// drain notice's completer runs once the node is held, with
+	// drain.CordonOnly.
+	CordonOnly bool
+	// TaintEffect is the effect of the taint a hold puts on the node.
+	TaintEffect corev1.TaintEffect
 }
 
 // DefaultRetry paces retries of failed holds and releases: 1 s, doubling

@@ -81,7 +81,23 @@ func (e *episode) hold(nt *notice) {
 		nt.finish(Ending{})
 		return
 	}
+	if m.opts.CordonOnly {
+		e.cordonOnly(nt)
+		return
+	}
 	e.plan()
+}
+
+// cordonOnly ends a held drain notice without a drain (--cordon-only): its
+// completer runs at once.
+func (e *episode) cordonOnly(nt *notice) {
+	if nt.ending != nil || nt.completing {
+		return
+	}
+	e.m.metrics.actions.WithLabelValues("drain", drain.CordonOnly.Label()).Inc()
+	e.log.Info("cordon only: the node is held and not drained", "id", nt.ID, "kind", nt.Kind)
+	e.event(corev1.EventTypeNormal, "DrainSkipped", "%s: --cordon-only: lastcall holds the node and evicts nothing; its pods go with the node", nt.Kind)
+	e.complete(nt, drain.CordonOnly)
 }
 
 // withdraw ends the notice ev.ID; release says whether to release its hold.

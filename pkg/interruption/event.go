@@ -65,6 +65,9 @@ type Event struct {
 	Deadline time.Time
 	// Observed is when lastcall first saw the notice.
 	Observed time.Time
+	// Issued is when the cloud issued the notice, when it says (a
+	// rebalance recommendation's noticeTime); zero otherwise.
+	Issued time.Time
 	// Detail is a short human description for Events and logs.
 	Detail string
 }

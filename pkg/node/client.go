@@ -34,12 +34,23 @@ type Client struct {
 	owner  Owner
 	dryRun bool
 	log    *slog.Logger
+	// effect is the effect of the taints it adds.
+	effect corev1.TaintEffect
 }
 
 // NewClient returns a Client for owner. cached may be nil. In dry-run mode
 // it reads but never writes, and logs what it would change.
 func NewClient(c kubernetes.Interface, cached Getter, clk clock.Clock, owner Owner, dryRun bool, log *slog.Logger) *Client {
-	return &Client{client: c, cached: cached, clock: clk, owner: owner, dryRun: dryRun, log: log}
+	return &Client{client: c, cached: cached, clock: clk, owner: owner, dryRun: dryRun, log: log, effect: corev1.TaintEffectNoSchedule}
+}
+
+// WithTaintEffect has c's holds taint with effect (NoSchedule by default)
+// and returns c.
+func (c *Client) WithTaintEffect(effect corev1.TaintEffect) *Client {
+	if effect != "" {
+		c.effect = effect
+	}
+	return c
 }
 
 // Owner is the owner of the holds this client makes.
@@ -73,7 +84,7 @@ func (c *Client) Hold(ctx context.Context, name string, ev interruption.Event) (
 		}
 		if key := TaintKey(ev.Kind); !hasTaint(n, key) {
 			n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{
-				Key: key, Value: interruption.ShortID(ev.ID), Effect: corev1.TaintEffectNoSchedule,
+				Key: key, Value: interruption.ShortID(ev.ID), Effect: c.effect,
 			})
 			if !slices.Contains(s.Tainted, key) {
 				s.Tainted = append(s.Tainted, key)

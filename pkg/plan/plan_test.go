@@ -206,3 +206,32 @@ func TestServicesLeftWithoutEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// A pod annotated lastcall.io/skip-eviction is left on the node: the plan
+// lists it as skipped, by that rule, and none of what would block its
+// eviction counts (here a grace period past the deadline and a budget
+// allowing no disruption).
+func TestAnnotatedPodIsLeftOut(t *testing.T) {
+	keep := func(p *corev1.Pod) { p.Annotations = map[string]string{drain.AnnotationSkipEviction: "true"} }
+	in := Inputs{
+		Node: "n1", Now: now, Deadline: now.Add(2 * time.Minute),
+		Pods:    []*corev1.Pod{mkPod("train", 600, keep), mkPod("stuck", 10, keep)},
+		Budgets: []*policyv1.PodDisruptionBudget{budget("stuck", 0)},
+	}
+	p := Build(in, drain.DefaultOptions())
+	if len(p.Groups) != 0 {
+		t.Errorf("groups %+v, want none: nothing is evicted", p.Groups)
+	}
+	want := []Skipped{{Namespace: "shop", Name: "stuck", Rule: drain.RuleAnnotated}, {Namespace: "shop", Name: "train", Rule: drain.RuleAnnotated}}
+	if !slices.Equal(p.Skipped, want) {
+		t.Errorf("skipped %+v, want %+v", p.Skipped, want)
+	}
+	for reason, n := range p.Counts() {
+		if n != 0 {
+			t.Errorf("%d pods blocked by %s, want none", n, reason)
+		}
+	}
+	if !p.Fits || len(p.Problems) != 0 {
+		t.Errorf("fits %v, problems %q; want a plan that fits", p.Fits, p.Problems)
+	}
+}

@@ -32,6 +32,7 @@ var badValues = map[string]string{
 	"bool":        "maybe",
 	"stringSlice": `"`, // a bare quote: not CSV
 	"policy":      "x",
+	"effect":      "x",
 }
 
 // outOfRange are values of numeric flags that parse and that Validate
@@ -60,6 +61,7 @@ var outOfRange = map[string][]string{
 	"retry-after":              {"-1s", "13h"},
 	"lifecycle-deadline":       {"30s", "49h"},
 	"rebalance-hold":           {"0s", "169h"},
+	"rebalance-hold-timeout":   {"500ms", "169h"},
 	"max-in-flight":            {"5s", "13h"},
 }
 
@@ -78,6 +80,7 @@ var invalidStrings = map[string][]string{
 	"webhook-template-file":    {"/no/such/hook.tmpl"},
 	"webhook-format":           {"x"},
 	"log-format":               {"x"},
+	"metrics-auth":             {"x"},
 	"log-level":                {"x"},
 	"managed-tag":              {"=owned"},
 	"node-name":                {""},

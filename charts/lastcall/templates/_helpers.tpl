@@ -105,6 +105,10 @@ processor keeps every node's drainability itself). */}}
 - --eviction-concurrency={{ .Values.evictionConcurrency }}
 - --kube-api-qps={{ .Values.kubeApiQPS }}
 - --pdb-deadline-policy={{ .Values.pdbDeadlinePolicy }}
+- --taint-effect={{ .Values.taintEffect }}
+{{- if .Values.cordonOnly }}
+- --cordon-only
+{{- end }}
 - --lb-deregistration-delay={{ .Values.lbDeregistrationDelay }}
 {{- if .Values.evictDaemonSets }}
 - --evict-daemonsets

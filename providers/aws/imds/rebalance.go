@@ -26,13 +26,15 @@ func parseRebalance(body []byte, action interruption.Action) ([]interruption.Eve
 	if n.NoticeTime == "" {
 		return nil, malformed(rebalancePath, body, "no noticeTime")
 	}
-	if _, err := time.Parse(time.RFC3339, n.NoticeTime); err != nil {
+	issued, err := time.Parse(time.RFC3339, n.NoticeTime)
+	if err != nil {
 		return nil, malformed(rebalancePath, body, "noticeTime %q is not RFC 3339", excerpt(n.NoticeTime))
 	}
 	return []interruption.Event{{
 		ID:     interruption.NewID(interruption.KindRebalance, n.NoticeTime),
 		Kind:   interruption.KindRebalance,
 		Action: action,
+		Issued: issued,
 		Detail: fmt.Sprintf("rebalance recommendation at %s", n.NoticeTime),
 	}}, nil
 }

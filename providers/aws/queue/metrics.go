@@ -84,7 +84,7 @@ func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
 		completions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "lifecycle", Name: "completions_total",
 			Help: "Lifecycle actions completed by lastcall, by result (CONTINUE, ABANDON) and drain: finished (the node was drained first), " +
-				"unfinished (the drain failed, timed out or its node went, and the instance goes anyway), not_applicable (a launch, or no node ran the instance).",
+				"unfinished (the drain failed, timed out or its node went, and the instance goes anyway), not_applicable (a launch, no node ran the instance, or --cordon-only).",
 		}, []string{"result", "drain"}),
 		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "queue", Name: "waits_total",

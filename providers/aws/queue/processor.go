@@ -476,7 +476,11 @@ func (s *lifecycleStep) KeepAlive(ctx context.Context) {
 
 func (s *lifecycleStep) Complete(ctx context.Context, o drain.Outcome) error {
 	result, drained := lifecycle.Continue, drainFinished
-	if !o.Finished() && o != drain.DryRun {
+	switch {
+	case o == drain.CordonOnly:
+		// No drain was asked for: the node is held, and the instance may go.
+		drained = drainNotApplicable
+	case !o.Finished() && o != drain.DryRun:
 		result, drained = s.h.opts.FailureResult, drainUnfinished
 	}
 	return s.h.completed(ctx, s.action, result, drained, s.h.log.With("instance", s.action.InstanceID, "outcome", o.Label()))
