@@ -86,7 +86,7 @@ func buildAgent(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 			providerID = n.Spec.ProviderID
 		}
 		sources, err := p.Sources(ctx, provider.Env{Node: name, ProviderID: providerID, PollInterval: o.Agent.PollInterval,
-			Health: sourceHealth, Log: log, Clock: env.Clock})
+			Health: sourceHealth, Registry: c.reg, Log: log, Clock: env.Clock})
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.Name(), err)
 		}

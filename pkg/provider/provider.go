@@ -54,8 +54,10 @@ type Env struct {
 	PollInterval time.Duration
 	// Health receives the outcome of every read.
 	Health interruption.HealthReporter
-	Log    *slog.Logger
-	Clock  clock.WithTicker
+	// Registry takes the sources' own metrics, if they have any.
+	Registry prometheus.Registerer
+	Log      *slog.Logger
+	Clock    clock.WithTicker
 }
 
 // Queue is a Provider whose cloud delivers its interruptions to a queue

@@ -19,6 +19,7 @@ import (
 
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/provider"
+	"github.com/lastcall/lastcall/providers/aws/awsconfig"
 	"github.com/lastcall/lastcall/providers/aws/imds"
 )
 
@@ -36,7 +37,10 @@ const defaultEndpoint = "http://169.254.169.254"
 type Provider struct {
 	imds            imds.Options
 	rebalanceAction string
-	queue           queueOptions
+	// completeLifecycle: the agent completes the instance's terminate
+	// lifecycle hooks itself (--asg-complete-lifecycle).
+	completeLifecycle bool
+	queue             queueOptions
 }
 
 var _ provider.Queue = (*Provider)(nil)
@@ -63,7 +67,12 @@ func (p *Provider) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.AllowIMDSv1, "imds-allow-v1", o.AllowIMDSv1, "Agent, AWS: fall back to IMDSv1 (no session token) when IMDSv2 tokens cannot be had.")
 	fs.StringSliceVar(&o.Signals, "imds-signals", o.Signals, "Agent, AWS: instance metadata signals to watch: spot, rebalance, scheduled-maintenance, asg-lifecycle.")
 	fs.StringVar(&p.rebalanceAction, "rebalance-action", p.rebalanceAction, "Agent, AWS: what a rebalance recommendation does: cordon, or drain.")
-	fs.DurationVar(&o.ASGTerminationDeadline, "asg-termination-deadline", o.ASGTerminationDeadline, "Agent, AWS: drain deadline after the Auto Scaling target lifecycle state turns Terminated.")
+	fs.DurationVar(&o.ASGTerminationDeadline, "asg-termination-deadline", o.ASGTerminationDeadline, "Agent, AWS: drain deadline after the Auto Scaling target lifecycle state turns Terminated "+
+		"(with --asg-complete-lifecycle, when the hooks cannot be read).")
+	fs.BoolVar(&p.completeLifecycle, "asg-complete-lifecycle", p.completeLifecycle, "Agent, AWS: when the target lifecycle state turns Terminated, find the instance's group and its terminate lifecycle hooks "+
+		"(DescribeAutoScalingInstances, DescribeLifecycleHooks), send heartbeats while the node drains (--heartbeat-interval), and complete each hook once the drain has ended: "+
+		"CONTINUE, or --lifecycle-failure-result when it did not finish. The drain works to the hooks' global timeout, at most --lifecycle-deadline. "+
+		"Needs AWS credentials (IRSA or EKS Pod Identity); the region is --region, else the instance's.")
 }
 
 // Validate implements provider.Provider.
@@ -87,6 +96,12 @@ func (p *Provider) Validate() error {
 	}
 	if err := provider.CheckURL(p.imds.Endpoint); err != nil {
 		errs = append(errs, fmt.Errorf("--imds-endpoint: %w", err))
+	}
+	if p.completeLifecycle {
+		if !slices.Contains(p.imds.Signals, imds.SignalASGLifecycle) {
+			errs = append(errs, fmt.Errorf("--asg-complete-lifecycle: needs the %s signal in --imds-signals", imds.SignalASGLifecycle))
+		}
+		errs = append(errs, p.queue.validateLifecycle())
 	}
 	return errors.Join(errs...)
 }
@@ -130,5 +145,21 @@ func (p *Provider) Sources(_ context.Context, env provider.Env) ([]interruption.
 	o.Endpoint = p.endpoint()
 	o.Interval = env.PollInterval
 	o.RebalanceAction = interruption.Action(p.rebalanceAction)
-	return imds.Sources(imds.NewClient(o, provider.MetadataHTTPClient(readTimeout)), o, env.Health, env.Log, env.Clock)
+	client := imds.NewClient(o, provider.MetadataHTTPClient(readTimeout))
+	var hooks *asgHooks
+	if p.completeLifecycle {
+		hooks = newASGHooks(client, awsconfig.Options{Region: p.queue.Region, Endpoint: p.queue.Endpoint}, p.queue, env.Registry,
+			env.Log.With("component", "lifecycle"), env.Clock)
+		o.ASGDeadline = hooks.deadline
+	}
+	sources, err := imds.Sources(client, o, env.Health, env.Log, env.Clock)
+	if err != nil || hooks == nil {
+		return sources, err
+	}
+	for i, s := range sources {
+		if s.Name() == imds.SourceName(imds.SignalASGLifecycle) {
+			sources[i] = completingSource{Source: s, h: hooks}
+		}
+	}
+	return sources, nil
 }

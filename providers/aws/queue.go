@@ -57,23 +57,23 @@ const queueWait = 20 * time.Second
 func (p *Provider) AddQueueFlags(fs *pflag.FlagSet) {
 	q := &p.queue
 	fs.StringVar(&q.URL, "queue-url", q.URL, "Queue: URL of the SQS queue. Required in queue mode.")
-	fs.StringVar(&q.Region, "region", q.Region, "Queue: AWS region; from the environment or the instance when empty.")
-	fs.StringVar(&q.Endpoint, "aws-endpoint", q.Endpoint, "Queue: endpoint override for SQS, EC2 and Auto Scaling (tests, VPC endpoints).")
+	fs.StringVar(&q.Region, "region", q.Region, "Queue: AWS region; from the environment or the instance when empty (the agent's too, with --asg-complete-lifecycle).")
+	fs.StringVar(&q.Endpoint, "aws-endpoint", q.Endpoint, "Queue: endpoint override for SQS, EC2 and Auto Scaling (tests, VPC endpoints; the agent's too, with --asg-complete-lifecycle).")
 	fs.IntVar(&q.Workers, "workers", q.Workers, "Queue: messages worked on at once. A drain mostly waits (for pods to stop, for PDBs), so this should cover the nodes a mass reclaim takes at once.")
 	fs.DurationVar(&q.Visibility, "visibility-timeout", q.Visibility, "Queue: how long a received message stays invisible; extended every third of it while its work runs.")
 	fs.IntVar(&q.MaxReceives, "max-receives", q.MaxReceives, "Queue: after this many receives, a failing message is left to the queue's redrive policy.")
-	fs.DurationVar(&q.HeartbeatInterval, "heartbeat-interval", q.HeartbeatInterval, "Queue: interval of RecordLifecycleActionHeartbeat while a drain runs.")
+	fs.DurationVar(&q.HeartbeatInterval, "heartbeat-interval", q.HeartbeatInterval, "Queue: interval of RecordLifecycleActionHeartbeat while a drain runs (the agent's too, with --asg-complete-lifecycle).")
 	fs.StringVar(&q.ManagedTag, "managed-tag", q.ManagedTag, "Queue: this cluster's instances are those carrying this tag (key, or key=value). "+
 		"Messages about others are deleted and their lifecycle actions left alone; a tagged instance no node runs has its terminate action completed. "+
 		"Clusters cannot share a queue: give each its own.")
 	fs.BoolVar(&q.CompleteUnknown, "complete-unknown-instances", q.CompleteUnknown, "Queue: treat every instance the queue's messages name as this cluster's, "+
 		"so the terminate lifecycle action of one no node runs (it never joined) is completed with CONTINUE at once; off, it is left to time out. "+
 		"Only for a queue fed by this cluster's groups alone; not with --managed-tag.")
-	fs.StringVar(&q.FailureResult, "lifecycle-failure-result", q.FailureResult, "Queue: lifecycle action result when a drain fails: CONTINUE or ABANDON.")
+	fs.StringVar(&q.FailureResult, "lifecycle-failure-result", q.FailureResult, "Queue: lifecycle action result when a drain fails: CONTINUE or ABANDON (the agent's too, with --asg-complete-lifecycle).")
 	fs.DurationVar(&q.RetryAfter, "retry-after", q.RetryAfter, "Queue: how soon a message that could not be worked on now reappears.")
 	fs.DurationVar(&q.LifecycleDeadline, "lifecycle-deadline", q.LifecycleDeadline, "Queue: how long the drain of a terminate lifecycle hook (scale-in, instance refresh), which has no cloud deadline, "+
 		"honours PodDisruptionBudgets, counted from when the action began; never longer than heartbeats can keep the action alive (the hook's global timeout). "+
-		"--pdb-deadline-policy applies at its end.")
+		"--pdb-deadline-policy applies at its end. The agent's too, with --asg-complete-lifecycle.")
 	fs.DurationVar(&q.MaxInFlight, "max-in-flight", q.MaxInFlight, "Queue: the longest a message stays in flight (SQS allows 12h from its receipt). "+
 		"A drain still running then (a scheduled change days away) is carried on from its node alone, and its message deleted as handed-over; "+
 		"any replica takes it up if this one stops.")
@@ -91,9 +91,6 @@ func (p *Provider) ValidateQueue() error {
 	if q.URL == "" {
 		bad("queue-url", "required in queue mode")
 	}
-	if err := provider.CheckURL(q.Endpoint); err != nil {
-		bad("aws-endpoint", "%v", err)
-	}
 	if q.Workers < 1 {
 		bad("workers", "must be at least 1; got %d", q.Workers)
 	}
@@ -106,17 +103,9 @@ func (p *Provider) ValidateQueue() error {
 	if q.MaxReceives < 1 {
 		bad("max-receives", "must be at least 1; got %d", q.MaxReceives)
 	}
-	if q.HeartbeatInterval < time.Second {
-		bad("heartbeat-interval", "must be at least 1s; got %s", q.HeartbeatInterval)
-	}
-	if r := lifecycle.Result(q.FailureResult); !r.Valid() {
-		bad("lifecycle-failure-result", "must be CONTINUE or ABANDON; got %q", q.FailureResult)
-	}
+	errs = append(errs, q.validateLifecycle())
 	if q.RetryAfter < 0 || q.RetryAfter > 12*time.Hour {
 		bad("retry-after", "must be between 0 and 12h; got %s", q.RetryAfter)
-	}
-	if q.LifecycleDeadline < time.Minute || q.LifecycleDeadline > 48*time.Hour {
-		bad("lifecycle-deadline", "must be between 1m and 48h (the longest a lifecycle action can be kept alive); got %s", q.LifecycleDeadline)
 	}
 	if q.RebalanceHold < time.Second || q.RebalanceHold > 7*24*time.Hour {
 		bad("rebalance-hold", "must be between 1s and 168h; got %s", q.RebalanceHold)
@@ -126,6 +115,28 @@ func (p *Provider) ValidateQueue() error {
 	}
 	if q.CompleteUnknown && q.ManagedTag != "" {
 		bad("complete-unknown-instances", "not with --managed-tag, which already tells which instances are this cluster's")
+	}
+	return errors.Join(errs...)
+}
+
+// validateLifecycle checks the flags of lifecycle actions, which the queue
+// processor and the agent (--asg-complete-lifecycle) share.
+func (q queueOptions) validateLifecycle() error {
+	var errs []error
+	bad := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	if err := provider.CheckURL(q.Endpoint); err != nil {
+		bad("aws-endpoint", "%v", err)
+	}
+	if q.HeartbeatInterval < time.Second {
+		bad("heartbeat-interval", "must be at least 1s; got %s", q.HeartbeatInterval)
+	}
+	if r := lifecycle.Result(q.FailureResult); !r.Valid() {
+		bad("lifecycle-failure-result", "must be CONTINUE or ABANDON; got %q", q.FailureResult)
+	}
+	if q.LifecycleDeadline < time.Minute || q.LifecycleDeadline > 48*time.Hour {
+		bad("lifecycle-deadline", "must be between 1m and 48h (the longest a lifecycle action can be kept alive); got %s", q.LifecycleDeadline)
 	}
 	return errors.Join(errs...)
 }

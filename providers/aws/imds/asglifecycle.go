@@ -3,6 +3,7 @@ package imds
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -45,13 +46,26 @@ type asgLifecyclePoller struct {
 	client   MetadataGetter
 	deadline time.Duration
 	clk      clock.Clock
+	// lookup, when set, gives the deadline (see Options.ASGDeadline).
+	lookup func(ctx context.Context) (time.Duration, error)
+	log    *slog.Logger
 
 	mu        sync.Mutex
 	firstSeen time.Time
+	// window is the deadline's distance from firstSeen for the current
+	// termination.
+	window time.Duration
 }
 
 func newASGLifecyclePoller(c MetadataGetter, deadline time.Duration, clk clock.Clock) *asgLifecyclePoller {
 	return &asgLifecyclePoller{client: c, deadline: deadline, clk: clk}
+}
+
+// withDeadline has the poller ask lookup, when not nil, for the deadline
+// of each termination.
+func (p *asgLifecyclePoller) withDeadline(lookup func(ctx context.Context) (time.Duration, error), log *slog.Logger) *asgLifecyclePoller {
+	p.lookup, p.log = lookup, log
+	return p
 }
 
 // poll is the signal's PollFunc: a terminating state drains, by the
@@ -73,6 +87,17 @@ func (p *asgLifecyclePoller) poll(ctx context.Context) ([]interruption.Event, er
 	}
 	if p.firstSeen.IsZero() {
 		p.firstSeen = p.clk.Now()
+		p.window = p.deadline
+		if p.lookup != nil {
+			// Asked once per termination, while the poll holds the lock:
+			// the next read waits for it rather than asking again.
+			switch w, err := p.lookup(ctx); {
+			case err != nil:
+				p.log.Warn("the lifecycle hooks' timeout is unknown; draining to --asg-termination-deadline", "err", err, "deadline", p.deadline)
+			case w > 0:
+				p.window = w
+			}
+		}
 	}
 	e := interruption.Event{
 		ID:       interruption.NewID(interruption.KindASGTermination, state),
@@ -81,8 +106,8 @@ func (p *asgLifecyclePoller) poll(ctx context.Context) ([]interruption.Event, er
 		Observed: p.firstSeen,
 		Detail:   fmt.Sprintf("auto scaling target-lifecycle-state %s", state),
 	}
-	if p.deadline > 0 {
-		e.Deadline = p.firstSeen.Add(p.deadline)
+	if p.window > 0 {
+		e.Deadline = p.firstSeen.Add(p.window)
 	}
 	return []interruption.Event{e}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -48,6 +49,9 @@ func AllSignals() []string {
 
 // sourcePrefix starts the name of every source of this package.
 const sourcePrefix = "imds-"
+
+// SourceName is the name of the source of signal.
+func SourceName(signal string) string { return sourcePrefix + signal }
 
 // DefaultInterval is the poll interval when Options.Interval is zero.
 const DefaultInterval = 250 * time.Millisecond
@@ -85,6 +89,11 @@ type Options struct {
 	// target-lifecycle-state Terminated the node is expected to go; zero
 	// leaves the deadline to the agent's fallback.
 	ASGTerminationDeadline time.Duration
+	// ASGDeadline, when set, gives the time the instance may take to go
+	// once it is seen terminating (the lifecycle hooks' own timeout); it
+	// is asked once per termination, and ASGTerminationDeadline applies
+	// when it fails.
+	ASGDeadline func(ctx context.Context) (time.Duration, error)
 	// Signals to watch, a subset of AllSignals; empty means all.
 	Signals []string
 }
@@ -187,7 +196,7 @@ func Sources(client MetadataGetter, o Options, health interruption.HealthReporte
 		case SignalScheduledMaintenance:
 			poll = pollMaintenance(client, sourcePrefix+s, health, log)
 		case SignalASGLifecycle:
-			poll = newASGLifecyclePoller(client, o.ASGTerminationDeadline, clk).poll
+			poll = newASGLifecyclePoller(client, o.ASGTerminationDeadline, clk).withDeadline(o.ASGDeadline, log).poll
 		}
 		sources = append(sources, &interruption.Poller{
 			SourceName: sourcePrefix + s,
@@ -199,6 +208,23 @@ func Sources(client MetadataGetter, o Options, health interruption.HealthReporte
 		})
 	}
 	return sources, nil
+}
+
+// Get reads one metadata path (instance-id, placement/region) and returns
+// its answer, trimmed; a 404 is an error.
+func Get(ctx context.Context, c MetadataGetter, path string) (string, error) {
+	body, found, err := fetch(ctx, c, path)
+	switch {
+	case err != nil:
+		return "", err
+	case !found:
+		return "", fmt.Errorf("instance metadata %s: not found", path)
+	}
+	v := strings.TrimSpace(string(body))
+	if v == "" {
+		return "", fmt.Errorf("instance metadata %s: empty", path)
+	}
+	return v, nil
 }
 
 // fetch reads one metadata path. found is false when IMDS answered 404 for

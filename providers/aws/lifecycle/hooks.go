@@ -8,6 +8,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 )
 
 // A lifecycle hook's global timeout is how long heartbeats can keep one of
@@ -42,6 +43,22 @@ type Hooks struct {
 // NewHooks returns Hooks calling api.
 func NewHooks(api DescribeAPI) *Hooks { return &Hooks{api: api, known: map[[2]string]time.Duration{}} }
 
+// GlobalTimeoutOf is how long heartbeats can keep an action of lh alive.
+// Auto Scaling reports GlobalTimeout; it is the smaller of 48 h and 100
+// heartbeat timeouts, which is computed too, for a description that leaves
+// it out or gets it wrong.
+func GlobalTimeoutOf(lh types.LifecycleHook) time.Duration {
+	hb := defaultHeartbeatTimeout
+	if s := aws.ToInt32(lh.HeartbeatTimeout); s > 0 {
+		hb = time.Duration(s) * time.Second
+	}
+	d := min(maxGlobalTimeout, globalTimeoutFactor*hb)
+	if g := aws.ToInt32(lh.GlobalTimeout); g > 0 {
+		d = min(d, time.Duration(g)*time.Second)
+	}
+	return d
+}
+
 // GlobalTimeout is how long heartbeats can keep an action of the group's
 // hook alive, as Auto Scaling describes the hook.
 func (h *Hooks) GlobalTimeout(ctx context.Context, group, hook string) (time.Duration, error) {
@@ -62,17 +79,7 @@ func (h *Hooks) GlobalTimeout(ctx context.Context, group, hook string) (time.Dur
 		if aws.ToString(lh.LifecycleHookName) != hook {
 			continue
 		}
-		// Auto Scaling reports GlobalTimeout; it is the smaller of 48 h
-		// and 100 heartbeat timeouts, which is computed too, for a
-		// description that leaves it out or gets it wrong.
-		hb := defaultHeartbeatTimeout
-		if s := aws.ToInt32(lh.HeartbeatTimeout); s > 0 {
-			hb = time.Duration(s) * time.Second
-		}
-		d := min(maxGlobalTimeout, globalTimeoutFactor*hb)
-		if g := aws.ToInt32(lh.GlobalTimeout); g > 0 {
-			d = min(d, time.Duration(g)*time.Second)
-		}
+		d := GlobalTimeoutOf(lh)
 		h.mu.Lock()
 		h.known[key] = d
 		h.mu.Unlock()
