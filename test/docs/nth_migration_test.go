@@ -38,23 +38,6 @@ const (
 	migrationDoc = "docs/migrating-from-nth.md"
 )
 
-// pendingFlags are lastcall flags the document names that are being added
-// to lastcall with it (the same issue): they are not checked against the
-// binary's flags until they exist. Remove an entry once its flag is there.
-var pendingFlags = map[string]bool{
-	"cordon-only":            true, // NTH's CORDON_ONLY
-	"taint-effect":           true, // NTH's TAINT_EFFECT
-	"rebalance-hold-timeout": true, // agent: release a rebalance hold after a time
-	"asg-complete-lifecycle": true, // agent: complete the ASG terminate lifecycle action
-}
-
-// pendingChartValues are the chart values of those flags.
-var pendingChartValues = map[string]bool{
-	"cordonOnly":  true,
-	"taintEffect": true,
-	"agent.clouds.aws.asg-complete-lifecycle": true,
-}
-
 // TestMigrationFromNTH checks that the document maps every setting NTH
 // reads (environment variables and Helm values) and every metric it
 // exports, names nothing NTH lacks, and names only flags, variables and
@@ -112,7 +95,7 @@ func TestMigrationFromNTH(t *testing.T) {
 	}
 	flags := lastcallFlags()
 	for _, f := range sortedKeys(doc.flags) {
-		if _, ok := flags[f]; !ok && !pendingFlags[f] {
+		if _, ok := flags[f]; !ok {
 			t.Errorf("%s names the flag --%s, which lastcall does not have", migrationDoc, f)
 		}
 	}
@@ -120,25 +103,13 @@ func TestMigrationFromNTH(t *testing.T) {
 	for f := range flags {
 		byEnv[flagenv.EnvName(f)] = f
 	}
-	for f := range pendingFlags {
-		byEnv[flagenv.EnvName(f)] = f
-	}
 	for _, e := range sortedKeys(doc.lastcallEnvs) {
 		if _, ok := byEnv[e]; !ok {
 			t.Errorf("%s names $%s, which backs no lastcall flag", migrationDoc, e)
 		}
 	}
-	for f := range pendingFlags {
-		if _, ok := flags[f]; ok {
-			t.Logf("--%s now exists: it can leave pendingFlags", f)
-		}
-	}
-
 	schema := lastcallSchema(t, root)
 	for _, v := range sortedKeys(doc.chartValues) {
-		if pendingChartValues[v] {
-			continue
-		}
 		if _, err := schema.lookup(strings.Split(v, ".")); err != nil {
 			t.Errorf("%s names the lastcall chart value %s: %v", migrationDoc, v, err)
 		}
@@ -635,9 +606,6 @@ func checkValuesBlock(t *testing.T, b yamlBlock, s schema, nthSrc string) {
 		walk = func(path []string, m map[string]any) {
 			for k, v := range m {
 				p := append(slices.Clone(path), k)
-				if pendingChartValues[strings.Join(p, ".")] {
-					continue
-				}
 				node, err := s.lookup(p)
 				if err != nil {
 					t.Errorf("%s:%d: %v", migrationDoc, b.line, err)
