@@ -26,6 +26,7 @@ import (
 	"github.com/lastcall/lastcall/pkg/notify"
 	"github.com/lastcall/lastcall/pkg/provider"
 	"github.com/lastcall/lastcall/pkg/serving"
+	"github.com/lastcall/lastcall/pkg/volumes"
 )
 
 // detectEvery paces rounds of cloud detection while no metadata service
@@ -152,7 +153,7 @@ func newKernel(o *Options, env Env, c *common, nodeInformer, podInformer cache.S
 		return nil, err
 	}
 	episodes := episode.New(o.episodeOptions(), episode.Deps{Nodes: nodes, Drainer: episode.DrainerOf(drainer),
-		Events: c.recorder, Notifier: notifier, Registry: c.reg, Log: log.With("component", "episode"), Clock: env.Clock})
+		Events: c.recorder, Notifier: notifier, Volumes: volumes.New(env.Client, c.reg, env.Clock), Registry: c.reg, Log: log.With("component", "episode"), Clock: env.Clock})
 	if err := onDelete(nodeInformer, episodes.NodeGone); err != nil {
 		return nil, fmt.Errorf("watching nodes: %w", err)
 	}

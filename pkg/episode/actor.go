@@ -15,6 +15,7 @@ import (
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/pkg/notify"
+	"github.com/lastcall/lastcall/pkg/volumes"
 )
 
 // episode is one node's episode. Its state is owned by its loop; the
@@ -249,8 +250,11 @@ func (e *episode) complete(nt *notice, outcome drain.Outcome) {
 	}
 	e.busy++
 	nt.completing = true
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(e.ctx), e.m.opts.CompleteTimeout)
 	go func() {
+		if w := e.m.deps.Volumes; w != nil && outcome.Finished() {
+			e.waitVolumes(w, c, nt.deadline)
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(e.ctx), e.m.opts.CompleteTimeout)
 		defer cancel()
 		err := c.Complete(ctx, outcome)
 		e.enqueue(func() {
@@ -267,6 +271,35 @@ func (e *episode) complete(nt *notice, outcome drain.Outcome) {
 			nt.finish(Ending{Outcome: outcome, CompleteErr: err})
 		})
 	}()
+}
+
+// waitVolumes waits, before c lets the cloud take the instance, for the
+// node's volumes to be detached, until deadline (or the Manager stops),
+// keeping c's action alive meanwhile. It runs beside the episode's loop.
+func (e *episode) waitVolumes(w VolumeWaiter, c Completer, deadline time.Time) {
+	ctx, stop := context.WithCancel(e.ctx)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		c.KeepAlive(ctx)
+	}()
+	res := w.Wait(ctx, e.node, deadline)
+	stop()
+	<-kept
+	log := e.log.With("outcome", res.Outcome, "took", res.Took, "attached", len(res.Attached))
+	switch res.Outcome {
+	case volumes.OutcomeNone:
+		log.Debug("no volume attached to the drained node")
+	case volumes.OutcomeDetached:
+		log.Info("the drained node's volumes are detached")
+		e.event(corev1.EventTypeNormal, "VolumesDetached", "%s", res.Summary())
+	case volumes.OutcomeDeadline:
+		log.Warn("volumes still attached at the deadline; letting the instance go", "left", res.Left)
+		e.event(corev1.EventTypeWarning, "VolumesStillAttached", "%s", res.Summary())
+	default:
+		log.Warn("the node's volume attachments could not be read; letting the instance go", "err", res.Err)
+		e.event(corev1.EventTypeWarning, "VolumesUnknown", "%s", res.Summary())
+	}
 }
 
 // finish records nt's ending and ends its Tickets.

@@ -36,6 +36,7 @@ import (
 	"github.com/lastcall/lastcall/pkg/interruption"
 	"github.com/lastcall/lastcall/pkg/node"
 	"github.com/lastcall/lastcall/pkg/notify"
+	"github.com/lastcall/lastcall/pkg/volumes"
 )
 
 // Notice is an interruption notice for a node.
@@ -156,12 +157,21 @@ type Options struct {
 // to 30 s, with jitter.
 var DefaultRetry = wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: 1 << 30, Cap: 30 * time.Second}
 
+// VolumeWaiter waits for a node's volumes to be detached (see package
+// volumes).
+type VolumeWaiter interface {
+	Wait(ctx context.Context, node string, until time.Time) volumes.Result
+}
+
 // Deps are what a Manager works with.
 type Deps struct {
 	Nodes    NodeClient
 	Drainer  Drainer
 	Events   record.EventRecorder
 	Notifier Notifier
+	// Volumes, when set, is waited on after a drain that finished and
+	// before a completer lets the cloud take the instance.
+	Volumes VolumeWaiter
 	Registry prometheus.Registerer
 	Log      *slog.Logger
 	Clock    clock.WithTicker

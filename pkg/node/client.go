@@ -116,6 +116,31 @@ func (c *Client) Hold(ctx context.Context, name string, ev interruption.Event) (
 	return ch, err
 }
 
+// TaintOutOfService is the taint that tells Kubernetes a node is shut down
+// for good: its pods are deleted and its volumes detached at once, without
+// the usual wait for the kubelet.
+var TaintOutOfService = corev1.Taint{Key: "node.kubernetes.io/out-of-service", Value: "nodeshutdown", Effect: corev1.TaintEffectNoExecute}
+
+// MarkOutOfService adds TaintOutOfService to the node, whose instance is
+// known to be gone; it reports whether it added it. The taint is not
+// lastcall's to remove: the node is not coming back, and it goes with the
+// Node object.
+func (c *Client) MarkOutOfService(ctx context.Context, name string) (bool, error) {
+	added := false
+	_, err := c.update(ctx, name, func(n *corev1.Node, _ *State) error {
+		added = false
+		if hasTaint(n, TaintOutOfService.Key) {
+			return nil
+		}
+		taint := TaintOutOfService
+		taint.TimeAdded = &metav1.Time{Time: c.clock.Now()}
+		n.Spec.Taints = append(n.Spec.Taints, taint)
+		added = true
+		return nil
+	})
+	return added && !c.dryRun, err
+}
+
 // Release drops the hold of event id, if it is this client's owner's: a
 // hold another owner made is left as it is (Unchanged). The kind's taint
 // goes when no other hold of that kind remains; the cordon and the

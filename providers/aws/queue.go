@@ -32,6 +32,9 @@ type queueOptions struct {
 	FailureResult     string
 	RetryAfter        time.Duration
 	LifecycleDeadline time.Duration
+	// OutOfServiceTaint marks the node of a terminated instance out of
+	// service.
+	OutOfServiceTaint bool
 	RebalanceHold     time.Duration
 	MaxInFlight       time.Duration
 }
@@ -77,6 +80,9 @@ func (p *Provider) AddQueueFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&q.MaxInFlight, "max-in-flight", q.MaxInFlight, "Queue: the longest a message stays in flight (SQS allows 12h from its receipt). "+
 		"A drain still running then (a scheduled change days away) is carried on from its node alone, and its message deleted as handed-over; "+
 		"any replica takes it up if this one stops.")
+	fs.BoolVar(&q.OutOfServiceTaint, "out-of-service-taint", q.OutOfServiceTaint, "Queue: when an instance state change says an instance is terminated and its node is still there, "+
+		"taint the node node.kubernetes.io/out-of-service=nodeshutdown:NoExecute, so that Kubernetes deletes its pods and force-detaches its volumes at once "+
+		"rather than after about 6 minutes.")
 	fs.DurationVar(&q.RebalanceHold, "rebalance-hold", q.RebalanceHold, "Queue: how long a rebalance recommendation holds its node (cordoned, tainted) "+
 		"when no interruption follows; then the queue's hold is released. An interruption meanwhile holds the node for itself.")
 }
@@ -157,10 +163,14 @@ func (p *Provider) NewQueue(ctx context.Context, env provider.QueueEnv) (provide
 	}
 	asg := aws.AutoScaling(cfg)
 	completer := lifecycle.NewCompleter(asg, env.Registry, env.Log.With("component", "lifecycle"), env.Clock, q.HeartbeatInterval)
-	proc := queue.NewProcessor(queue.ProcessorOptions{
+	popts := queue.ProcessorOptions{
 		FailureResult: lifecycle.Result(q.FailureResult), RetryAfter: q.RetryAfter, LaunchRetryAfter: q.RetryAfter,
 		LifecycleDeadline: q.LifecycleDeadline, DryRun: env.DryRun,
-	}, mapper, env.Episodes, env.Leases, completer, lifecycle.NewHooks(asg), env.Holds, env.Registry, env.Log.With("component", "processor"), env.Clock)
+	}
+	if q.OutOfServiceTaint {
+		popts.OutOfService = env.Holds.MarkOutOfService
+	}
+	proc := queue.NewProcessor(popts, mapper, env.Episodes, env.Leases, completer, lifecycle.NewHooks(asg), env.Holds, env.Registry, env.Log.With("component", "processor"), env.Clock)
 	env.Register(queue.SourceName)
 	consumer := queue.NewConsumer(aws.SQS(cfg), proc, queue.Options{
 		QueueURL: q.URL, Workers: q.Workers, WaitTime: queueWait, Visibility: q.Visibility,

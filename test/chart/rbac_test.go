@@ -142,6 +142,7 @@ var (
 		{"patch", "", "pods", "status", "default"}, // the readiness gate's condition
 		{"list", "discovery.k8s.io", "endpointslices", "", "default"}, {"watch", "discovery.k8s.io", "endpointslices", "", "default"},
 		{"list", "policy", "poddisruptionbudgets", "", "default"}, {"watch", "policy", "poddisruptionbudgets", "", "default"},
+		{"list", "storage.k8s.io", "volumeattachments", "", ""}, {"watch", "storage.k8s.io", "volumeattachments", "", ""},
 		{"create", "", "events", "", "default"}, {"patch", "", "events", "", "default"},
 	}
 	// planAccess is what keeping every node's drainability does: watch
@@ -160,6 +161,7 @@ var (
 		{"get", "", "nodes", "", ""}, {"patch", "", "nodes", "", ""}, {"get", "", "pods", "", "default"},
 		{"delete", "", "pods", "", "default"}, {"create", "", "pods", "eviction", "default"},
 		{"patch", "", "pods", "status", "default"}, {"list", "discovery.k8s.io", "endpointslices", "", "default"},
+		{"list", "storage.k8s.io", "volumeattachments", "", ""},
 	}
 	// neverAccess is what no component does.
 	neverAccess = []access{
@@ -176,6 +178,7 @@ var (
 		{"create", "policy", "poddisruptionbudgets", "", "default"}, {"get", "", "services", "", "default"},
 		{"update", "", "services", "", "default"}, {"delete", "", "services", "", "default"}, {"list", "", "endpoints", "", ""},
 		{"update", "discovery.k8s.io", "endpointslices", "", "default"},
+		{"delete", "storage.k8s.io", "volumeattachments", "", ""}, {"update", "storage.k8s.io", "volumeattachments", "", ""},
 		{"create", "rbac.authorization.k8s.io", "clusterrolebindings", "", ""},
 		{"get", "coordination.k8s.io", "leases", "", "kube-system"}, {"create", "coordination.k8s.io", "leases", "", "kube-system"},
 		{"update", "coordination.k8s.io", "leases", "", "default"},

@@ -78,6 +78,9 @@ const (
 type Message struct {
 	// Kind is one of the Kind constants.
 	Kind string
+	// Gone says the instances no longer run and never will again (an
+	// instance state change to terminated).
+	Gone bool
 	// Verdict says what to do.
 	Verdict Verdict
 	// Reason explains an Ignore verdict, as one of the Ignore constants;

@@ -55,6 +55,7 @@ func parseStateChange(m Message, raw json.RawMessage) (Message, error) {
 		m.Verdict = Drain
 		m.Interruption = InterruptionStateChange
 		m.Key = d.State
+		m.Gone = d.State == "terminated"
 	case "running":
 		m.Verdict = Release
 		m.Interruption = InterruptionStateChange

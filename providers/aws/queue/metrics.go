@@ -56,7 +56,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 
 // processorMetrics are the Handler's.
 type processorMetrics struct {
-	received *prometheus.CounterVec
+	// outOfService counts the out-of-service taints put on the nodes of
+	// terminated instances, by outcome.
+	outOfService *prometheus.CounterVec
+	received     *prometheus.CounterVec
 	lag      prometheus.Histogram
 	// completions counts lifecycle actions completed, by result and by
 	// whether the node's drain had finished.
@@ -72,6 +75,10 @@ type processorMetrics struct {
 
 func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
 	m := &processorMetrics{
+		outOfService: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "out_of_service_taints_total",
+			Help: "Nodes of terminated instances marked node.kubernetes.io/out-of-service (--out-of-service-taint), by outcome (added, present: already there, error).",
+		}, []string{"outcome"}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "queue", Name: "messages_received_total",
 			Help: "Messages received, by kind (spot-interruption, rebalance-recommendation, scheduled-change, instance-state-change, capacity-reservation-interruption, asg-terminate, asg-launch, asg-test-notification, unknown, unparsable).",
@@ -113,6 +120,9 @@ func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
 			m.completions.WithLabelValues(string(r), d)
 		}
 	}
-	reg.MustRegister(m.received, m.lag, m.completions, m.waits, m.withdrawn, m.handedOver, m.takenUp)
+	for _, o := range []string{"added", "present", "error"} {
+		m.outOfService.WithLabelValues(o)
+	}
+	reg.MustRegister(m.received, m.lag, m.completions, m.waits, m.withdrawn, m.handedOver, m.takenUp, m.outOfService)
 	return m
 }

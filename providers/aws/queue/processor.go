@@ -71,6 +71,11 @@ type ProcessorOptions struct {
 	// DryRun: no lifecycle action is completed or kept alive; messages
 	// are deleted once their dry run is logged, as "dry-run".
 	DryRun bool
+	// OutOfService, when set, marks the node of an instance known to be
+	// gone (terminated) out of service, so that Kubernetes deletes its
+	// pods and detaches its volumes at once; it reports whether it
+	// changed the node.
+	OutOfService func(ctx context.Context, node string) (bool, error)
 }
 
 // Processor is the queue processor's front end: it turns each message into
@@ -295,6 +300,9 @@ func (h *Processor) tryInstance(ctx context.Context, d Delivery, msg messages.Me
 	if msg.Verdict == messages.CompleteLaunch {
 		return h.completeLaunch(ctx, msg, name, log)
 	}
+	if msg.Gone && h.opts.OutOfService != nil {
+		h.outOfService(ctx, name, log)
+	}
 
 	held, err := h.leases.Acquire(ctx, name)
 	if errors.Is(err, lease.ErrHeld) {
@@ -353,6 +361,24 @@ func (h *Processor) tryInstance(ctx context.Context, d Delivery, msg messages.Me
 		return Retry("interrupted", h.opts.RetryAfter)
 	}
 	return Done("processed")
+}
+
+// outOfService marks the node of a terminated instance out of service.
+// A failure is logged and counted: the drain goes on, and the volumes
+// detach on Kubernetes' own timeout.
+func (h *Processor) outOfService(ctx context.Context, name string, log *slog.Logger) {
+	added, err := h.opts.OutOfService(ctx, name)
+	switch {
+	case err != nil:
+		h.metrics.outOfService.WithLabelValues("error").Inc()
+		log.Warn("marking the terminated instance's node out of service failed", "err", err)
+	case added:
+		h.metrics.outOfService.WithLabelValues("added").Inc()
+		log.Info("instance terminated: node marked out of service, so Kubernetes deletes its pods and detaches its volumes now",
+			"taint", "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute")
+	default:
+		h.metrics.outOfService.WithLabelValues("present").Inc()
+	}
 }
 
 // notice is what a message tells of one instance.
