@@ -171,7 +171,7 @@ type Deps struct {
 	Notifier Notifier
 	// Volumes, when set, is waited on after a drain that finished and
 	// before a completer lets the cloud take the instance.
-	Volumes VolumeWaiter
+	Volumes  VolumeWaiter
 	Registry prometheus.Registerer
 	Log      *slog.Logger
 	Clock    clock.WithTicker

@@ -37,7 +37,9 @@ func attachVolumes(t *testing.T, nodeName string, n int) []string {
 			t.Fatal(err)
 		}
 		names = append(names, va.Name)
-		t.Cleanup(func() { _ = env.Client.StorageV1().VolumeAttachments().Delete(context.Background(), va.Name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			_ = env.Client.StorageV1().VolumeAttachments().Delete(context.Background(), va.Name, metav1.DeleteOptions{})
+		})
 	}
 	return names
 }

@@ -60,7 +60,7 @@ type processorMetrics struct {
 	// terminated instances, by outcome.
 	outOfService *prometheus.CounterVec
 	received     *prometheus.CounterVec
-	lag      prometheus.Histogram
+	lag          prometheus.Histogram
 	// completions counts lifecycle actions completed, by result and by
 	// whether the node's drain had finished.
 	completions *prometheus.CounterVec
