@@ -37,6 +37,9 @@ type episode struct {
 	busy      int               // completers running
 	gone      bool              // the node was deleted
 	instance  string            // the first instance a notice named
+	// gating is set while the first drain pass waits for Deps.DrainGate,
+	// gated once it has passed it.
+	gating, gated bool
 }
 
 // notice is a notice in force and what became of it.

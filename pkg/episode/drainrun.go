@@ -43,6 +43,22 @@ func (e *episode) plan() {
 	if len(joining) == 0 {
 		return
 	}
+	if e.run == nil && !e.gated && e.m.deps.DrainGate != nil {
+		// The first pass waits for the gate; the notices wait with it,
+		// held, and start it together once it opens.
+		if !e.gating {
+			e.gating = true
+			e.log.Debug("drain waits for the gate: other nodes are being held")
+			go func() {
+				e.m.deps.DrainGate(e.ctx)
+				e.enqueue(func() {
+					e.gating, e.gated = false, true
+					e.plan()
+				})
+			}()
+		}
+		return
+	}
 	if e.run != nil {
 		if e.run.stopped || isDone(e.run.drain.Done()) {
 			return // too late to join: finish plans the next pass

@@ -79,11 +79,19 @@ type Ending struct {
 
 // Ticket follows one notice to its end.
 type Ticket struct {
-	done   chan struct{}
-	ending Ending
+	done     chan struct{}
+	ending   Ending
+	held     chan struct{}
+	heldOnce sync.Once
 }
 
-func newTicket() *Ticket { return &Ticket{done: make(chan struct{})} }
+func newTicket() *Ticket { return &Ticket{done: make(chan struct{}), held: make(chan struct{})} }
+
+// Held is closed once the node is held for the notice (or the notice's
+// part is over without a hold).
+func (t *Ticket) Held() <-chan struct{} { return t.held }
+
+func (t *Ticket) markHeld() { t.heldOnce.Do(func() { close(t.held) }) }
 
 // Done is closed once the notice's part is over: its node held (a cordon
 // notice), or the drain that covered it ended and its completer ran.
@@ -97,6 +105,7 @@ func (t *Ticket) Ending() Ending {
 
 func (t *Ticket) end(e Ending) {
 	t.ending = e
+	t.markHeld()
 	close(t.done)
 }
 
@@ -171,10 +180,14 @@ type Deps struct {
 	Notifier Notifier
 	// Volumes, when set, is waited on after a drain that finished and
 	// before a completer lets the cloud take the instance.
-	Volumes  VolumeWaiter
-	Registry prometheus.Registerer
-	Log      *slog.Logger
-	Clock    clock.WithTicker
+	Volumes VolumeWaiter
+	// DrainGate, when set, is waited on before a node's first drain pass
+	// starts (its hold is not): the queue processor holds back the drains
+	// of a burst of notices until every node named is held.
+	DrainGate func(ctx context.Context)
+	Registry  prometheus.Registerer
+	Log       *slog.Logger
+	Clock     clock.WithTicker
 }
 
 // ErrStopped is returned by a Manager that has stopped.
@@ -210,6 +223,9 @@ func New(o Options, d Deps) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{opts: o, deps: d, metrics: newMetrics(d.Registry), ctx: ctx, cancel: cancel, episodes: map[string]*episode{}}
 }
+
+// GateDrains sets Deps.DrainGate. Call it before the first Add.
+func (m *Manager) GateDrains(gate func(ctx context.Context)) { m.deps.DrainGate = gate }
 
 // Run returns once ctx has ended and every episode has stopped: running
 // drains are stopped, holds stay on their nodes, completers do not run,

@@ -15,6 +15,9 @@ func (e *episode) add(n Notice, t *Ticket) {
 		if cur.ending != nil {
 			t.end(*cur.ending)
 		} else {
+			if cur.held {
+				t.markHeld()
+			}
 			cur.tickets = append(cur.tickets, t)
 		}
 		return
@@ -60,6 +63,9 @@ func (e *episode) hold(nt *notice) {
 		return
 	}
 	nt.hold, nt.held = nil, true
+	for _, t := range nt.tickets {
+		t.markHeld()
+	}
 	e.unreadable(ch)
 	switch {
 	case ch.DryRun:

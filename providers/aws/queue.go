@@ -35,8 +35,11 @@ type queueOptions struct {
 	// OutOfServiceTaint marks the node of a terminated instance out of
 	// service.
 	OutOfServiceTaint bool
-	RebalanceHold     time.Duration
-	MaxInFlight       time.Duration
+	// BurstWait bounds how long a drain waits for the other nodes of a
+	// burst of messages to be held; 0 does not wait.
+	BurstWait     time.Duration
+	RebalanceHold time.Duration
+	MaxInFlight   time.Duration
 }
 
 func defaultQueueOptions() queueOptions {
@@ -48,6 +51,7 @@ func defaultQueueOptions() queueOptions {
 		FailureResult:     string(lifecycle.Continue),
 		RetryAfter:        10 * time.Second,
 		LifecycleDeadline: 30 * time.Minute,
+		BurstWait:         10 * time.Second,
 		RebalanceHold:     30 * time.Minute,
 		MaxInFlight:       11 * time.Hour,
 	}
@@ -80,6 +84,9 @@ func (p *Provider) AddQueueFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&q.MaxInFlight, "max-in-flight", q.MaxInFlight, "Queue: the longest a message stays in flight (SQS allows 12h from its receipt). "+
 		"A drain still running then (a scheduled change days away) is carried on from its node alone, and its message deleted as handed-over; "+
 		"any replica takes it up if this one stops.")
+	fs.DurationVar(&q.BurstWait, "burst-wait", q.BurstWait, "Queue: before evicting from a node, wait until every node named by the messages received so far is held (cordoned, tainted) "+
+		"and none came for 500 ms, so that pods evicted from one doomed node are not scheduled onto another; at most this long. 0 evicts at once. "+
+		"Messages beyond --workers are not received meanwhile: keep --workers above the largest reclaim.")
 	fs.BoolVar(&q.OutOfServiceTaint, "out-of-service-taint", q.OutOfServiceTaint, "Queue: when an instance state change says an instance is terminated and its node is still there, "+
 		"taint the node node.kubernetes.io/out-of-service=nodeshutdown:NoExecute, so that Kubernetes deletes its pods and force-detaches its volumes at once "+
 		"rather than after about 6 minutes.")
@@ -112,6 +119,9 @@ func (p *Provider) ValidateQueue() error {
 	errs = append(errs, q.validateLifecycle())
 	if q.RetryAfter < 0 || q.RetryAfter > 12*time.Hour {
 		bad("retry-after", "must be between 0 and 12h; got %s", q.RetryAfter)
+	}
+	if q.BurstWait < 0 || q.BurstWait > time.Minute {
+		bad("burst-wait", "must be between 0 and 1m; got %s", q.BurstWait)
 	}
 	if q.RebalanceHold < time.Second || q.RebalanceHold > 7*24*time.Hour {
 		bad("rebalance-hold", "must be between 1s and 168h; got %s", q.RebalanceHold)
@@ -147,6 +157,9 @@ func (q queueOptions) validateLifecycle() error {
 	return errors.Join(errs...)
 }
 
+// burstQuiet is how long no message may come before a burst is over.
+const burstQuiet = 500 * time.Millisecond
+
 // NewQueue implements provider.Queue: SQS in, each message's instances
 // mapped to nodes and handed to their episodes, lifecycle actions
 // completed.
@@ -172,7 +185,13 @@ func (p *Provider) NewQueue(ctx context.Context, env provider.QueueEnv) (provide
 	}
 	proc := queue.NewProcessor(popts, mapper, env.Episodes, env.Leases, completer, lifecycle.NewHooks(asg), env.Holds, env.Registry, env.Log.With("component", "processor"), env.Clock)
 	env.Register(queue.SourceName)
+	var burst *queue.Burst
+	if q.BurstWait > 0 {
+		burst = queue.NewBurst(env.Clock, burstQuiet, q.BurstWait)
+		env.Episodes.GateDrains(burst.Wait)
+	}
 	consumer := queue.NewConsumer(aws.SQS(cfg), proc, queue.Options{
+		Burst:    burst,
 		QueueURL: q.URL, Workers: q.Workers, WaitTime: queueWait, Visibility: q.Visibility,
 		MaxReceives: q.MaxReceives, MaxInFlight: q.MaxInFlight, Health: env.Health,
 	}, env.Registry, env.Log.With("component", "consumer"), env.Clock)

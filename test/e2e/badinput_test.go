@@ -61,6 +61,7 @@ var outOfRange = map[string][]string{
 	"retry-after":              {"-1s", "13h"},
 	"lifecycle-deadline":       {"30s", "49h"},
 	"rebalance-hold":           {"0s", "169h"},
+	"burst-wait":               {"-1s", "2m"},
 	"rebalance-hold-timeout":   {"500ms", "169h"},
 	"max-in-flight":            {"5s", "13h"},
 }

@@ -78,6 +78,11 @@ type Delivery struct {
 	// dead-letters nothing (a message's receives then never run out) or
 	// is FIFO (a copy would lose its place in its group).
 	Requeue func(ctx context.Context, reason string, after time.Duration) error
+	// Held says the message's nodes are held, or that its work needs no
+	// hold (Options.Burst); the consumer calls it, if the handler has
+	// not, once the handler returns. Safe to call more than once. Nil
+	// when there is no burst to settle.
+	Held func()
 }
 
 // ReasonRequeued is why a message whose fresh copy was sent is deleted.
@@ -110,6 +115,9 @@ type Options struct {
 	QueueURL string
 	// Workers bounds the messages worked on at once.
 	Workers int
+	// Burst, when set, counts each message from its receipt until its
+	// nodes are held (Delivery.Held).
+	Burst *Burst
 	// WaitTime is the long-poll wait, at most 20 s.
 	WaitTime time.Duration
 	// Visibility is how long a message stays invisible per extension; it
@@ -208,6 +216,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if c.opts.Health != nil {
 			c.opts.Health.Success(SourceName)
 		}
+		c.opts.Burst.Received(len(msgs))
 		for _, m := range msgs {
 			wg.Add(1)
 			go func() {
@@ -239,6 +248,11 @@ func (c *Consumer) work(ctx context.Context, m types.Message) {
 	c.metrics.inFlight.Inc()
 	defer c.metrics.inFlight.Dec()
 	d := Delivery{MessageID: aws.ToString(m.MessageId), Body: []byte(aws.ToString(m.Body))}
+	if b := c.opts.Burst; b != nil {
+		var once sync.Once
+		d.Held = func() { once.Do(b.Settled) }
+		defer d.Held()
+	}
 	d.ReceiveCount, _ = strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
 	if ms, err := strconv.ParseInt(m.Attributes[string(types.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
 		d.SentAt = time.UnixMilli(ms)

@@ -155,6 +155,12 @@ func (h *Processor) handle(ctx context.Context, d Delivery) Outcome {
 		msg.Time = d.SentAt
 	}
 	log := h.log.With("message_id", d.MessageID, "kind", msg.Kind, "event_id", msg.ID, "instances", msg.InstanceIDs)
+	if d.Held == nil {
+		d.Held = func() {}
+	}
+	if msg.Verdict != messages.Drain {
+		d.Held() // holds nothing back: only drains wait for the burst
+	}
 	if msg.Verdict == messages.Ignore {
 		log.Info("nothing to do for this message", "reason", msg.Reason)
 		return Done(msg.Reason)
@@ -174,9 +180,23 @@ func (h *Processor) handle(ctx context.Context, d Delivery) Outcome {
 			return err
 		}
 	}
+	// The message is held once every instance's node is.
+	var mu sync.Mutex
+	held, allHeld := 0, d.Held
 	var wg sync.WaitGroup
 	for i, id := range msg.InstanceIDs {
-		wg.Go(func() { outs[i] = h.handleInstance(ctx, d, msg, id, log.With("instance", id)) })
+		di := d
+		var once sync.Once
+		di.Held = func() {
+			once.Do(func() {
+				mu.Lock()
+				defer mu.Unlock()
+				if held++; held == len(msg.InstanceIDs) {
+					allHeld()
+				}
+			})
+		}
+		wg.Go(func() { outs[i] = h.handleInstance(ctx, di, msg, id, log.With("instance", id)) })
 	}
 	wg.Wait()
 	for _, o := range outs {
@@ -223,6 +243,8 @@ func (h *Processor) handleInstance(ctx context.Context, d Delivery, msg messages
 	}
 	for {
 		out := h.tryInstance(ctx, d, msg, instanceID, log)
+		// Held or not, this instance holds no drain back any longer.
+		d.Held()
 		if out.Delete {
 			return out
 		}
@@ -336,6 +358,14 @@ func (h *Processor) tryInstance(ctx context.Context, d Delivery, msg messages.Me
 	if err != nil {
 		return Retry("stopping", h.opts.RetryAfter)
 	}
+	go func() {
+		select {
+		case <-t.Held():
+		case <-t.Done():
+		case <-ctx.Done():
+		}
+		d.Held()
+	}()
 	handOver := d.HandOver
 	for waiting := true; waiting; {
 		select {
