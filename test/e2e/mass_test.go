@@ -104,4 +104,3 @@ func TestMassInterruptionHoldsEveryNodeFirst(t *testing.T) {
 		return up == replicas
 	})
 }
-
