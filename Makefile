@@ -7,6 +7,8 @@ GO          ?= go
 BIN         := bin
 IMAGE       ?= lastcall:$(VERSION)
 PLATFORMS   ?= linux/amd64,linux/arm64
+# make dist also builds the agent for Windows nodes; no image is built for it.
+DIST_PLATFORMS ?= $(PLATFORMS),windows/amd64
 TEST_TIMEOUT ?= 40m
 FUZZTIME    ?= 30s
 # make test fuzzes a count of inputs, not a time: Go 1.26's fuzz coordinator
@@ -30,12 +32,20 @@ build: ## Build bin/lastcall
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/lastcall ./cmd/lastcall
 
 .PHONY: dist
-dist: ## Cross-compile bin/linux-{amd64,arm64}/lastcall, as the image does
-	@for p in $(subst $(comma), ,$(PLATFORMS)); do \
-	  os=$${p%/*}; arch=$${p#*/}; \
+dist: ## Cross-compile bin/linux-{amd64,arm64}/lastcall, as the image does, and bin/windows-amd64/lastcall.exe
+	@for p in $(subst $(comma), ,$(DIST_PLATFORMS)); do \
+	  os=$${p%/*}; arch=$${p#*/}; ext=; [ "$$os" = windows ] && ext=.exe; \
 	  echo "$$os/$$arch"; \
-	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$$os-$$arch/lastcall ./cmd/lastcall || exit 1; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$$os-$$arch/lastcall$$ext ./cmd/lastcall || exit 1; \
 	done
+
+# The product's packages, which must build and vet for Windows nodes too.
+PRODUCT_PKGS := ./cmd/... ./pkg/... ./providers/...
+
+.PHONY: cross
+cross: ## Build the agent for windows/amd64 and go vet the product's packages for Windows
+	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build -trimpath -o /dev/null ./cmd/lastcall
+	GOOS=windows GOARCH=amd64 $(GO) vet $(PRODUCT_PKGS)
 
 .PHONY: debs
 debs: ## Install the Debian packages the tests use (prometheus: promtool and the scrape test), if missing
@@ -65,7 +75,7 @@ vet: ## Check formatting and run go vet
 	$(GO) vet ./...
 
 .PHONY: test
-test: vet tools fuzz-short ## Run every test, unit and integration (real control plane and emulators), under -race; fuzz each parser briefly
+test: vet cross tools fuzz-short ## Run every test, unit and integration (real control plane and emulators), under -race; fuzz each parser briefly
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # fuzz-each runs every fuzz target of $(FUZZ_PKGS) for $(1), one go test

@@ -83,6 +83,7 @@ func TestLint(t *testing.T) {
 		{"everything on", []string{"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
 			"--set", "prometheusRule.enabled=true", "--set", "dashboard.enabled=true", "--set", "servingGate.enabled=true",
 			"--set", "notifications.webhook.existingSecret=hook", "--set-json", `notifications.template="{\"text\": \"${summary}\"}"`}},
+		{"agent on Windows nodes too", []string{"--set", "agent.windows.enabled=true", "--set", "agent.windows.image.tag=" + windowsTag}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := chart.Helm(testContext(t), append([]string{"lint", "--strict", chartDir(t)}, tc.set...)...)
@@ -529,6 +530,12 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"serving gate selector of pods", map[string]any{"servingGate": map[string]any{"podSelector": map[string]any{}}}, []string{"/servingGate", "podSelector"}},
 		{"unknown webhook format", map[string]any{"notifications": map[string]any{"webhook": map[string]any{"format": "discord"}}},
 			[]string{"/notifications/webhook/format", "slack", "teams", "json"}},
+		{"Windows agent without a Windows image", map[string]any{"agent": map[string]any{"windows": map[string]any{"enabled": true}}},
+			[]string{"/agent/windows/image"}},
+		{"Windows agent given a Linux security context", map[string]any{"agent": map[string]any{"windows": map[string]any{
+			"securityContext": map[string]any{"runAsUser": 65532}}}}, []string{"/agent/windows", "securityContext"}},
+		{"Windows agent without an account", map[string]any{"agent": map[string]any{"windows": map[string]any{"runAsUserName": ""}}},
+			[]string{"/agent/windows/runAsUserName"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := chart.Template(testContext(t), "lc", "lastcall", tc.values)

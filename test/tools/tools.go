@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 )
 
 // Tool is a set of programs built from one pinning module.
@@ -161,10 +160,10 @@ func Build(ctx context.Context, t Tool) (string, error) {
 		return "", err
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+	if err := lockFile(lock); err != nil {
 		return "", fmt.Errorf("locking the tool cache: %w", err)
 	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
+	defer unlockFile(lock) //nolint:errcheck
 	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
 		return dir, nil // built by another process while we waited
 	}

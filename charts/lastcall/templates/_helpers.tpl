@@ -84,6 +84,19 @@ processor keeps every node's drainability itself). */}}
 {{- end }}
 {{- end }}
 
+{{/* The Windows agent's image: agent.windows.image, its repository
+image.repository when empty. No default tag: no Windows image is built with
+lastcall's. */}}
+{{- define "lastcall.windowsImage" -}}
+{{- $i := .Values.agent.windows.image }}
+{{- $repo := default .Values.image.repository $i.repository }}
+{{- if $i.digest }}
+{{- printf "%s@%s" $repo $i.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (required "agent.windows.image.tag (or digest) is required with agent.windows.enabled: name a Windows image holding lastcall.exe" $i.tag) }}
+{{- end }}
+{{- end }}
+
 {{- define "lastcall.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -57,7 +56,7 @@ func Start(ctx context.Context, spec Spec) (*Server, error) {
 	cmd := exec.Command(spec.Bin, spec.Args...)
 	cmd.Dir, cmd.Env = spec.Dir, spec.Env
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("running %s: %w", spec.Bin, err)
 	}
@@ -121,7 +120,7 @@ func (s *Server) Dir() string { return s.spec.Dir }
 
 // Kill ends the process group (SIGKILL) and waits for the exit.
 func (s *Server) Kill() {
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL) //nolint:errcheck // it may be gone already
+	killGroup(s.cmd.Process) //nolint:errcheck // it may be gone already
 	<-s.exited
 }
 
