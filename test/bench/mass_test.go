@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/lastcall/lastcall/test/agentproc"
-	"github.com/lastcall/lastcall/test/cluster"
 	"github.com/lastcall/lastcall/test/emulators/moto"
 )
 
@@ -52,45 +51,9 @@ func massInterruption(b *testing.B, n int) {
 	}
 	defer m.Stop()
 	cfg := moto.Config(m.URL())
-	ids, err := moto.CreateGroup(ctx, cfg, moto.Group{Name: uniq("mass"), Size: int32(n)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ns, err := env.CreateNamespace(ctx, "bench-mass-")
-	if err != nil {
-		b.Fatal(err)
-	}
 	pool := uniq("mass")
-	defer func() {
-		_ = env.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
-		parallel(b, 25, ids, func(id string) error {
-			_ = env.Client.CoreV1().Nodes().Delete(context.Background(), "ip-"+id, metav1.DeleteOptions{})
-			return nil
-		})
-	}()
-	parallel(b, 25, ids, func(id string) error {
-		if _, err := env.AddNode(ctx, "ip-"+id, cluster.WithLabels(map[string]string{"bench-mass": pool}),
-			cluster.WithProviderID("aws:///"+moto.Region+"a/"+id)); err != nil {
-			return err
-		}
-		grace := int64(0)
-		_, err := env.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "p-" + id},
-			Spec: corev1.PodSpec{NodeName: "ip-" + id, TerminationGracePeriodSeconds: &grace,
-				Containers: []corev1.Container{{Name: "c", Image: "registry.example/c:1"}}},
-		}, metav1.CreateOptions{})
-		return err
-	})
-	if err := env.WaitPodsReady(ctx, ns, "", n); err != nil {
-		b.Fatal(err)
-	}
+	ids, ns, url := fleet(b, cfg, pool, n, 1, map[string]string{"bench-mass": pool})
 	q := sqs.NewFromConfig(cfg)
-	name := "bench-mass-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	qo, err := q.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: &name})
-	if err != nil {
-		b.Fatal(err)
-	}
-	url := aws.ToString(qo.QueueUrl)
 
 	// When each node was first seen held, and the first pod seen going.
 	var mu sync.Mutex

@@ -63,51 +63,8 @@ func queueHooks(b *testing.B, nodes int) {
 
 	setup := time.Now()
 	group := fmt.Sprintf("bench-%d", time.Now().Unix())
-	ids, err := moto.CreateGroup(ctx, cfg, moto.Group{Name: group, Size: int32(nodes)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ns, err := env.CreateNamespace(ctx, "bench-queue-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		// The next size runs on a cluster without these nodes and pods.
-		_ = env.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
-		parallel(b, 25, ids, func(id string) error {
-			_ = env.Client.CoreV1().Nodes().Delete(ctx, "ip-"+id, metav1.DeleteOptions{})
-			return nil
-		})
-	}()
-	parallel(b, 25, ids, func(id string) error {
-		if _, err := env.AddNode(ctx, "ip-"+id, cluster.WithProviderID("aws:///"+moto.Region+"a/"+id)); err != nil {
-			return err
-		}
-		grace := int64(0)
-		for i := range podsPerNode {
-			_, err := env.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p-%s-%d", id, i)},
-				Spec: corev1.PodSpec{NodeName: "ip-" + id, TerminationGracePeriodSeconds: &grace,
-					Containers: []corev1.Container{{Name: "c", Image: "registry.example/c:1"}}},
-			}, metav1.CreateOptions{})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	if err := env.WaitPodsReady(wctx, ns, "", nodes*podsPerNode); err != nil {
-		b.Fatal(err)
-	}
+	ids, _, url := fleet(b, cfg, group, nodes, podsPerNode, nil)
 	q := sqs.NewFromConfig(cfg)
-	name := "bench-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	qo, err := q.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: &name})
-	if err != nil {
-		b.Fatal(err)
-	}
-	url := aws.ToString(qo.QueueUrl)
 	for i := 0; i < len(ids); i += 10 {
 		var entries []sqstypes.SendMessageBatchRequestEntry
 		for j, id := range ids[i:min(i+10, len(ids))] {
@@ -181,6 +138,58 @@ func queueHooks(b *testing.B, nodes int) {
 	}
 	results.add(fmt.Sprintf("  %d hooks: CPU used over that time (2 cores)", nodes), fmt.Sprintf("%s; lastcall %.1f s; %.0f%% of the machine",
 		strings.Join(used, ", "), cpu.Seconds(), 100*total/(2*took.Seconds())), "", "")
+}
+
+// fleet makes an Auto Scaling group of n instances in moto (through cfg),
+// a kwok node for each (named ip-<instance>, with its provider ID and
+// labels) running podsPerNode pods of a namespace of their own, and an SQS
+// queue, and waits for the pods to be Ready. The nodes and the namespace
+// are deleted when the benchmark ends, so the next size runs without them.
+func fleet(b *testing.B, cfg aws.Config, group string, n, podsPerNode int, labels map[string]string) (ids []string, ns, queueURL string) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	ids, err := moto.CreateGroup(ctx, cfg, moto.Group{Name: group, Size: int32(n)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if ns, err = env.CreateNamespace(ctx, "bench-fleet-"); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx := context.Background()
+		_ = env.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+		parallel(b, 25, ids, func(id string) error {
+			_ = env.Client.CoreV1().Nodes().Delete(ctx, "ip-"+id, metav1.DeleteOptions{})
+			return nil
+		})
+	})
+	parallel(b, 25, ids, func(id string) error {
+		if _, err := env.AddNode(ctx, "ip-"+id, cluster.WithLabels(labels), cluster.WithProviderID("aws:///"+moto.Region+"a/"+id)); err != nil {
+			return err
+		}
+		grace := int64(0)
+		for i := range podsPerNode {
+			_, err := env.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p-%s-%d", id, i)},
+				Spec: corev1.PodSpec{NodeName: "ip-" + id, TerminationGracePeriodSeconds: &grace,
+					Containers: []corev1.Container{{Name: "c", Image: "registry.example/c:1"}}},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err := env.WaitPodsReady(ctx, ns, "", n*podsPerNode); err != nil {
+		b.Fatal(err)
+	}
+	name := "bench-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	qo, err := sqs.NewFromConfig(cfg).CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: &name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ids, ns, aws.ToString(qo.QueueUrl)
 }
 
 // terminateHook registers a terminate lifecycle action of instance id in

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -17,8 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
-
-	"github.com/lastcall/lastcall/pkg/app"
 )
 
 // TestMetricsAuth renders the chart with metrics.auth, applies its RBAC,
@@ -71,26 +68,7 @@ func TestMetricsAuth(t *testing.T) {
 	}
 	scraper, stranger := token("scraper"), token("stranger")
 
-	o, err := app.Parse([]string{"--mode=drainability", "--cloud=aws", "--log-format=text", "--metrics-auth=kubernetes"},
-		func(string) (string, bool) { return "", false }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(rctx, o, app.Env{Client: clients["drainability"], Listener: ln, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("lastcall under --metrics-auth=kubernetes: %v", err)
-		}
-	}()
+	ln := runDrainability(t, clients["drainability"], "lastcall under --metrics-auth=kubernetes", "--metrics-auth=kubernetes")
 
 	// lastcall's certificate is its own, self-signed: a scraper of pods
 	// skips verification, as with kube-rbac-proxy.
@@ -112,7 +90,7 @@ func TestMetricsAuth(t *testing.T) {
 		return resp.StatusCode, string(b), err
 	}
 	var last string
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
 		code, body, err := get("/readyz", "")
 		last = fmt.Sprint(code, " ", body, " ", err)
 		return code == http.StatusOK, nil

@@ -323,30 +323,12 @@ func drainabilityAs(t *testing.T, client kubernetes.Interface) {
 	name, podNS := nodeWithPods(t)
 	createService(ctx, t, podNS)
 
-	o, err := app.Parse([]string{"--mode=drainability", "--cloud=aws", "--log-format=text"}, func(string) (string, bool) { return "", false }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(rctx, o, app.Env{Client: client, Listener: ln, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("the drainability process under the ServiceAccount: %v", err)
-		}
-	}()
+	ln := runDrainability(t, client, "the drainability process under the ServiceAccount")
 
 	want := fmt.Sprintf(`lastcall_drain_blockers{node=%q,reason=%q} 3`, name, plan.ReasonNoPreStop)
 	base := "http://" + ln.Addr().String()
 	var last string
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		ready, err := httpGet(ctx, base+"/readyz")
 		if err != nil {
 			last = err.Error()
@@ -376,6 +358,34 @@ func drainabilityAs(t *testing.T, client kubernetes.Interface) {
 	if err != nil {
 		t.Errorf("no %s Event recorded on the node under the ServiceAccount: %v", drainability.ReasonBlocked, err)
 	}
+}
+
+// runDrainability runs lastcall --mode=drainability, with further args,
+// as client until the test ends, and returns its listener. what names it
+// in the error it may return.
+func runDrainability(t *testing.T, client kubernetes.Interface, what string, args ...string) net.Listener {
+	t.Helper()
+	o, err := app.Parse(append([]string{"--mode=drainability", "--cloud=aws", "--log-format=text"}, args...),
+		func(string) (string, bool) { return "", false }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(testContext(t))
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Run(ctx, o, app.Env{Client: client, Listener: ln, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	})
+	return ln
 }
 
 // httpGet returns the body of a 200 answer to GET url.
