@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
@@ -254,14 +255,72 @@ func (d *Drainer) drain(ctx context.Context, req Request, sched *schedule) (Resu
 		if i == 0 {
 			wait = append(slices.Clone(g.Pods), sorted.Terminating...)
 		}
-		n, overridden, err := d.drainGroup(ctx, req, sched, i, steps{budgets, gates, spread}, g.Pods, wait)
+		n, overridden, err := d.drainGroup(ctx, req, sched, i, steps{budgets, gates, spread}, g.Pods, wait, false)
 		res.Evicted += n
 		res.Overridden = append(res.Overridden, overridden...)
 		if err != nil {
 			return fail(err)
 		}
 	}
+	// A pod bound to the node just before it was held may not have been in
+	// the cache the drain started from: ask the API server, and evict what
+	// joined, a few rounds at most (a pod created straight onto the node,
+	// as a controller may do again and again, is left to the deadline).
+	handled := map[types.UID]bool{}
+	for _, p := range pods {
+		handled[p.UID] = true
+	}
+	for range lateRounds {
+		late, err := d.lateArrivals(ctx, req.Node, handled)
+		if err != nil {
+			d.log.Warn("the node's pods could not be listed to find late arrivals; the cache said the drain is done", "node", req.Node, "err", err)
+			break
+		}
+		if len(late) == 0 {
+			break
+		}
+		d.metrics.late.Add(float64(len(late)))
+		d.log.Info("pods joined the node as it was held: evicting them too", "node", req.Node, "pods", len(late))
+		groups = append(groups, Group{Name: GroupLate, Pods: late})
+		sched.plan(groups)
+		n, overridden, err := d.drainGroup(ctx, req, sched, len(groups)-1, steps{budgets, gates, spread}, late, late, true)
+		res.Evicted += n
+		res.Overridden = append(res.Overridden, overridden...)
+		pods = append(pods, late...)
+		if err != nil {
+			return fail(err)
+		}
+	}
 	return res, nil
+}
+
+// lateRounds bounds the passes over pods that joined the node after the
+// drain began.
+const lateRounds = 3
+
+// GroupLate names the group of pods that joined the node after the drain
+// began.
+const GroupLate = "late"
+
+// lateArrivals lists the node's pods from the API server and returns the
+// evictable ones handled does not hold, which it then holds.
+func (d *Drainer) lateArrivals(ctx context.Context, node string, handled map[types.UID]bool) ([]*corev1.Pod, error) {
+	list, err := d.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		return nil, err
+	}
+	var late []*corev1.Pod
+	for i := range list.Items {
+		p := &list.Items[i]
+		if handled[p.UID] || p.Spec.NodeName != node {
+			continue
+		}
+		handled[p.UID] = true
+		if v, _ := Classify(p, d.opts.Self); v == Evict {
+			late = append(late, p)
+		}
+	}
+	return late, nil
 }
 
 // lbDelay waits, after the node left the load balancers, for them to stop
@@ -304,8 +363,10 @@ type steps struct {
 }
 
 // drainGroup evicts pods concurrently, each gone by its group's end (see
-// GroupEnds), and waits until every pod of wait is gone.
-func (d *Drainer) drainGroup(ctx context.Context, req Request, sched *schedule, group int, st steps, pods, wait []*corev1.Pod) (int, []string, error) {
+// GroupEnds), and waits until every pod of wait is gone. With
+// evictFirst, every eviction has its answer before the wait begins: the
+// pods may not be in the cache yet, which would take them for gone.
+func (d *Drainer) drainGroup(ctx context.Context, req Request, sched *schedule, group int, st steps, pods, wait []*corev1.Pod, evictFirst bool) (int, []string, error) {
 	var (
 		wg         sync.WaitGroup
 		mu         sync.Mutex
@@ -342,6 +403,9 @@ func (d *Drainer) drainGroup(ctx context.Context, req Request, sched *schedule, 
 				overridden = append(overridden, p.Namespace+"/"+p.Name)
 			}
 		})
+	}
+	if evictFirst {
+		wg.Wait()
 	}
 	err := d.waitGone(ctx, wait)
 	close(stop)

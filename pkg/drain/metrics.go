@@ -11,6 +11,7 @@ type metrics struct {
 	evictions *prometheus.CounterVec
 	skipped   *prometheus.CounterVec
 	overdue   prometheus.Counter
+	late      prometheus.Counter
 	overrides *prometheus.CounterVec
 	gates     *prometheus.CounterVec
 	gateWait  prometheus.Histogram
@@ -42,6 +43,10 @@ func newMetrics(reg prometheus.Registerer, deadlineUsed func() float64) *metrics
 			Namespace: namespace, Name: "pods_skipped_total",
 			Help: "Pods a drain left in place, by rule (mirror, self, annotated: lastcall.io/skip-eviction, daemonset, completed).",
 		}, []string{"rule"}),
+		late: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "pods_late_total",
+			Help: "Pods found on a node once its drain had evicted what its cache showed (bound to it just before the hold), and evicted too.",
+		}),
 		overdue: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "pods_remaining_at_deadline_total",
 			Help: "Pods still on a node when its drain deadline passed.",
@@ -88,6 +93,6 @@ func newMetrics(reg prometheus.Registerer, deadlineUsed func() float64) *metrics
 	for _, c := range []string{"201", "404", "409", "429", "error"} {
 		m.evictions.WithLabelValues(c)
 	}
-	reg.MustRegister(m.duration, m.drains, m.draining, m.evictions, m.skipped, m.overdue, m.overrides, m.gates, m.gateWait, m.spread, used)
+	reg.MustRegister(m.duration, m.drains, m.draining, m.evictions, m.skipped, m.overdue, m.late, m.overrides, m.gates, m.gateWait, m.spread, used)
 	return m
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -263,5 +264,43 @@ func TestBudgetChangeRetriesEviction(t *testing.T) {
 	}
 	if errors.Is(err, ErrDeadline) {
 		t.Fatal(err)
+	}
+}
+
+// A pod bound to the node just before it was held, which the cache the
+// drain started from did not show yet, is found by asking the API server
+// once the cached pods are gone, and evicted too; so is nothing else the
+// drain has already handled.
+func TestDrainEvictsPodsTheCacheDidNotShow(t *testing.T) {
+	t0 := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	clk := clocktesting.NewFakeClock(t0)
+	web := pod("web-0")
+	x := newPods(web)
+	c := newCluster(t, x)
+	late := pod("late-0")
+	late.Spec.NodeName, late.UID = "node-a", "uid-late-0"
+	elsewhere := pod("other-0")
+	elsewhere.Spec.NodeName, elsewhere.UID = "node-b", "uid-other-0"
+	for _, p := range []*corev1.Pod{web, late, elsewhere} {
+		if err := c.client.Tracker().Add(p.DeepCopy()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	d := New(c.client, x, record.NewFakeRecorder(100), reg, slog.New(slog.DiscardHandler), clk, DefaultOptions())
+	run := d.Start(context.Background(), Request{Node: "node-a", Kind: "spot-interruption", Deadline: t0.Add(2 * time.Minute)})
+	expectCall(t, c.calls, "evicted web-0")
+	expectCall(t, c.calls, "evicted late-0")
+	res, err := run.Result()
+	if err != nil || res.Outcome != Drained || res.Evicted != 2 {
+		t.Fatalf("result %+v, %v; want both pods evicted", res, err)
+	}
+	select {
+	case call := <-c.calls:
+		t.Errorf("unexpected call %q: only the node's pods, once each", call)
+	default:
+	}
+	if got := testutil.ToFloat64(d.metrics.late); got != 1 {
+		t.Errorf("lastcall_pods_late_total = %v, want 1", got)
 	}
 }
