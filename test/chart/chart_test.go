@@ -813,3 +813,37 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 }
+
+// TestChartDefaultsMatchTheBinary: a duration flag the chart always passes
+// has, by default, the binary's own default, so that the README's figures,
+// measured with the binary's defaults, hold for a default install.
+func TestChartDefaultsMatchTheBinary(t *testing.T) {
+	fs := pflag.NewFlagSet("lastcall", pflag.ContinueOnError)
+	app.NewOptions(app.Providers()...).AddFlags(fs)
+	for _, mode := range []string{"agent", "queue"} {
+		values := map[string]any{"mode": mode}
+		if mode == "queue" {
+			values["queue"] = map[string]any{"url": queueURL}
+		}
+		for _, o := range render(t, "defaults", "defaults", values) {
+			if o.GetKind() != "DaemonSet" && o.GetKind() != "Deployment" {
+				continue
+			}
+			containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			c, _ := containers[0].(map[string]any)
+			args, _, _ := unstructured.NestedStringSlice(c, "args")
+			for _, a := range args {
+				name, value, ok := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+				f := fs.Lookup(name)
+				if !ok || f == nil || f.Value.Type() != "duration" {
+					continue
+				}
+				want, _ := time.ParseDuration(f.DefValue)
+				got, err := time.ParseDuration(value)
+				if err != nil || got != want {
+					t.Errorf("%s %s: the chart passes --%s=%s by default; the binary's default is %s", o.GetKind(), o.GetName(), name, value, f.DefValue)
+				}
+			}
+		}
+	}
+}
