@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -28,11 +27,7 @@ import (
 // any. It measures the time from the first notice sent to the last node
 // held, and checks that no pod was evicted before then.
 func BenchmarkMassInterruption(b *testing.B) {
-	sizes := []int{20, 200}
-	if v, err := strconv.Atoi(os.Getenv("LASTCALL_BENCH_MASS")); err == nil && v > 0 {
-		sizes = []int{v}
-	}
-	for _, n := range sizes {
+	for _, n := range sizes("LASTCALL_BENCH_MASS", 20, 200) {
 		b.Run(fmt.Sprintf("notices=%d", n), func(b *testing.B) {
 			for range b.N {
 				massInterruption(b, n)

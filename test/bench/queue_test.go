@@ -32,11 +32,7 @@ import (
 // start to the last CompleteLifecycleAction, the Kubernetes API request
 // rate it reached, and its memory. Each size's nodes are deleted after it.
 func BenchmarkQueueTerminateHooks(b *testing.B) {
-	sizes := []int{100, 500}
-	if v, err := strconv.Atoi(os.Getenv("LASTCALL_BENCH_NODES")); err == nil && v > 0 {
-		sizes = []int{v}
-	}
-	for _, n := range sizes {
+	for _, n := range sizes("LASTCALL_BENCH_NODES", 100, 500) {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
 			for range b.N {
 				queueHooks(b, n)
@@ -138,6 +134,15 @@ func queueHooks(b *testing.B, nodes int) {
 	}
 	results.add(fmt.Sprintf("  %d hooks: CPU used over that time (2 cores)", nodes), fmt.Sprintf("%s; lastcall %.1f s; %.0f%% of the machine",
 		strings.Join(used, ", "), cpu.Seconds(), 100*total/(2*took.Seconds())), "", "")
+}
+
+// sizes are the sizes a benchmark runs: defaults, or only the one the
+// environment variable name gives.
+func sizes(name string, defaults ...int) []int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return []int{v}
+	}
+	return defaults
 }
 
 // fleet makes an Auto Scaling group of n instances in moto (through cfg),
