@@ -85,7 +85,7 @@ func newProcessorMetrics(reg prometheus.Registerer) *processorMetrics {
 		}, []string{"kind"}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Subsystem: "queue", Name: "lag_seconds",
-			Help:    "Time from an event happening to lastcall receiving its message.",
+			Help:    "Time from an event happening to lastcall receiving its message, on its first receive.",
 			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900},
 		}),
 		completions: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -145,7 +145,10 @@ func (h *Processor) handle(ctx context.Context, d Delivery) Outcome {
 		return Done("unparsable")
 	}
 	h.metrics.received.WithLabelValues(msg.Kind).Inc()
-	if !msg.Time.IsZero() && d.Copies == 0 {
+	if !msg.Time.IsZero() && d.Copies == 0 && d.ReceiveCount <= 1 {
+		// The first receive only: a message received again is late for
+		// reasons that are not the queue's (its replica stopped, its work
+		// failed), and would count each retry as lag.
 		h.metrics.lag.Observe(max(0, h.clock.Since(msg.Time).Seconds()))
 	}
 	if msg.Time.IsZero() {
