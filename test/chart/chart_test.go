@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -714,17 +713,7 @@ func TestServerSideDryRun(t *testing.T) {
 			ns := createNamespace(t, fmt.Sprintf("lastcall-dry-%d", i))
 			objs := render(t, fmt.Sprintf("dry%d", i), ns, tc.values)
 			for _, o := range objs {
-				gvk := o.GroupVersionKind()
-				m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-				if err != nil {
-					t.Fatalf("%s %s: the API server does not serve it: %v", gvk, o.GetName(), err)
-				}
-				var r dynamic.ResourceInterface = dyn.Resource(m.Resource)
-				if m.Scope.Name() == meta.RESTScopeNameNamespace {
-					r = dyn.Resource(m.Resource).Namespace(ns)
-				}
-				_, err = r.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: "lastcall-test", DryRun: []string{metav1.DryRunAll}})
-				if err != nil {
+				if err := applyDryRun(ctx, mapper, dyn, ns, o); err != nil {
 					t.Errorf("%s %s rejected by the API server: %v", o.GetKind(), o.GetName(), err)
 				}
 			}
@@ -844,6 +833,50 @@ func TestChartDefaultsMatchTheBinary(t *testing.T) {
 					t.Errorf("%s %s: the chart passes --%s=%s by default; the binary's default is %s", o.GetKind(), o.GetName(), name, value, f.DefValue)
 				}
 			}
+		}
+	}
+}
+
+// TestDeployManifestsApplySideBySide: deploy/agent.yaml and
+// deploy/queue.yaml share no object, so applying both changes neither's:
+// not a ServiceAccount (the queue's IAM role would reach every agent), a
+// ClusterRole, nor the metrics Service (its selector would flip).
+func TestDeployManifestsApplySideBySide(t *testing.T) {
+	files, err := chart.Manifests(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(o *unstructured.Unstructured) string {
+		return o.GetKind() + " " + o.GetNamespace() + "/" + o.GetName()
+	}
+	agent, err := chart.Documents(files["agent.yaml"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue, err := chart.Documents(files["queue.yaml"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	inAgent := map[string]bool{}
+	for _, o := range agent {
+		inAgent[key(o)] = true
+	}
+	for _, o := range queue {
+		if inAgent[key(o)] {
+			t.Errorf("deploy/agent.yaml and deploy/queue.yaml both hold %s", key(o))
+		}
+	}
+	// Both files are valid for the real API server, in the namespace of
+	// deploy/namespace.yaml.
+	_, err = env.Client.CoreV1().Namespaces().Create(testContext(t), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "lastcall"}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(env.Client.Discovery()))
+	dyn := dynamic.NewForConfigOrDie(env.Config)
+	for _, o := range append(agent, queue...) {
+		if err := applyDryRun(testContext(t), mapper, dyn, "lastcall", o); err != nil {
+			t.Errorf("applying %s: %v", key(o), err)
 		}
 	}
 }

@@ -150,7 +150,10 @@ func Manifests(ctx context.Context) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	queue, err := Template(ctx, release, ns, map[string]any{
+	// The queue processor is a release of its own, so that both files
+	// apply side by side: no ServiceAccount (and its IAM role), ClusterRole
+	// or Service of one is the other's.
+	queue, err := Template(ctx, release+"-queue", ns, map[string]any{
 		"mode":  "queue",
 		"queue": map[string]any{"url": QueueURLPlaceholder},
 	})
@@ -173,6 +176,11 @@ func Manifests(ctx context.Context) (map[string][]byte, error) {
 	if rule == nil || monitor == nil {
 		return nil, errors.New("the chart rendered no PrometheusRule or PodMonitor")
 	}
+	// Every release of lastcall: the agents' and the queue processor's.
+	if err := unstructured.SetNestedStringMap(monitor.Object, map[string]string{"app.kubernetes.io/name": "lastcall"},
+		"spec", "selector", "matchLabels"); err != nil {
+		return nil, err
+	}
 	// The rules as a plain Prometheus rules file, for Prometheus without the
 	// Operator.
 	rules, err := rulesFile(rule)
@@ -193,7 +201,7 @@ func Manifests(ctx context.Context) (map[string][]byte, error) {
 		"namespace.yaml":                 []byte(manifestHeader + namespace),
 		"agent.yaml":                     []byte(manifestHeader + "# Node agent (DaemonSet) and the drainability process (Deployment of one):\n# kubectl apply -f namespace.yaml -f agent.yaml\n# The ValidatingAdmissionPolicy confining each agent to its node needs Kubernetes 1.30 or later; on an older\n# cluster, delete its two objects (lastcall-own-node) from this file.\n" + string(agent)),
 		"queue.yaml":                     []byte(manifestHeader + "# Queue processor (Deployment). Replace the --queue-url " + QueueURLPlaceholder + ",\n# and give the ServiceAccount an IAM role (IRSA annotation or EKS Pod Identity).\n" + string(queue)),
-		"monitoring.yaml":                []byte(manifestHeader + "# Prometheus Operator PodMonitor and PrometheusRule. The PodMonitor selects every pod of\n# release lastcall: the agents and the drainability process, or the queue processors.\n" + operator.String()),
+		"monitoring.yaml":                []byte(manifestHeader + "# Prometheus Operator PodMonitor and PrometheusRule. The PodMonitor selects every pod of\n# lastcall: the agents and the drainability process, and the queue processors.\n" + operator.String()),
 		"prometheus/lastcall-rules.yaml": []byte(manifestHeader + "# lastcall's alerting rules as a plain Prometheus rules file (rule_files:).\n" + string(rules)),
 	}, nil
 }
