@@ -238,6 +238,15 @@ func TestWindowsPodRejectsLinuxFields(t *testing.T) {
 // applyDryRun applies o in ns with a server-side dry run: the API server
 // validates it as on install and keeps nothing.
 func applyDryRun(ctx context.Context, mapper meta.RESTMapper, dyn dynamic.Interface, ns string, o *unstructured.Unstructured) error {
+	return applyObject(ctx, mapper, dyn, ns, o, metav1.ApplyOptions{FieldManager: "lastcall-test", DryRun: []string{metav1.DryRunAll}})
+}
+
+// apply applies o in ns for real.
+func apply(ctx context.Context, mapper meta.RESTMapper, dyn dynamic.Interface, ns string, o *unstructured.Unstructured) error {
+	return applyObject(ctx, mapper, dyn, ns, o, metav1.ApplyOptions{FieldManager: "lastcall-test"})
+}
+
+func applyObject(ctx context.Context, mapper meta.RESTMapper, dyn dynamic.Interface, ns string, o *unstructured.Unstructured, opts metav1.ApplyOptions) error {
 	gvk := o.GroupVersionKind()
 	m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if err != nil {
@@ -247,7 +256,7 @@ func applyDryRun(ctx context.Context, mapper meta.RESTMapper, dyn dynamic.Interf
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
 		r = dyn.Resource(m.Resource).Namespace(ns)
 	}
-	_, err = r.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: "lastcall-test", DryRun: []string{metav1.DryRunAll}})
+	_, err = r.Apply(ctx, o.GetName(), o, opts)
 	return err
 }
 
