@@ -880,3 +880,63 @@ func TestDeployManifestsApplySideBySide(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryAlertHasARunbook: each alert's runbook_url points at its own
+// section of docs/runbooks.md, which says what happened, what to check and
+// what to do.
+func TestEveryAlertHasARunbook(t *testing.T) {
+	rules, err := chart.Rules(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Groups []struct {
+			Rules []struct {
+				Alert       string
+				Annotations map[string]string
+			}
+		}
+	}
+	if err := yaml.Unmarshal(rules, &file); err != nil {
+		t.Fatal(err)
+	}
+	root, err := tools.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "runbooks.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := map[string]string{}
+	for _, s := range strings.Split(string(doc), "\n## ")[1:] {
+		title, body, _ := strings.Cut(s, "\n")
+		sections[strings.TrimSpace(title)] = body
+	}
+	alerts := 0
+	for _, g := range file.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			alerts++
+			want := "https://github.com/lastcall/lastcall/blob/main/docs/runbooks.md#" + strings.ToLower(r.Alert)
+			if got := r.Annotations["runbook_url"]; got != want {
+				t.Errorf("%s: runbook_url %q, want %q", r.Alert, got, want)
+			}
+			body, ok := sections[r.Alert]
+			if !ok {
+				t.Errorf("%s: no section in docs/runbooks.md", r.Alert)
+				continue
+			}
+			for _, part := range []string{"**What happened.**", "**What to check.**", "**What to do.**"} {
+				if !strings.Contains(body, part) {
+					t.Errorf("%s: its runbook lacks %s", r.Alert, part)
+				}
+			}
+		}
+	}
+	if alerts == 0 {
+		t.Fatal("the chart rendered no alert")
+	}
+}
