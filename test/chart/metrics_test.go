@@ -73,7 +73,7 @@ func TestDashboardIsValid(t *testing.T) {
 	for _, v := range d.Templating.List {
 		vars[v.Name] = v.Type
 	}
-	for name, typ := range map[string]string{"datasource": "datasource", "namespace": "query", "pod": "query"} {
+	for name, typ := range map[string]string{"datasource": "datasource", "cluster": "query", "namespace": "query", "pod": "query"} {
 		if vars[name] != typ {
 			t.Errorf("template variable %q has type %q, want %q", name, vars[name], typ)
 		}
@@ -108,7 +108,7 @@ func TestDashboardIsValid(t *testing.T) {
 			if tg.Datasource != nil && !tg.Datasource.isVariable() {
 				t.Errorf("panel %q target %s: datasource %s, want uid ${datasource}", p.Title, tg.RefID, tg.Datasource)
 			}
-			for _, f := range []string{`namespace=~"$namespace"`, `pod=~"$pod"`} {
+			for _, f := range []string{`cluster=~"$cluster"`, `namespace=~"$namespace"`, `pod=~"$pod"`} {
 				if strings.Count(tg.Expr, f) < len(metricRE.FindAllString(tg.Expr, -1)) {
 					t.Errorf("panel %q target %s: not every selector filters %s: %s", p.Title, tg.RefID, f, tg.Expr)
 				}
@@ -120,6 +120,21 @@ func TestDashboardIsValid(t *testing.T) {
 	}
 	if panels == 0 {
 		t.Error("the dashboard has no panels")
+	}
+	if d.Editable {
+		t.Error("the dashboard is editable: an edit made in Grafana is lost at the next install; copy it instead")
+	}
+	// What an on-call engineer asks after an interruption, each on a panel.
+	exprs := ""
+	for p := range d.panels() {
+		for _, tg := range p.Targets {
+			exprs += tg.Expr + "\n"
+		}
+	}
+	for _, want := range []string{"lastcall_pdb_overrides_total", "lastcall_pods_remaining_at_deadline_total", `reason="redrive"`, "sum by (node)"} {
+		if !strings.Contains(exprs, want) {
+			t.Errorf("no panel shows %s", want)
+		}
 	}
 }
 
@@ -258,6 +273,7 @@ func distinct(refs []reference) []string {
 type dashboard struct {
 	UID        string  `json:"uid"`
 	Title      string  `json:"title"`
+	Editable   bool    `json:"editable"`
 	Panels     []panel `json:"panels"`
 	Templating struct {
 		List []struct {
