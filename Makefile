@@ -28,8 +28,9 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/lastcall
+build: ## Build bin/lastcall and the kubectl plugin bin/kubectl-lastcall
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/lastcall ./cmd/lastcall
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/kubectl-lastcall ./cmd/kubectl-lastcall
 
 .PHONY: dist
 dist: ## Cross-compile bin/linux-{amd64,arm64}/lastcall, as the image does, and bin/windows-amd64/lastcall.exe

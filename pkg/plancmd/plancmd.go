@@ -79,7 +79,10 @@ type Options struct {
 	// Kubeconfig is the path of a kubeconfig; $KUBECONFIG when empty,
 	// then the in-cluster configuration.
 	Kubeconfig string
-	Drain      drain.Options
+	// Context is the kubeconfig context to use; its current one when
+	// empty.
+	Context string
+	Drain   drain.Options
 }
 
 // Env is what lastcall plan takes from outside. Main leaves it
@@ -89,6 +92,9 @@ type Env struct {
 	Client kubernetes.Interface
 	// Now is when the plan is made; zero: time.Now().
 	Now time.Time
+	// Kubectl loads the client configuration as kubectl does: $KUBECONFIG,
+	// else ~/.kube/config (the kubectl plugin).
+	Kubectl bool
 }
 
 // ErrNodeNotFound is returned by Run when the node does not exist.
@@ -98,6 +104,21 @@ var ErrNodeNotFound = errors.New("node not found")
 // its exit status (PlanExit*).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
 	return Command(ctx, args, Env{}, stdout, stderr, lookupEnv)
+}
+
+// PluginMain runs kubectl lastcall with args (those after
+// "kubectl lastcall"): "plan" and its flags, as lastcall plan, with the
+// client configuration kubectl would use.
+func PluginMain(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	if len(args) == 0 || args[0] != "plan" {
+		fmt.Fprint(stderr, "Usage: kubectl lastcall plan --node NAME [--deadline 2m] [-o table|json] [--context NAME] [flags]\n"+
+			"See kubectl lastcall plan --help.\n")
+		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+			return 0
+		}
+		return ExitUsage
+	}
+	return Command(ctx, args[1:], Env{Kubectl: true}, stdout, stderr, lookupEnv)
 }
 
 // Command is Main with env.
@@ -111,7 +132,7 @@ func Command(ctx context.Context, args []string, env Env, stdout, stderr io.Writ
 		return ExitUsage
 	}
 	if env.Client == nil {
-		cfg, err := planRestConfig(o.Kubeconfig, lookupEnv)
+		cfg, err := planRestConfig(o.Kubeconfig, o.Context, env.Kubectl, lookupEnv)
 		if err == nil {
 			env.Client, err = kubernetes.NewForConfig(cfg)
 		}
@@ -152,7 +173,8 @@ func Parse(args []string, stdout io.Writer, lookupEnv func(string) (string, bool
 	fs.StringVar(&o.Node, "node", o.Node, "Name of the node whose drain to plan. Required.")
 	fs.DurationVar(&o.Deadline, "deadline", o.Deadline, "How long from now the node has (the interruption notice's deadline).")
 	fs.StringVarP(&o.Output, "output", "o", o.Output, "Output format: table or json.")
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path of a kubeconfig; when empty, $KUBECONFIG, and without it the in-cluster configuration.")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path of a kubeconfig; when empty, $KUBECONFIG, and without it the in-cluster configuration (kubectl lastcall: ~/.kube/config).")
+	fs.StringVar(&o.Context, "context", o.Context, "The kubeconfig context to use; its current one when empty.")
 	drainFlags := pflag.NewFlagSet("drain", pflag.ContinueOnError)
 	o.Drain.AddFlags(drainFlags)
 	for _, name := range []string{"deadline-margin", "pdb-deadline-policy", "lb-deregistration-delay", "evict-daemonsets"} {
@@ -263,23 +285,29 @@ func readPlanInputs(ctx context.Context, client kubernetes.Interface, node strin
 // planRestConfig is the client configuration of lastcall plan: the file
 // --kubeconfig names; else $KUBECONFIG (a list of files, merged as kubectl
 // merges them); else the in-cluster configuration.
-func planRestConfig(kubeconfig string, lookupEnv func(string) (string, bool)) (*rest.Config, error) {
+func planRestConfig(kubeconfig, context string, kubectl bool, lookupEnv func(string) (string, bool)) (*rest.Config, error) {
 	env, _ := lookupEnv("KUBECONFIG")
 	var cfg *rest.Config
 	var err error
-	switch {
-	case kubeconfig != "":
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	case env == "":
-		cfg, err = rest.InClusterConfig()
-	default:
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: context}
+	load := func(rules *clientcmd.ClientConfigLoadingRules) {
 		// Not the deferred loader: it would fall back to the in-cluster
 		// configuration when the files are missing.
 		var merged *clientcmdapi.Config
-		merged, err = (&clientcmd.ClientConfigLoadingRules{Precedence: filepath.SplitList(env)}).Load()
-		if err == nil {
-			cfg, err = clientcmd.NewDefaultClientConfig(*merged, &clientcmd.ConfigOverrides{}).ClientConfig()
+		if merged, err = rules.Load(); err == nil {
+			cfg, err = clientcmd.NewDefaultClientConfig(*merged, overrides).ClientConfig()
 		}
+	}
+	switch {
+	case kubeconfig != "":
+		load(&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig})
+	case env != "":
+		load(&clientcmd.ClientConfigLoadingRules{Precedence: filepath.SplitList(env)})
+	case kubectl:
+		home, _ := lookupEnv("HOME")
+		load(&clientcmd.ClientConfigLoadingRules{Precedence: []string{filepath.Join(home, ".kube", "config")}})
+	default:
+		cfg, err = rest.InClusterConfig()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("loading Kubernetes client configuration (--kubeconfig %q, $KUBECONFIG %q): %w", kubeconfig, env, err)

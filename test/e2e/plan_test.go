@@ -17,12 +17,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/lastcall/lastcall/pkg/plan"
 	"github.com/lastcall/lastcall/pkg/plan/render"
 	"github.com/lastcall/lastcall/pkg/plancmd"
 	"github.com/lastcall/lastcall/test/agentproc"
 	"github.com/lastcall/lastcall/test/golden"
+	"github.com/lastcall/lastcall/test/tools"
 )
 
 // planNow pins the clock of the plans made in this process, so that their
@@ -310,4 +312,51 @@ func reasonsOf(p plan.Plan) map[string][]plan.Reason {
 		}
 	}
 	return out
+}
+
+// lastcall plan as a kubectl plugin: kubectl, the real one, finds
+// kubectl-lastcall on the PATH, and "kubectl lastcall plan" plans the node
+// with kubectl's client configuration ($KUBECONFIG here) and --context,
+// exiting as lastcall plan does.
+func TestPlanAsKubectlPlugin(t *testing.T) {
+	ns := newNamespace(t)
+	node := newNode(t, "plugin", nil)
+	on := map[string]string{"kubernetes.io/hostname": node}
+	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bare", Namespace: ns}, Spec: podTemplate(map[string]string{"app": "bare"}, on, 30).Spec}
+	create(t, bare, env.Client.CoreV1().Pods(ns).Create)
+	waitPods(t, ns, func(p []*corev1.Pod) bool { return countReady(onNode(p, node)) == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	kubectl, err := tools.Binary(ctx, tools.Kubernetes, "kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := tools.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "kubectl-lastcall"), "./cmd/kubectl-lastcall")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building kubectl-lastcall: %v\n%s", err, out)
+	}
+	kc, err := clientcmd.LoadFromFile(env.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	environ := []string{"PATH=" + dir, "KUBECONFIG=" + env.Kubeconfig, "HOME=" + t.TempDir()}
+
+	code, out, stderr := runLastcall(t, kubectl, environ, "lastcall", "plan", "--node", node, "--context", kc.CurrentContext)
+	if code != plancmd.ExitFits || !strings.Contains(out, "Node:                     "+node) || !strings.Contains(out, string(plan.ReasonNoController)) {
+		t.Errorf("kubectl lastcall plan: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	if code, _, stderr := runLastcall(t, kubectl, environ, "lastcall", "plan", "--node", node, "--context", "no-such-context"); code != plancmd.ExitCluster ||
+		!strings.Contains(stderr, "no-such-context") {
+		t.Errorf("kubectl lastcall plan --context no-such-context: exit %d, stderr %q", code, stderr)
+	}
+	if code, _, _ := runLastcall(t, kubectl, environ, "lastcall", "explain"); code != plancmd.ExitUsage {
+		t.Errorf("kubectl lastcall explain: exit %d, want %d", code, plancmd.ExitUsage)
+	}
 }
