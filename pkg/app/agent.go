@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
 	"github.com/lastcall/lastcall/pkg/agent"
@@ -77,8 +78,9 @@ func buildAgent(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 		}
 		return sourceHealth.CheckRead()
 	}
+	doctor := newMetadataDoctor(c, name, log)
 	main := func(ctx context.Context) error {
-		p, err := detect(ctx, o, log, env.Clock, &detectErr)
+		p, err := detect(ctx, o, log, env.Clock, &detectErr, doctor)
 		if err != nil {
 			return nil // ctx ended while detecting
 		}
@@ -171,18 +173,21 @@ func (k *kernel) run(main func(context.Context) error) func(context.Context) err
 // detect returns the provider --cloud names, or asks every provider's
 // metadata service until one answers, a round every detectEvery; it fails
 // only when ctx ends. status holds why no cloud is known yet.
-func detect(ctx context.Context, o *Options, log *slog.Logger, clk clock.Clock, status *atomic.Pointer[error]) (provider.Provider, error) {
+func detect(ctx context.Context, o *Options, log *slog.Logger, clk clock.Clock, status *atomic.Pointer[error], doctor *metadataDoctor) (provider.Provider, error) {
 	if p := o.provider(o.Agent.Cloud); p != nil {
 		status.Store(nil)
+		doctor.check(ctx, []provider.Provider{p})
 		return p, nil
 	}
 	for {
 		p, err := Detect(ctx, o)
 		if err == nil {
 			status.Store(nil)
+			doctor.clear()
 			log.Info("cloud detected", "cloud", p.Name())
 			return p, nil
 		}
+		doctor.check(ctx, o.Providers)
 		// Readiness names the clouds asked, not what their services
 		// answered: that is in the log.
 		why := fmt.Errorf("no cloud metadata service answered (asked %s; the log says what each answered)", strings.Join(o.providerNames(), ", "))
@@ -220,3 +225,47 @@ func Detect(ctx context.Context, o *Options) (provider.Provider, error) {
 	}
 	return nil, fmt.Errorf("no cloud metadata service answered (set --cloud to choose one): %w", errors.Join(errs...))
 }
+
+// metadataDoctor says, in a Warning Event on the node, in the log and in
+// lastcall_metadata_problem, why a cloud's metadata service does not
+// answer as it should, when a provider can tell (provider.Diagnoser).
+type metadataDoctor struct {
+	recorder record.EventRecorder
+	node     string
+	log      *slog.Logger
+	gauge    *prometheus.GaugeVec
+	told     map[string]bool
+}
+
+func newMetadataDoctor(c *common, node string, log *slog.Logger) *metadataDoctor {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "lastcall_metadata_problem",
+		Help: "1 while the agent knows why its cloud's metadata service does not answer as it should, by cloud and cause " +
+			"(imds-hop-limit: the IMDSv2 token does not reach the pod); the node's MetadataUnreachable Event says the fix.",
+	}, []string{"cloud", "cause"})
+	c.reg.MustRegister(g)
+	return &metadataDoctor{recorder: c.recorder, node: node, log: log, gauge: g, told: map[string]bool{}}
+}
+
+// check asks each provider that can tell; what one finds is said once.
+func (d *metadataDoctor) check(ctx context.Context, providers []provider.Provider) {
+	for _, p := range providers {
+		dg, ok := p.(provider.Diagnoser)
+		if !ok {
+			continue
+		}
+		cause, advice := dg.Diagnose(ctx)
+		if cause == "" {
+			continue
+		}
+		d.gauge.WithLabelValues(p.Name(), cause).Set(1)
+		if key := p.Name() + "/" + cause; !d.told[key] {
+			d.told[key] = true
+			d.log.Error("the cloud's metadata service does not answer as it should", "cloud", p.Name(), "cause", cause, "advice", advice)
+			d.recorder.Eventf(node.Ref(d.node), corev1.EventTypeWarning, "MetadataUnreachable", "%s (%s): %s", p.Name(), cause, advice)
+		}
+	}
+}
+
+// clear says the problems are over: a cloud answered.
+func (d *metadataDoctor) clear() { d.gauge.Reset() }

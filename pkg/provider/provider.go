@@ -43,6 +43,16 @@ type Provider interface {
 	Sources(ctx context.Context, env Env) ([]interruption.Source, error)
 }
 
+// Diagnoser is a Provider that can tell why its metadata service does not
+// answer as it should, with the likely fix: the agent asks it when no cloud
+// answers, and once at start when --cloud names it.
+type Diagnoser interface {
+	// Diagnose returns a short cause (a metric label) and a sentence that
+	// names the likely cause and the fix; "" when it finds nothing wrong,
+	// or cannot tell. ctx bounds it.
+	Diagnose(ctx context.Context) (cause, advice string)
+}
+
 // Env is what the sources of a Provider are given.
 type Env struct {
 	// Node is the name of the agent's node.

@@ -133,6 +133,42 @@ func (p *Provider) Detect(ctx context.Context) error {
 	return provider.Expect(provider.MetadataHTTPClient(detectTimeout), req, func(r *http.Response) bool { return r.StatusCode == http.StatusOK })
 }
 
+// CauseHopLimit is the cause Diagnose names when the IMDSv2 token request
+// gets no answer while IMDS answers a plain read.
+const CauseHopLimit = "imds-hop-limit"
+
+// Diagnose implements provider.Diagnoser. A token request (PUT) that gets
+// no answer while a plain read (GET, no token) gets one, even a 401, is an
+// IMDSv2 hop limit of 1: the token's answer may cross one network hop, and
+// a pod's network namespace is a second. Karpenter's EC2NodeClass sets a
+// hop limit of 1 by default.
+func (p *Provider) Diagnose(ctx context.Context) (string, string) {
+	base := strings.TrimRight(p.endpoint(), "/")
+	client := provider.MetadataHTTPClient(detectTimeout)
+	put, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/latest/api/token", nil)
+	if err != nil {
+		return "", ""
+	}
+	put.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
+	if resp, err := client.Do(put); err == nil {
+		resp.Body.Close()
+		return "", "" // a token comes back: nothing wrong with the hops
+	}
+	get, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/latest/meta-data/", nil)
+	if err != nil {
+		return "", ""
+	}
+	resp, err := client.Do(get)
+	if err != nil {
+		return "", "" // nothing answers at all: not EC2, or no route
+	}
+	resp.Body.Close()
+	return CauseHopLimit, "the EC2 instance metadata service answers, but its IMDSv2 token does not reach this pod: " +
+		"the instance's hop limit (HttpPutResponseHopLimit) is most likely 1, as Karpenter's EC2NodeClass sets by default. " +
+		"Run the agent in the node's network (chart value agent.hostNetwork: true, the default), " +
+		"or raise the hop limit to 2 (EC2NodeClass spec.metadataOptions.httpPutResponseHopLimit, or the launch template's)"
+}
+
 // detectTimeout bounds one answer of detection.
 const detectTimeout = 2 * time.Second
 
