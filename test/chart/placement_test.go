@@ -3,9 +3,11 @@ package chart_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -101,5 +103,51 @@ func TestWorkloadsStayOffNodesTheyCannotServe(t *testing.T) {
 				t.Errorf("the DaemonSet wants %d nodes, want %d (the ordinary and the spot node)", ds.Status.DesiredNumberScheduled, tc.pods)
 			}
 		})
+	}
+}
+
+// TestCriticalPodsQuotaCoversLastcall applies the chart's ResourceQuota,
+// cut to one pod, and creates pods in its namespace: the quota's scope
+// covers the priority classes of lastcall's pods, as GKE requires of a
+// namespace outside kube-system before it admits one, so a second pod of
+// the agent's priority class goes past it and is refused; pods of another
+// priority are not counted.
+func TestCriticalPodsQuotaCoversLastcall(t *testing.T) {
+	ctx := testContext(t)
+	ns := createNamespace(t, "lastcall-quota")
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(env.Client.Discovery()))
+	dyn := dynamic.NewForConfigOrDie(env.Config)
+	quota := false
+	for _, o := range render(t, "quota", ns, map[string]any{"criticalPodsQuota": map[string]any{"pods": 1}}) {
+		if o.GetKind() != "ResourceQuota" {
+			continue
+		}
+		quota = true
+		if err := apply(ctx, mapper, dyn, ns, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !quota {
+		t.Fatal("the chart rendered no ResourceQuota by default")
+	}
+	create := func(pc string) error {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "q-"}, Spec: corev1.PodSpec{
+			PriorityClassName: pc, NodeName: "nowhere",
+			Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}}}
+		_, err := env.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		return err
+	}
+	for i := range 3 {
+		if err := create(""); err != nil {
+			t.Fatalf("pod %d of no priority class: %v", i, err)
+		}
+	}
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		last = create("system-node-critical")
+		return last != nil && strings.Contains(last.Error(), "exceeded quota"), nil
+	})
+	if err != nil {
+		t.Fatalf("pods of priority system-node-critical were never refused past the quota of one: %v (last: %v)", err, last)
 	}
 }

@@ -27,11 +27,12 @@ const requestTimeout = 2 * time.Second
 // controllers are the kube-controller-manager controllers the tests need:
 // PDB status, ServiceAccounts, namespace deletion, garbage collection,
 // Deployments, ReplicaSets, DaemonSets, node lifecycle (which removes the
-// not-ready taint from new nodes), and EndpointSlices (a Service's
-// endpoints, which the traffic tests' balancers follow).
+// not-ready taint from new nodes), EndpointSlices (a Service's endpoints,
+// which the traffic tests' balancers follow), and ResourceQuota usage
+// (which quota admission needs before it enforces a quota).
 const controllers = "disruption-controller,serviceaccount-controller,namespace-controller," +
 	"garbage-collector-controller,replicaset-controller,deployment-controller," +
-	"node-lifecycle-controller,daemonset-controller,endpointslice-controller"
+	"node-lifecycle-controller,daemonset-controller,endpointslice-controller,resourcequota-controller"
 
 // kwokNodeAnnotation marks the nodes kwok manages.
 const (
