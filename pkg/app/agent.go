@@ -79,6 +79,13 @@ func buildAgent(ctx context.Context, o *Options, env Env, reg prometheus.Registe
 		return sourceHealth.CheckRead()
 	}
 	doctor := newMetadataDoctor(c, name, log)
+	// The node this agent serves, for alerts to name it: its metrics carry
+	// the agent's pod, not the node.
+	agentNode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "lastcall_agent_node", Help: "Always 1: the node this agent runs on and drains, for alerts and dashboards to name.",
+	}, []string{"node"})
+	agentNode.WithLabelValues(name).Set(1)
+	c.reg.MustRegister(agentNode)
 	main := func(ctx context.Context) error {
 		p, err := detect(ctx, o, log, env.Clock, &detectErr, doctor)
 		if err != nil {
