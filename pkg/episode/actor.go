@@ -278,17 +278,23 @@ func (e *episode) complete(nt *notice, outcome drain.Outcome) {
 
 // waitVolumes waits, before c lets the cloud take the instance, for the
 // node's volumes to be detached, until deadline (or the Manager stops),
-// keeping c's action alive meanwhile. It runs beside the episode's loop.
+// keeping c's action alive while some are attached. It runs beside the
+// episode's loop.
 func (e *episode) waitVolumes(w VolumeWaiter, c Completer, deadline time.Time) {
 	ctx, stop := context.WithCancel(e.ctx)
 	kept := make(chan struct{})
-	go func() {
-		defer close(kept)
-		c.KeepAlive(ctx)
-	}()
-	res := w.Wait(ctx, e.node, deadline)
+	keeping := false
+	res := w.Wait(ctx, e.node, deadline, func() {
+		keeping = true
+		go func() {
+			defer close(kept)
+			c.KeepAlive(ctx)
+		}()
+	})
 	stop()
-	<-kept
+	if keeping {
+		<-kept
+	}
 	log := e.log.With("outcome", res.Outcome, "took", res.Took, "attached", len(res.Attached))
 	switch res.Outcome {
 	case volumes.OutcomeNone:

@@ -169,7 +169,7 @@ var DefaultRetry = wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, S
 // VolumeWaiter waits for a node's volumes to be detached (see package
 // volumes).
 type VolumeWaiter interface {
-	Wait(ctx context.Context, node string, until time.Time) volumes.Result
+	Wait(ctx context.Context, node string, until time.Time, waiting func()) volumes.Result
 }
 
 // Deps are what a Manager works with.

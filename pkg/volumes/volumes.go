@@ -93,10 +93,12 @@ func attached(a *storagev1.VolumeAttachment, node string) bool {
 }
 
 // Wait returns once no VolumeAttachment of node is attached, or at until,
-// or when ctx ends. It lists the attachments, then watches them.
-func (w *Waiter) Wait(ctx context.Context, node string, until time.Time) Result {
+// or when ctx ends. It lists the attachments, then watches them. waiting,
+// if not nil, is called once the first list has found some attached, as
+// the wait begins.
+func (w *Waiter) Wait(ctx context.Context, node string, until time.Time, waiting func()) Result {
 	start := w.clock.Now()
-	res := w.wait(ctx, node, until)
+	res := w.wait(ctx, node, until, waiting)
 	res.Took = w.clock.Since(start)
 	w.waits.WithLabelValues(res.Outcome).Inc()
 	if res.Outcome == OutcomeDetached {
@@ -105,7 +107,7 @@ func (w *Waiter) Wait(ctx context.Context, node string, until time.Time) Result 
 	return res
 }
 
-func (w *Waiter) wait(ctx context.Context, node string, until time.Time) Result {
+func (w *Waiter) wait(ctx context.Context, node string, until time.Time, waiting func()) Result {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	timer := w.clock.NewTimer(max(until.Sub(w.clock.Now()), 0))
@@ -155,6 +157,9 @@ func (w *Waiter) wait(ctx context.Context, node string, until time.Time) Result 
 			res.Attached = left()
 			if len(res.Attached) == 0 {
 				return Result{Outcome: OutcomeNone}
+			}
+			if waiting != nil {
+				waiting()
 			}
 		}
 		if len(left()) == 0 {
