@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 )
 
 // Tool is a set of programs built from one pinning module.
@@ -160,6 +161,7 @@ func Build(ctx context.Context, t Tool) (string, error) {
 		return "", err
 	}
 	defer lock.Close()
+	Progress("waiting for %s %s: building it, or waiting for another process that is (cached in %s)", t.Name, t.Version, cache)
 	if err := lockFile(lock); err != nil {
 		return "", fmt.Errorf("locking the tool cache: %w", err)
 	}
@@ -182,6 +184,9 @@ func Build(ctx context.Context, t Tool) (string, error) {
 	}
 	args = append(args, "-o", tmp+string(filepath.Separator))
 	args = append(args, t.Packages...)
+	Progress("building %s %s from the Go module proxy, once for this version (about %s on 2 cores with cold caches); later runs take it from %s",
+		t.Name, t.Version, buildEstimate(t), dir)
+	started := time.Now()
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=-mod=mod")
@@ -204,7 +209,29 @@ func Build(ctx context.Context, t Tool) (string, error) {
 	if err := os.Rename(tmp, dir); err != nil {
 		return "", err
 	}
+	Progress("built %s %s in %s", t.Name, t.Version, time.Since(started).Round(time.Second))
 	return dir, nil
+}
+
+// Progress tells, on standard error, what a slow first run is doing.
+// LASTCALL_QUIET=1 silences it.
+func Progress(format string, args ...any) {
+	if os.Getenv("LASTCALL_QUIET") != "" {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "lastcall tools: "+format+"\n", args...)
+}
+
+// buildEstimate is how long building t takes with cold caches on 2 cores,
+// as measured.
+func buildEstimate(t Tool) string {
+	switch t.Name {
+	case Kubernetes.Name:
+		return "4 to 6 minutes"
+	case Kwok.Name, Helm.Name, NTH.Name:
+		return "1 minute"
+	}
+	return "30 seconds"
 }
 
 // Binary builds the tool if needed and returns the path of one of its
