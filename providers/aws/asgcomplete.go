@@ -157,16 +157,11 @@ func (h *asgHooks) deadline(ctx context.Context) (time.Duration, error) {
 }
 
 // step is the explicit step the episode runs for one termination notice.
-func (h *asgHooks) step(ev interruption.Event) episode.Completer {
-	return &asgStep{h: h, ev: ev}
-}
+func (h *asgHooks) step() episode.Completer { return &asgStep{h: h} }
 
 // asgStep keeps a termination's lifecycle actions alive while the node
 // drains, then completes them.
-type asgStep struct {
-	h  *asgHooks
-	ev interruption.Event
-}
+type asgStep struct{ h *asgHooks }
 
 func (s *asgStep) Name() string { return "asg-lifecycle" }
 
@@ -265,5 +260,5 @@ func (c completingSource) Completer(ev interruption.Event) episode.Completer {
 	if ev.Kind != interruption.KindASGTermination || ev.Action != interruption.ActionDrain {
 		return nil
 	}
-	return c.h.step(ev)
+	return c.h.step()
 }

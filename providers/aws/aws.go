@@ -101,7 +101,9 @@ func (p *Provider) Validate() error {
 		if !slices.Contains(p.imds.Signals, imds.SignalASGLifecycle) {
 			errs = append(errs, fmt.Errorf("--asg-complete-lifecycle: needs the %s signal in --imds-signals", imds.SignalASGLifecycle))
 		}
-		errs = append(errs, p.queue.validateLifecycle())
+		p.queue.validateLifecycle(func(flag, format string, args ...any) {
+			errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
+		})
 	}
 	return errors.Join(errs...)
 }

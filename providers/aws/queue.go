@@ -116,7 +116,7 @@ func (p *Provider) ValidateQueue() error {
 	if q.MaxReceives < 1 {
 		bad("max-receives", "must be at least 1; got %d", q.MaxReceives)
 	}
-	errs = append(errs, q.validateLifecycle())
+	q.validateLifecycle(bad)
 	if q.RetryAfter < 0 || q.RetryAfter > 12*time.Hour {
 		bad("retry-after", "must be between 0 and 12h; got %s", q.RetryAfter)
 	}
@@ -137,11 +137,7 @@ func (p *Provider) ValidateQueue() error {
 
 // validateLifecycle checks the flags of lifecycle actions, which the queue
 // processor and the agent (--asg-complete-lifecycle) share.
-func (q queueOptions) validateLifecycle() error {
-	var errs []error
-	bad := func(flag, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
-	}
+func (q queueOptions) validateLifecycle(bad func(flag, format string, args ...any)) {
 	if err := provider.CheckURL(q.Endpoint); err != nil {
 		bad("aws-endpoint", "%v", err)
 	}
@@ -154,7 +150,6 @@ func (q queueOptions) validateLifecycle() error {
 	if q.LifecycleDeadline < time.Minute || q.LifecycleDeadline > 48*time.Hour {
 		bad("lifecycle-deadline", "must be between 1m and 48h (the longest a lifecycle action can be kept alive); got %s", q.LifecycleDeadline)
 	}
-	return errors.Join(errs...)
 }
 
 // burstQuiet is how long no message may come before a burst is over.
