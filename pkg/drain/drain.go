@@ -325,9 +325,12 @@ func (d *Drainer) lateArrivals(ctx context.Context, node string, handled map[typ
 
 // lbDelay waits, after the node left the load balancers, for them to stop
 // sending it connections: the configured delay, shortened to the deadline
-// (see LBDelay) and worked out again when the deadline changes.
+// (see LBDelay) and worked out again when the deadline changes. A node
+// with nothing to evict waits too: the drain's end may release the
+// instance (a lifecycle action completed), and its kube-proxy forwards
+// what a node-level balancer still sends it to pods elsewhere.
 func (d *Drainer) lbDelay(ctx context.Context, req Request, sched *schedule, evictable []*corev1.Pod) error {
-	if d.opts.LBDelay <= 0 || len(evictable) == 0 {
+	if d.opts.LBDelay <= 0 {
 		return nil
 	}
 	logged := false

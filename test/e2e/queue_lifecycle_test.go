@@ -192,3 +192,29 @@ func waitGone(t *testing.T, name string) {
 		return apierrors.IsNotFound(err)
 	})
 }
+
+// A node behind a node-level load balancer is released (its lifecycle
+// action completed, and the instance terminated) only once the balancer
+// has had --lb-deregistration-delay to stop sending it connections, even
+// when no pod on it needs evicting: kube-proxy there still forwards what
+// the balancer sends to pods elsewhere.
+func TestQueueReleasesAnEmptyNodeAfterTheLBDelay(t *testing.T) {
+	e := newAWSEnv(t)
+	ns := newNamespace(t)
+	m := e.group(t, 1, map[string]string{"pool": ns})[0]
+	p := e.startProcessor(t, "lb", "--lb-deregistration-delay=3s")
+	sent := time.Now()
+	e.send(t, terminateHook(m))
+	waitNode(t, m.node, func(n *corev1.Node) bool {
+		_, out := n.Labels[corev1.LabelNodeExcludeBalancers]
+		return out
+	})
+	eventually(t, "the lifecycle action completed", func() bool { _, ok := e.proxy.Completed(m.instance); return ok })
+	c, _ := e.proxy.Completion(m.instance)
+	if gap := c.At.Sub(sent); gap < 3*time.Second {
+		t.Fatalf("lifecycle action completed %s after the notice was sent, before the 3s load-balancer delay had passed", gap)
+	}
+	if got := p.metric(t, "lastcall_lifecycle_actions_completed_total", map[string]string{"result": "CONTINUE", "outcome": "success"}); got != 1 {
+		t.Errorf("completions metric %v, want 1", got)
+	}
+}
