@@ -48,7 +48,17 @@ const (
 	ReasonGraceTooLong Reason = "grace-exceeds-deadline"
 )
 
-// Reasons lists every reason, in the order they are reported.
+// ReasonLBNoDelay: a Service of type LoadBalancer sends its traffic
+// through the node (externalTrafficPolicy Cluster, or Local with an
+// endpoint here) and --lb-deregistration-delay is 0, so the drain may end,
+// and a lifecycle action release the instance, while the load balancer
+// still sends it connections. It is about the node, not a pod: a plan
+// reports it in NodeBlockers, and the drainability gauge, which reads
+// only the Services of the node's pods' namespaces, does not count it.
+const ReasonLBNoDelay Reason = "lb-deregistration-delay-unset"
+
+// Reasons lists every reason of a pod's blocker, in the order they are
+// reported.
 var Reasons = []Reason{ReasonPDB, ReasonNoController, ReasonEmptyDir, ReasonNoPreStop, ReasonOnlyEndpoint, ReasonGraceTooLong}
 
 // Inputs are what a plan is made from: the node's pods, and the budgets and
@@ -60,6 +70,9 @@ type Inputs struct {
 	Pods     []*corev1.Pod
 	Budgets  []*policyv1.PodDisruptionBudget
 	Services []*corev1.Service
+	// LoadBalancers are the Services of type LoadBalancer, of any
+	// namespace; nil when not read.
+	LoadBalancers []*corev1.Service
 	// ReadyElsewhere counts the Ready pods a Service selects on nodes other
 	// than Node; nil when unknown (no pod is then taken for a Service's
 	// last endpoint).
@@ -92,6 +105,9 @@ type Plan struct {
 	Fits bool `json:"fits"`
 	// Problems say why it does not fit.
 	Problems []string `json:"problems"`
+	// NodeBlockers degrade the drain of the node as a whole, whatever its
+	// pods (ReasonLBNoDelay).
+	NodeBlockers []Blocker `json:"nodeBlockers"`
 	// OneAtATime are the Services (namespace/name) whose every ready
 	// endpoint is on the node: the drain lets their pods go one at a time,
 	// each next one once a replacement is ready on another node
@@ -138,6 +154,35 @@ type Skipped struct {
 	Rule      string `json:"rule"`
 }
 
+// awsTargetType is the AWS Load Balancer Controller's annotation choosing
+// an NLB's targets: "ip" (pods) or "instance" (nodes).
+const awsTargetType = "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"
+
+// nodeBlockers are the blockers of the node as a whole: a load balancer
+// sending through it with no deregistration delay to wait out.
+func nodeBlockers(in Inputs, o drain.Options) []Blocker {
+	out := []Blocker{}
+	if o.LBDelay > 0 {
+		return out
+	}
+	for _, svc := range in.LoadBalancers {
+		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Annotations[awsTargetType] == "ip" {
+			continue // an IP-target balancer sends to pods, not nodes
+		}
+		policy := "Cluster"
+		if svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+			policy = "Local"
+			if readyOnNode(svc, in.Pods) == 0 {
+				continue // the balancer does not send to this node
+			}
+		}
+		out = append(out, Blocker{Reason: ReasonLBNoDelay, Detail: "Service " + svc.Namespace + "/" + svc.Name +
+			" of type LoadBalancer (externalTrafficPolicy " + policy + ") sends through the node and --lb-deregistration-delay is 0:" +
+			" the drain may end, and a lifecycle action release the instance, while the load balancer still sends it connections"})
+	}
+	return out
+}
+
 // Budget is a PodDisruptionBudget that blocks evictions now.
 type Budget struct {
 	Namespace string   `json:"namespace"`
@@ -149,7 +194,8 @@ type Budget struct {
 // the drain's options.
 func Build(in Inputs, o drain.Options) Plan {
 	p := Plan{Node: in.Node, Now: in.Now, Deadline: in.Deadline, Margin: Seconds(o.DeadlineMargin), Policy: o.Policy,
-		Groups: []Group{}, Skipped: []Skipped{}, Terminating: []Skipped{}, Budgets: []Budget{}, Problems: []string{}, OneAtATime: []string{}}
+		Groups: []Group{}, Skipped: []Skipped{}, Terminating: []Skipped{}, Budgets: []Budget{}, Problems: []string{}, OneAtATime: []string{},
+		NodeBlockers: nodeBlockers(in, o)}
 	sorted := drain.Sort(in.Pods, o)
 	for rule, pods := range sorted.Skipped {
 		for _, pod := range pods {

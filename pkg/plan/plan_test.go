@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,5 +234,41 @@ func TestAnnotatedPodIsLeftOut(t *testing.T) {
 	}
 	if !p.Fits || len(p.Problems) != 0 {
 		t.Errorf("fits %v, problems %q; want a plan that fits", p.Fits, p.Problems)
+	}
+}
+
+func TestNodeBlockers(t *testing.T) {
+	ready := func(p *corev1.Pod) {
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	}
+	lb := func(name, app string, policy corev1.ServiceExternalTrafficPolicy, annotations map[string]string) *corev1.Service {
+		s := service(app)
+		s.Name, s.Annotations = name, annotations
+		s.Spec.Type, s.Spec.ExternalTrafficPolicy = corev1.ServiceTypeLoadBalancer, policy
+		return s
+	}
+	cluster, local := corev1.ServiceExternalTrafficPolicyCluster, corev1.ServiceExternalTrafficPolicyLocal
+	in := Inputs{Node: "n", Now: now, Deadline: now.Add(2 * time.Minute), Pods: []*corev1.Pod{mkPod("web", 10, ready)},
+		LoadBalancers: []*corev1.Service{
+			lb("any", "other", cluster, nil),
+			lb("web-local", "web", local, nil),
+			lb("other-local", "other", local, nil),
+			lb("pods", "other", cluster, map[string]string{awsTargetType: "ip"}),
+			service("clusterip"),
+		}}
+	var got []string
+	for _, b := range Build(in, drain.DefaultOptions()).NodeBlockers {
+		if b.Reason != ReasonLBNoDelay {
+			t.Errorf("reason %s, want %s", b.Reason, ReasonLBNoDelay)
+		}
+		got = append(got, b.Detail)
+	}
+	if len(got) != 2 || !strings.Contains(got[0], "shop/any ") || !strings.Contains(got[1], "shop/web-local ") {
+		t.Errorf("node blockers %q, want shop/any and shop/web-local", got)
+	}
+	o := drain.DefaultOptions()
+	o.LBDelay = 5 * time.Second
+	if b := Build(in, o).NodeBlockers; len(b) != 0 {
+		t.Errorf("with a delay: %+v, want none", b)
 	}
 }

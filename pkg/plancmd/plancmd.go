@@ -263,6 +263,16 @@ func readPlanInputs(ctx context.Context, client kubernetes.Interface, node strin
 			in.Services = append(in.Services, &services.Items[i])
 		}
 	}
+	services, err := client.CoreV1().Services(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return in, fmt.Errorf("listing the Services of every namespace, for the load balancers: %w", err)
+	}
+	in.LoadBalancers = []*corev1.Service{}
+	for i := range services.Items {
+		if s := &services.Items[i]; s.Spec.Type == corev1.ServiceTypeLoadBalancer {
+			in.LoadBalancers = append(in.LoadBalancers, s)
+		}
+	}
 	inNamespace := map[string][]*corev1.Pod{}
 	in.ReadyElsewhere = plan.ReadyElsewhere(node, func(ns string) ([]*corev1.Pod, error) {
 		if pods, ok := inNamespace[ns]; ok {

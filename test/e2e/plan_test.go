@@ -360,3 +360,42 @@ func TestPlanAsKubectlPlugin(t *testing.T) {
 		t.Errorf("kubectl lastcall explain: exit %d, want %d", code, plancmd.ExitUsage)
 	}
 }
+
+// A Service of type LoadBalancer sends through every node
+// (externalTrafficPolicy Cluster): with no --lb-deregistration-delay, the
+// plan names it as the node's blocker, since a drain's end may release the
+// instance while the balancer still sends it connections; with a delay,
+// or for a Local Service with no endpoint on the node, nothing.
+func TestPlanNodeBehindALoadBalancer(t *testing.T) {
+	ns := newNamespace(t)
+	node := newNode(t, "plan-lb", nil)
+	for _, s := range []struct {
+		name   string
+		policy corev1.ServiceExternalTrafficPolicy
+	}{{"through-every-node", corev1.ServiceExternalTrafficPolicyCluster}, {"local-elsewhere", corev1.ServiceExternalTrafficPolicyLocal}} {
+		svc := planService(ns, s.name)
+		svc.Spec.Type, svc.Spec.ExternalTrafficPolicy = corev1.ServiceTypeLoadBalancer, s.policy
+		create(t, svc, env.Client.CoreV1().Services(ns).Create)
+		t.Cleanup(func() { // before any later test plans a node
+			_ = env.Client.CoreV1().Services(ns).Delete(context.Background(), s.name, metav1.DeleteOptions{})
+		})
+	}
+
+	_, p := planJSON(t, "--node", node, "-o", "json")
+	if len(p.NodeBlockers) != 1 || p.NodeBlockers[0].Reason != plan.ReasonLBNoDelay ||
+		!strings.Contains(p.NodeBlockers[0].Detail, ns+"/through-every-node") {
+		t.Errorf("node blockers %+v, want %s naming %s/through-every-node only", p.NodeBlockers, plan.ReasonLBNoDelay, ns)
+	}
+	var table, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	plancmd.Command(ctx, []string{"--node", node}, plancmd.Env{Client: env.Client, Now: planNow}, &table, &stderr,
+		func(string) (string, bool) { return "", false })
+	if !strings.Contains(table.String(), "The node as a whole") || !strings.Contains(table.String(), string(plan.ReasonLBNoDelay)) {
+		t.Errorf("table names no node blocker:\n%s\n%s", table.String(), stderr.String())
+	}
+
+	if _, p := planJSON(t, "--node", node, "-o", "json", "--lb-deregistration-delay", "5s"); len(p.NodeBlockers) != 0 || p.LBDelay != plan.Seconds(5*time.Second) {
+		t.Errorf("with a 5s delay: node blockers %+v, delay %v; want none, 5s", p.NodeBlockers, p.LBDelay)
+	}
+}

@@ -55,6 +55,7 @@ const (
 	headingShutdown     = "Pods behind a Service without a preStop hook, or whose grace does not fit the deadline"
 	headingLastEndpoint = "Pods that are the last ready endpoints of a Service (it answers 503 until replacements are ready)"
 	headingOneAtATime   = "Services whose every ready endpoint is on the node (their pods go one at a time, each once a replacement is ready elsewhere)"
+	headingNode         = "The node as a whole"
 	headingSkipped      = "Skipped"
 )
 
@@ -111,6 +112,12 @@ func Table(w io.Writer, p plan.Plan) error {
 	if len(byReason[plan.ReasonOnlyEndpoint]) > 0 {
 		t.section(headingLastEndpoint)
 		t.pods(byReason, false, plan.ReasonOnlyEndpoint)
+	}
+	if len(p.NodeBlockers) > 0 {
+		t.section(headingNode)
+		for _, b := range p.NodeBlockers {
+			t.line("  %s: %s", b.Reason, b.Detail)
+		}
 	}
 	if len(p.OneAtATime) > 0 {
 		t.section(headingOneAtATime)
