@@ -51,8 +51,14 @@ var (
 
 func startLastcall(b *testing.B, node, imds string, cg *memcg) process {
 	b.Helper()
+	return startLastcallWith(b, node, imds, cg, nil)
+}
+
+// startLastcallWith is startLastcall with settings (LASTCALL_*).
+func startLastcallWith(b *testing.B, node, imds string, cg *memcg, settings []string) process {
+	b.Helper()
 	cfg := agentproc.Config{Binary: lastcallBinary(b), Node: node, Kubeconfig: env.Kubeconfig, IMDS: imds,
-		LogPath: filepath.Join(env.Dir, "logs", "lastcall-"+node+".log")}
+		LogPath: filepath.Join(env.Dir, "logs", "lastcall-"+node+".log"), Env: settings}
 	if cg != nil {
 		cfg.Binary, cfg.Cgroup = coldCopy(b, cfg.Binary), cg.dir
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -23,14 +24,15 @@ import (
 // armLastcallGCE runs lastcall's agent for node against a GCE metadata
 // fake, ready to flip the preemption flag, and follows its log for its
 // drain's end.
-func armLastcallGCE(b *testing.B, ctx context.Context, node string) notice {
-	return armLastcallGCEWith()(b, ctx, node)
+func armLastcallGCE(b *testing.B, ctx context.Context, node string, settings []string) notice {
+	return armGCE(b, ctx, node, settings)
 }
 
-// armLastcallGCEWith is armLastcallGCE with extra settings (LASTCALL_*).
-func armLastcallGCEWith(extra ...string) func(*testing.B, context.Context, string) notice {
-	return func(b *testing.B, ctx context.Context, node string) notice {
-		return armGCE(b, ctx, node, extra)
+// armLastcallGCEWith is armLastcallGCE with extra settings (LASTCALL_*),
+// which the variant's may override.
+func armLastcallGCEWith(extra ...string) armFunc {
+	return func(b *testing.B, ctx context.Context, node string, settings []string) notice {
+		return armGCE(b, ctx, node, append(slices.Clone(extra), settings...))
 	}
 }
 
@@ -68,7 +70,7 @@ func startKeeper(b *testing.B, node string) func() {
 // message; the instance goes, and the node dies, once lastcall completes
 // the lifecycle action (or at the end of the window, the hook's bound in
 // this scenario).
-func armQueue(b *testing.B, ctx context.Context, node string) notice {
+func armQueue(b *testing.B, ctx context.Context, node string, settings []string) notice {
 	b.Helper()
 	m, err := moto.Start(ctx)
 	if err != nil {
@@ -103,9 +105,9 @@ func armQueue(b *testing.B, ctx context.Context, node string) notice {
 	url := aws.ToString(qo.QueueUrl)
 	p, err := agentproc.Start(ctx, agentproc.Config{Binary: lastcallBinary(b), Kubeconfig: env.Kubeconfig,
 		LogPath: filepath.Join(env.Dir, "logs", "lastcall-queue-"+node+".log"),
-		Env: []string{"LASTCALL_MODE=queue", "LASTCALL_QUEUE_URL=" + url, "LASTCALL_REGION=" + moto.Region,
+		Env: append([]string{"LASTCALL_MODE=queue", "LASTCALL_QUEUE_URL=" + url, "LASTCALL_REGION=" + moto.Region,
 			"LASTCALL_AWS_ENDPOINT=" + proxy.URL(), "LASTCALL_POD_NAME=traffic", "LASTCALL_POD_NAMESPACE=default",
-			"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"}})
+			"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"}, settings...)})
 	if err != nil {
 		stopAWS()
 		b.Fatal(err)
@@ -143,7 +145,7 @@ const kubectlTimeout = 25 * time.Second
 
 // armKubectl runs `kubectl drain` on node at the notice, as an operator's
 // hook would, with a timeout inside the window.
-func armKubectl(b *testing.B, ctx context.Context, node string) notice {
+func armKubectl(b *testing.B, ctx context.Context, node string, _ []string) notice {
 	b.Helper()
 	drained := make(chan time.Time, 1)
 	var wg sync.WaitGroup
@@ -165,13 +167,19 @@ func armKubectl(b *testing.B, ctx context.Context, node string) notice {
 }
 
 // armSpot starts AEMM with a spot notice due once the contender has
-// started and the load has run, and the contender for node against it.
-func armSpot(c contender) func(*testing.B, context.Context, string) notice {
-	return func(b *testing.B, ctx context.Context, node string) notice {
+// started and the load has run, and the contender for node against it
+// (lastcall with the variant's settings).
+func armSpot(c contender) armFunc {
+	return func(b *testing.B, ctx context.Context, node string, settings []string) notice {
 		b.Helper()
 		trigger := aemm.TriggerAfter(noticeLead + trafficBefore)
 		imds := startAEMM(b, spotNotice(trigger))
-		p := c.start(b, node, imds.URL(), nil)
+		var p process
+		if c.name == lastcallRun.name {
+			p = startLastcallWith(b, node, imds.URL(), nil, settings)
+		} else {
+			p = c.start(b, node, imds.URL(), nil)
+		}
 		return notice{at: trigger, drained: c.done(b, ctx, p, node), stop: func() { p.Stop(); imds.Stop() }}
 	}
 }

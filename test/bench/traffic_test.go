@@ -79,10 +79,21 @@ type trafficVariant struct {
 	// that forwards to any ready endpoint, rather than through the
 	// pod-level balancer alone.
 	nodeLB bool
+	// lbDelay is lastcall's --lb-deregistration-delay (its default, 0,
+	// when unset); lastcall plan is given it too.
+	lbDelay time.Duration
 }
 
 // nodeLBDelay is the node-level load balancer's deregistration delay.
 const nodeLBDelay = 5 * time.Second
+
+// settings are lastcall's settings for the variant.
+func (v trafficVariant) settings() []string {
+	if v.lbDelay == 0 {
+		return nil
+	}
+	return []string{"LASTCALL_LB_DEREGISTRATION_DELAY=" + v.lbDelay.String()}
+}
 
 var trafficVariants = []trafficVariant{
 	{name: "prestop", label: "preStop sleep 2 s, graceful SIGTERM, 3 replicas one per node, PDB minAvailable 2",
@@ -101,7 +112,9 @@ var trafficVariants = []trafficVariant{
 		replicas: 1, preStop: 2 * time.Second, packed: true},
 	{name: "long-grace", label: "preStop 2 s, SIGTERM ignored, grace period 60 s (longer than the GCE window), 3 replicas one per node, PDB minAvailable 2",
 		replicas: 3, preStop: 2 * time.Second, minAvailable: 2, grace: 60, sigterm: podrun.Ignore},
-	{name: "node-lb", label: "preStop 2 s, 3 replicas one per node, PDB minAvailable 2, through a node-level load balancer (5 s deregistration) and kube-proxy",
+	{name: "node-lb", label: "preStop 2 s, 3 replicas one per node, PDB minAvailable 2, through a node-level load balancer (5 s deregistration) and kube-proxy, lastcall's --lb-deregistration-delay 5s",
+		replicas: 3, preStop: 2 * time.Second, minAvailable: 2, nodeLB: true, lbDelay: nodeLBDelay},
+	{name: "node-lb-no-delay", label: "preStop 2 s, 3 replicas one per node, PDB minAvailable 2, through a node-level load balancer (5 s deregistration) and kube-proxy, lastcall's --lb-deregistration-delay 0",
 		replicas: 3, preStop: 2 * time.Second, minAvailable: 2, nodeLB: true},
 	{name: "no-pdb", label: "preStop 2 s, 3 replicas one per node, no PDB",
 		replicas: 3, preStop: 2 * time.Second},
@@ -115,8 +128,12 @@ type trafficHandler struct {
 	// setup runs once before any run, outside any clock.
 	setup func(b *testing.B)
 	// arm readies the handler for the doomed node, before the load starts.
-	arm func(b *testing.B, ctx context.Context, node string) notice
+	arm armFunc
 }
+
+// armFunc readies a handler for node; settings (LASTCALL_*) are the
+// variant's, for lastcall's handlers.
+type armFunc func(b *testing.B, ctx context.Context, node string, settings []string) notice
 
 // notice is how an armed handler is told of the interruption.
 type notice struct {
@@ -239,6 +256,15 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) (traffic.Summa
 	defer cancel() // before rt.Wait
 
 	createWeb(b, setupCtx, ns, v, pool)
+	if v.nodeLB {
+		// Gone with the run, so no later run's plan takes the balancer to
+		// send through its nodes.
+		defer func() {
+			if err := env.Client.CoreV1().Services(ns).Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
+				b.Errorf("deleting the load-balanced Service: %v", err)
+			}
+		}()
+	}
 	if err := env.WaitPodsReady(setupCtx, ns, "app=web,traffic="+ns, int(v.replicas)); err != nil {
 		b.Fatal(err)
 	}
@@ -275,8 +301,8 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) (traffic.Summa
 		target, killProxy = startNodePath(b, ctx, setupCtx, ns, nodes, rt, log)
 	}
 
-	verdict := planVerdict(b, doomed, h.window)
-	n := h.arm(b, ctx, doomed)
+	verdict := planVerdict(b, doomed, h.window, v.lbDelay)
+	n := h.arm(b, ctx, doomed, v.settings())
 	defer n.stop()
 	if !n.at.IsZero() {
 		start := n.at.Add(-trafficBefore)
@@ -353,13 +379,14 @@ func runTraffic(b *testing.B, v trafficVariant, h trafficHandler) (traffic.Summa
 	return s, verdict
 }
 
-// planVerdict runs lastcall plan on node for a deadline window away and
-// says what it flags: its blockers' reasons, and the Services it would
-// drain one at a time; "clean" if nothing.
-func planVerdict(b *testing.B, node string, window time.Duration) string {
+// planVerdict runs lastcall plan on node for a deadline window away, with
+// lbDelay of load-balancer delay, and says what it flags: its blockers'
+// reasons, the node's included, and the Services it would drain one at a
+// time; "clean" if nothing.
+func planVerdict(b *testing.B, node string, window, lbDelay time.Duration) string {
 	b.Helper()
 	out, err := exec.Command(lastcallBinary(b), "plan", "--node", node, "--kubeconfig", env.Kubeconfig, "-o", "json",
-		"--deadline", window.String()).Output()
+		"--deadline", window.String(), "--lb-deregistration-delay", lbDelay.String()).Output()
 	var p plan.Plan
 	if jerr := json.Unmarshal(out, &p); jerr != nil {
 		b.Fatalf("lastcall plan: %v, %v", err, jerr)
@@ -372,6 +399,11 @@ func planVerdict(b *testing.B, node string, window time.Duration) string {
 					said = append(said, string(bl.Reason))
 				}
 			}
+		}
+	}
+	for _, bl := range p.NodeBlockers {
+		if !slices.Contains(said, string(bl.Reason)) {
+			said = append(said, string(bl.Reason))
 		}
 	}
 	slices.Sort(said)
@@ -459,6 +491,11 @@ func createWeb(b *testing.B, ctx context.Context, ns string, v trafficVariant, p
 	}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: corev1.ServiceSpec{
 		Selector: selector, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+	if v.nodeLB {
+		// What a cloud load balancer in instance mode serves, through
+		// every node (externalTrafficPolicy Cluster).
+		svc.Spec.Type = corev1.ServiceTypeLoadBalancer
+	}
 	if _, err := env.Client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
@@ -491,7 +528,7 @@ func readyOn(b *testing.B, ctx context.Context, ns, node string) int {
 	return n
 }
 
-func armNone(*testing.B, context.Context, string) notice {
+func armNone(*testing.B, context.Context, string, []string) notice {
 	return notice{deliver: func() {}, stop: func() {}}
 }
 
