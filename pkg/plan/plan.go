@@ -113,6 +113,8 @@ type Plan struct {
 	// each next one once a replacement is ready on another node
 	// (--keep-services-serving).
 	OneAtATime []string `json:"oneAtATime"`
+	// KubectlDrain is set by the kubectl plugin only.
+	KubectlDrain *KubectlDrain `json:"kubectlDrain,omitempty"`
 }
 
 // Group is pods evicted together.
@@ -139,6 +141,9 @@ type Pod struct {
 	// graceful-override: when it is deleted anyway.
 	OverrideAt *time.Time `json:"overrideAt,omitempty"`
 	Blockers   []Blocker  `json:"blockers"`
+	// KubectlDrain is what kubectl drain would do with the pod, when the
+	// plan was made by the kubectl plugin (see Plan.KubectlDrain).
+	KubectlDrain string `json:"kubectlDrain,omitempty"`
 }
 
 // Blocker is one thing that makes the pod's drain less than clean.
@@ -152,6 +157,18 @@ type Skipped struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	Rule      string `json:"rule"`
+	// KubectlDrain: as Pod's.
+	KubectlDrain string `json:"kubectlDrain,omitempty"`
+}
+
+// KubectlDrain is what kubectl drain would make of the node, pod by pod
+// in Pod.KubectlDrain and Skipped.KubectlDrain.
+type KubectlDrain struct {
+	// Command is the kubectl drain asked about.
+	Command string `json:"command"`
+	// Refused are the reasons it would refuse to drain the node at all;
+	// empty when it would go ahead.
+	Refused []string `json:"refused"`
 }
 
 // awsTargetType is the AWS Load Balancer Controller's annotation choosing

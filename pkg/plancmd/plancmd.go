@@ -92,9 +92,6 @@ type Env struct {
 	Client kubernetes.Interface
 	// Now is when the plan is made; zero: time.Now().
 	Now time.Time
-	// Kubectl loads the client configuration as kubectl does: $KUBECONFIG,
-	// else ~/.kube/config (the kubectl plugin).
-	Kubectl bool
 }
 
 // ErrNodeNotFound is returned by Run when the node does not exist.
@@ -104,21 +101,6 @@ var ErrNodeNotFound = errors.New("node not found")
 // its exit status (PlanExit*).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
 	return Command(ctx, args, Env{}, stdout, stderr, lookupEnv)
-}
-
-// PluginMain runs kubectl lastcall with args (those after
-// "kubectl lastcall"): "plan" and its flags, as lastcall plan, with the
-// client configuration kubectl would use.
-func PluginMain(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
-	if len(args) == 0 || args[0] != "plan" {
-		fmt.Fprint(stderr, "Usage: kubectl lastcall plan --node NAME [--deadline 2m] [-o table|json] [--context NAME] [flags]\n"+
-			"See kubectl lastcall plan --help.\n")
-		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-			return 0
-		}
-		return ExitUsage
-	}
-	return Command(ctx, args[1:], Env{Kubectl: true}, stdout, stderr, lookupEnv)
 }
 
 // Command is Main with env.
@@ -132,7 +114,7 @@ func Command(ctx context.Context, args []string, env Env, stdout, stderr io.Writ
 		return ExitUsage
 	}
 	if env.Client == nil {
-		cfg, err := planRestConfig(o.Kubeconfig, o.Context, env.Kubectl, lookupEnv)
+		cfg, err := planRestConfig(o.Kubeconfig, o.Context, lookupEnv)
 		if err == nil {
 			env.Client, err = kubernetes.NewForConfig(cfg)
 		}
@@ -145,6 +127,96 @@ func Command(ctx context.Context, args []string, env Env, stdout, stderr io.Writ
 		env.Now = time.Now()
 	}
 	p, err := Run(ctx, env.Client, o, env.Now, stdout)
+	return Exit(p, err, stderr)
+}
+
+// Parse parses the arguments of lastcall plan; each flag not given
+// takes its value from its environment variable, if set (see flagenv).
+// --help writes the usage to stdout and returns pflag.ErrHelp. Errors name
+// their flag.
+func Parse(args []string, stdout io.Writer, lookupEnv func(string) (string, bool)) (*Options, error) {
+	fs := pflag.NewFlagSet("lastcall plan", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(stdout) // with ContinueOnError, only --help writes
+	fs.Usage = func() { fmt.Fprint(stdout, planUsage, fs.FlagUsages()) }
+	o, complete := Bind(fs)
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path of a kubeconfig; when empty, $KUBECONFIG, and without it the in-cluster configuration.")
+	fs.StringVar(&o.Context, "context", o.Context, "The kubeconfig context to use; its current one when empty.")
+	if err := flagenv.Parse(fs, args, lookupEnv); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: name the node with --node", fs.Arg(0))
+	}
+	return o, complete()
+}
+
+// Bind adds to fs the flags of lastcall plan but for those that find the
+// cluster: --node, --deadline, --output, the daemon's drain flags that
+// change a plan, and lastcall's own pod. It returns the options they set
+// and complete, which validates them once fs is parsed (and o.Node set,
+// if not by --node), errors naming their flag.
+func Bind(fs *pflag.FlagSet) (o *Options, complete func() error) {
+	o = &Options{Deadline: 2 * time.Minute, Output: render.FormatTable, Drain: drain.DefaultOptions()}
+	var podName, podNamespace string
+	fs.StringVar(&o.Node, "node", o.Node, "Name of the node whose drain to plan. Required.")
+	fs.DurationVar(&o.Deadline, "deadline", o.Deadline, "How long from now the node has (the interruption notice's deadline).")
+	fs.StringVarP(&o.Output, "output", "o", o.Output, "Output format: "+strings.Join(render.Formats, ", ")+".")
+	drainFlags := pflag.NewFlagSet("drain", pflag.ContinueOnError)
+	o.Drain.AddFlags(drainFlags)
+	for _, name := range []string{"deadline-margin", "pdb-deadline-policy", "lb-deregistration-delay", "evict-daemonsets"} {
+		fs.AddFlag(drainFlags.Lookup(name))
+	}
+	fs.StringVar(&podName, "pod-name", "", "Name of lastcall's own pod: never evicted.")
+	fs.StringVar(&podNamespace, "pod-namespace", "", "Namespace of lastcall's own pod.")
+	return o, func() error {
+		var errs []error
+		if o.Node == "" {
+			errs = append(errs, fmt.Errorf("--node: required: the node whose drain to plan"))
+		}
+		if o.Deadline <= 0 {
+			errs = append(errs, fmt.Errorf("--deadline: must be positive; got %s", o.Deadline))
+		}
+		if !slices.Contains(render.Formats, o.Output) {
+			errs = append(errs, fmt.Errorf("--output: must be %s; got %q", strings.Join(render.Formats, ", "), o.Output))
+		}
+		if (podName == "") != (podNamespace == "") {
+			errs = append(errs, errors.New("--pod-name: --pod-name and --pod-namespace go together"))
+		}
+		errs = append(errs, o.Drain.Validate())
+		o.Drain.Self = types.NamespacedName{Namespace: podNamespace, Name: podName}
+		return errors.Join(errs...)
+	}
+}
+
+// Run reads the node o.Node, its pods, and the PodDisruptionBudgets
+// and Services of their namespaces; works out their drain at now against
+// now+o.Deadline; and writes the plan to stdout in o.Output. It returns
+// ErrNodeNotFound (wrapped) when the node does not exist.
+func Run(ctx context.Context, client kubernetes.Interface, o *Options, now time.Time, stdout io.Writer) (plan.Plan, error) {
+	p, err := Make(ctx, client, o, now)
+	if err != nil {
+		return p, err
+	}
+	if err := render.Write(stdout, p, o.Output); err != nil {
+		return p, fmt.Errorf("writing the plan: %w", err)
+	}
+	return p, nil
+}
+
+// Make is Run without the writing.
+func Make(ctx context.Context, client kubernetes.Interface, o *Options, now time.Time) (plan.Plan, error) {
+	in, err := readPlanInputs(ctx, client, o.Node)
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	in.Now, in.Deadline = now, now.Add(o.Deadline)
+	return plan.Build(in, o.Drain), nil
+}
+
+// Exit is the exit status of a plan made (or not, with err), saying on
+// stderr what went wrong.
+func Exit(p plan.Plan, err error, stderr io.Writer) int {
 	switch {
 	case errors.Is(err, ErrNodeNotFound):
 		fmt.Fprintln(stderr, "lastcall plan:", err)
@@ -157,68 +229,6 @@ func Command(ctx context.Context, args []string, env Env, stdout, stderr io.Writ
 	default:
 		return ExitFits
 	}
-}
-
-// Parse parses the arguments of lastcall plan; each flag not given
-// takes its value from its environment variable, if set (see flagenv).
-// --help writes the usage to stdout and returns pflag.ErrHelp. Errors name
-// their flag.
-func Parse(args []string, stdout io.Writer, lookupEnv func(string) (string, bool)) (*Options, error) {
-	o := &Options{Deadline: 2 * time.Minute, Output: render.FormatTable, Drain: drain.DefaultOptions()}
-	var podName, podNamespace string
-	fs := pflag.NewFlagSet("lastcall plan", pflag.ContinueOnError)
-	fs.SortFlags = false
-	fs.SetOutput(stdout) // with ContinueOnError, only --help writes
-	fs.Usage = func() { fmt.Fprint(stdout, planUsage, fs.FlagUsages()) }
-	fs.StringVar(&o.Node, "node", o.Node, "Name of the node whose drain to plan. Required.")
-	fs.DurationVar(&o.Deadline, "deadline", o.Deadline, "How long from now the node has (the interruption notice's deadline).")
-	fs.StringVarP(&o.Output, "output", "o", o.Output, "Output format: table or json.")
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path of a kubeconfig; when empty, $KUBECONFIG, and without it the in-cluster configuration (kubectl lastcall: ~/.kube/config).")
-	fs.StringVar(&o.Context, "context", o.Context, "The kubeconfig context to use; its current one when empty.")
-	drainFlags := pflag.NewFlagSet("drain", pflag.ContinueOnError)
-	o.Drain.AddFlags(drainFlags)
-	for _, name := range []string{"deadline-margin", "pdb-deadline-policy", "lb-deregistration-delay", "evict-daemonsets"} {
-		fs.AddFlag(drainFlags.Lookup(name))
-	}
-	fs.StringVar(&podName, "pod-name", "", "Name of lastcall's own pod: never evicted.")
-	fs.StringVar(&podNamespace, "pod-namespace", "", "Namespace of lastcall's own pod.")
-	if err := flagenv.Parse(fs, args, lookupEnv); err != nil {
-		return nil, err
-	}
-
-	var errs []error
-	if o.Node == "" {
-		errs = append(errs, fmt.Errorf("--node: required: the node whose drain to plan"))
-	}
-	if o.Deadline <= 0 {
-		errs = append(errs, fmt.Errorf("--deadline: must be positive; got %s", o.Deadline))
-	}
-	if !slices.Contains(render.Formats, o.Output) {
-		errs = append(errs, fmt.Errorf("--output: must be %s; got %q", strings.Join(render.Formats, " or "), o.Output))
-	}
-	if (podName == "") != (podNamespace == "") {
-		errs = append(errs, errors.New("--pod-name: --pod-name and --pod-namespace go together"))
-	}
-	errs = append(errs, o.Drain.Validate())
-	o.Drain.Self = types.NamespacedName{Namespace: podNamespace, Name: podName}
-	return o, errors.Join(errs...)
-}
-
-// Run reads the node o.Node, its pods, and the PodDisruptionBudgets
-// and Services of their namespaces; works out their drain at now against
-// now+o.Deadline; and writes the plan to stdout in o.Output. It returns
-// ErrNodeNotFound (wrapped) when the node does not exist.
-func Run(ctx context.Context, client kubernetes.Interface, o *Options, now time.Time, stdout io.Writer) (plan.Plan, error) {
-	in, err := readPlanInputs(ctx, client, o.Node)
-	if err != nil {
-		return plan.Plan{}, err
-	}
-	in.Now, in.Deadline = now, now.Add(o.Deadline)
-	p := plan.Build(in, o.Drain)
-	if err := render.Write(stdout, p, o.Output); err != nil {
-		return p, fmt.Errorf("writing the plan: %w", err)
-	}
-	return p, nil
 }
 
 // readPlanInputs reads what a plan of node is made from. The pods are
@@ -295,7 +305,7 @@ func readPlanInputs(ctx context.Context, client kubernetes.Interface, node strin
 // planRestConfig is the client configuration of lastcall plan: the file
 // --kubeconfig names; else $KUBECONFIG (a list of files, merged as kubectl
 // merges them); else the in-cluster configuration.
-func planRestConfig(kubeconfig, context string, kubectl bool, lookupEnv func(string) (string, bool)) (*rest.Config, error) {
+func planRestConfig(kubeconfig, context string, lookupEnv func(string) (string, bool)) (*rest.Config, error) {
 	env, _ := lookupEnv("KUBECONFIG")
 	var cfg *rest.Config
 	var err error
@@ -313,9 +323,6 @@ func planRestConfig(kubeconfig, context string, kubectl bool, lookupEnv func(str
 		load(&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig})
 	case env != "":
 		load(&clientcmd.ClientConfigLoadingRules{Precedence: filepath.SplitList(env)})
-	case kubectl:
-		home, _ := lookupEnv("HOME")
-		load(&clientcmd.ClientConfigLoadingRules{Precedence: []string{filepath.Join(home, ".kube", "config")}})
 	default:
 		cfg, err = rest.InClusterConfig()
 	}

@@ -191,7 +191,7 @@ func TestPlanExitStatus(t *testing.T) {
 			wantOut: "grace-exceeds-deadline"},
 		{name: "node missing", objs: cleanCluster(), args: []string{"--node=node-z"}, want: 2, wantErr: "node not found: node-z"},
 		{name: "no node", objs: cleanCluster(), want: 2, wantErr: "--node: required"},
-		{name: "bad output", objs: cleanCluster(), args: []string{"--node=node-a", "-o", "yaml"}, want: 2, wantErr: `--output: must be table or json; got "yaml"`},
+		{name: "bad output", objs: cleanCluster(), args: []string{"--node=node-a", "-o", "xml"}, want: 2, wantErr: `--output: must be table, wide, json, yaml; got "xml"`},
 		{name: "zero deadline", objs: cleanCluster(), args: []string{"--node=node-a", "--deadline=0s"}, want: 2, wantErr: "--deadline: must be positive"},
 		{name: "negative deadline", objs: cleanCluster(), args: []string{"--node=node-a", "--deadline=-1m"}, want: 2, wantErr: "--deadline: must be positive"},
 		{name: "unparsable deadline", objs: cleanCluster(), args: []string{"--node=node-a", "--deadline=soon"}, want: 2, wantErr: `"--deadline"`},

@@ -13,25 +13,35 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/lastcall/lastcall/pkg/plan"
 )
 
 // The output formats.
 const (
 	FormatTable = "table"
-	FormatJSON  = "json"
+	// FormatWide is the table with more columns: when a budget gives way,
+	// and what kubectl drain would do with each pod, when known.
+	FormatWide = "wide"
+	FormatJSON = "json"
+	FormatYAML = "yaml"
 )
 
 // Formats lists the output formats.
-var Formats = []string{FormatTable, FormatJSON}
+var Formats = []string{FormatTable, FormatWide, FormatJSON, FormatYAML}
 
-// Write prints p in format (FormatTable or FormatJSON).
+// Write prints p in format (one of Formats).
 func Write(w io.Writer, p plan.Plan, format string) error {
 	switch format {
 	case FormatTable:
 		return Table(w, p)
+	case FormatWide:
+		return Wide(w, p)
 	case FormatJSON:
 		return JSON(w, p)
+	case FormatYAML:
+		return YAML(w, p)
 	default:
 		return fmt.Errorf("unknown output format %q; known: %s", format, strings.Join(Formats, ", "))
 	}
@@ -44,6 +54,19 @@ func JSON(w io.Writer, p plan.Plan) error {
 		return fmt.Errorf("encoding the plan: %w", err)
 	}
 	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// YAML prints p as YAML, with JSON's field names.
+func YAML(w io.Writer, p plan.Plan) error {
+	b, err := json.Marshal(p)
+	if err == nil {
+		b, err = yaml.JSONToYAML(b)
+	}
+	if err != nil {
+		return fmt.Errorf("encoding the plan: %w", err)
+	}
+	_, err = w.Write(b)
 	return err
 }
 
@@ -62,8 +85,19 @@ const (
 // Table prints p for people: a header, the eviction groups, a section per
 // kind of blocker, the pods left alone, and whether the drain fits.
 func Table(w io.Writer, p plan.Plan) error {
+	return write(w, p, false)
+}
+
+// Wide is Table with more columns: each pod's budget override and group
+// end, and, when p holds it, what kubectl drain would do with each pod.
+func Wide(w io.Writer, p plan.Plan) error {
+	return write(w, p, true)
+}
+
+func write(w io.Writer, p plan.Plan, wide bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	t := table{w: tw, now: p.Now}
+	kubectl := wide && p.KubectlDrain != nil
 
 	t.line("Node:\t%s", p.Node)
 	t.line("Planned at:\t%s", p.Now.UTC().Format(time.RFC3339))
@@ -86,9 +120,28 @@ func Table(w io.Writer, p plan.Plan) error {
 		} else {
 			t.section("Group %d of %d: %s, evicted from %s, gone by %s", i+1, len(p.Groups), g.Name, t.rel(g.Start), t.rel(g.End))
 		}
-		t.line("NAMESPACE/NAME\tCONTROLLER\tGRACE\tCLAMPED\tBLOCKERS")
+		switch {
+		case kubectl:
+			t.line("NAMESPACE/NAME\tCONTROLLER\tGRACE\tCLAMPED\tOVERRIDE AT\tBLOCKERS\tKUBECTL DRAIN")
+		case wide:
+			t.line("NAMESPACE/NAME\tCONTROLLER\tGRACE\tCLAMPED\tOVERRIDE AT\tBLOCKERS")
+		default:
+			t.line("NAMESPACE/NAME\tCONTROLLER\tGRACE\tCLAMPED\tBLOCKERS")
+		}
 		for _, pod := range g.Pods {
-			t.line("%s\t%s\t%s\t%s\t%s", pod.Namespace+"/"+pod.Name, orDash(pod.Controller), pod.Grace, pod.Clamped, t.blockers(pod))
+			row := fmt.Sprintf("%s\t%s\t%s\t%s", pod.Namespace+"/"+pod.Name, orDash(pod.Controller), pod.Grace, pod.Clamped)
+			if wide {
+				at := "-"
+				if pod.OverrideAt != nil {
+					at = t.rel(*pod.OverrideAt)
+				}
+				row += "\t" + at
+			}
+			row += "\t" + t.blockers(pod)
+			if kubectl {
+				row += "\t" + orDash(pod.KubectlDrain)
+			}
+			t.line("%s", row)
 		}
 	}
 
@@ -128,19 +181,41 @@ func Table(w io.Writer, p plan.Plan) error {
 
 	if len(p.Terminating) > 0 {
 		t.section("Already terminating (the first group waits for them)")
-		t.line("NAMESPACE/NAME")
+		if kubectl {
+			t.line("NAMESPACE/NAME\tKUBECTL DRAIN")
+		} else {
+			t.line("NAMESPACE/NAME")
+		}
 		for _, s := range p.Terminating {
-			t.line("%s", s.Namespace+"/"+s.Name)
+			if kubectl {
+				t.line("%s\t%s", s.Namespace+"/"+s.Name, orDash(s.KubectlDrain))
+			} else {
+				t.line("%s", s.Namespace+"/"+s.Name)
+			}
 		}
 	}
 
 	t.section(headingSkipped)
 	if len(p.Skipped) == 0 {
 		t.none()
+	} else if kubectl {
+		t.line("NAMESPACE/NAME\tRULE\tKUBECTL DRAIN")
+		for _, s := range p.Skipped {
+			t.line("%s\t%s\t%s", s.Namespace+"/"+s.Name, s.Rule, orDash(s.KubectlDrain))
+		}
 	} else {
 		t.line("NAMESPACE/NAME\tRULE")
 		for _, s := range p.Skipped {
 			t.line("%s\t%s", s.Namespace+"/"+s.Name, s.Rule)
+		}
+	}
+	if kubectl {
+		t.section("kubectl drain (%s)", p.KubectlDrain.Command)
+		if len(p.KubectlDrain.Refused) == 0 {
+			t.line("  would go ahead")
+		}
+		for _, r := range p.KubectlDrain.Refused {
+			t.line("  refuses the node: %s", r)
 		}
 	}
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/lastcall/lastcall/pkg/drain"
 	"github.com/lastcall/lastcall/pkg/plan"
 )
@@ -79,12 +81,81 @@ func TestJSONRoundTrip(t *testing.T) {
 	}
 }
 
+func TestYAMLRoundTrip(t *testing.T) {
+	at := now.Add(85 * time.Second)
+	p := plan.Plan{Node: "n", Now: now, Deadline: now.Add(2 * time.Minute), Policy: drain.PolicyGracefulOverride,
+		Groups: []plan.Group{{Name: "non-critical", Start: now, Pods: []plan.Pod{{Namespace: "a", Name: "p", OverrideAt: &at,
+			Grace: plan.Seconds(30 * time.Second), Blockers: []plan.Blocker{{Reason: plan.ReasonPDB, Detail: "d"}}, KubectlDrain: "evict"}}}},
+		NodeBlockers: []plan.Blocker{{Reason: plan.ReasonLBNoDelay, Detail: "x"}},
+		KubectlDrain: &plan.KubectlDrain{Command: "kubectl drain n", Refused: []string{}}}
+	var b bytes.Buffer
+	if err := Write(&b, p, FormatYAML); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\nnode: \"n\"\n") || !strings.Contains(b.String(), "graceSeconds: 30\n") {
+		t.Errorf("not YAML with JSON's names and durations in seconds:\n%s", b.String())
+	}
+	var back plan.Plan
+	if err := yaml.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, p) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", back, p)
+	}
+}
+
+func TestWide(t *testing.T) {
+	at := now.Add(85 * time.Second)
+	p := plan.Plan{Node: "n", Now: now, Deadline: now.Add(2 * time.Minute),
+		Groups: []plan.Group{{Name: "non-critical", Start: now, Pods: []plan.Pod{
+			{Namespace: "a", Name: "p", Controller: "ReplicaSet", OverrideAt: &at, Blockers: []plan.Blocker{{Reason: plan.ReasonPDB}}, KubectlDrain: "evict"},
+			{Namespace: "a", Name: "bare", KubectlDrain: "refuse: Pods that declare no controller (use --force to override)"}}}},
+		Skipped: []plan.Skipped{{Namespace: "a", Name: "done", Rule: "finished", KubectlDrain: "delete"}}}
+	for _, tc := range []struct {
+		name string
+		kd   *plan.KubectlDrain
+		want []string
+		not  []string
+	}{
+		{"from lastcall", nil,
+			[]string{"NAMESPACE/NAME  CONTROLLER  GRACE  CLAMPED  OVERRIDE AT  BLOCKERS", "a/p             ReplicaSet  0s     0s       +1m25s       pdb-allows-no-disruption"},
+			[]string{"KUBECTL DRAIN"}},
+		{"from the plugin", &plan.KubectlDrain{Command: "kubectl drain n --ignore-daemonsets --delete-emptydir-data",
+			Refused: []string{"cannot delete Pods that declare no controller (use --force to override): a/bare"}},
+			[]string{"OVERRIDE AT  BLOCKERS", "KUBECTL DRAIN", "evict", "refuse: Pods that declare no controller",
+				"a/done", "finished", "delete", "kubectl drain (kubectl drain n --ignore-daemonsets --delete-emptydir-data)",
+				"  refuses the node: cannot delete Pods that declare no controller (use --force to override): a/bare"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := p
+			p.KubectlDrain = tc.kd
+			var b bytes.Buffer
+			if err := Write(&b, p, FormatWide); err != nil {
+				t.Fatal(err)
+			}
+			rest := b.String()
+			for _, w := range tc.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("%q missing, or out of order, in:\n%s", w, b.String())
+				}
+				rest = rest[i+len(w):]
+			}
+			for _, n := range tc.not {
+				if strings.Contains(b.String(), n) {
+					t.Errorf("%q in:\n%s", n, b.String())
+				}
+			}
+		})
+	}
+}
+
 type failingWriter struct{}
 
 func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
 
 func TestWriteErrors(t *testing.T) {
-	if err := Write(&bytes.Buffer{}, plan.Plan{}, "yaml"); err == nil || !strings.Contains(err.Error(), `"yaml"`) {
+	if err := Write(&bytes.Buffer{}, plan.Plan{}, "xml"); err == nil || !strings.Contains(err.Error(), `"xml"`) {
 		t.Errorf("unknown format: %v", err)
 	}
 	for _, f := range Formats {
