@@ -1,7 +1,8 @@
 // Command kubectl-lastcall is lastcall as a kubectl plugin: kubectl
-// lastcall plan --node NAME prints the drain lastcall would follow now,
-// with the client configuration kubectl uses ($KUBECONFIG, else
-// ~/.kube/config; --kubeconfig and --context).
+// lastcall plan NODE prints the drain lastcall would follow now, with
+// kubectl's client flags and configuration ($KUBECONFIG, else
+// ~/.kube/config), and -o wide says what kubectl drain would do with each
+// pod.
 package main
 
 import (
@@ -10,11 +11,11 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/lastcall/lastcall/pkg/plancmd"
+	"github.com/lastcall/lastcall/pkg/kubectlplugin"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(plancmd.PluginMain(ctx, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv))
+	os.Exit(kubectlplugin.Main(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }

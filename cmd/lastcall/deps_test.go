@@ -44,3 +44,20 @@ func TestOnlyTheWiringKnowsClouds(t *testing.T) {
 		}
 	}
 }
+
+// TestNoKubectlInTheDaemon keeps k8s.io/kubectl and k8s.io/cli-runtime
+// (and what they bring: cobra, text/template printers, kustomize) in the
+// kubectl plugin's binary, cmd/kubectl-lastcall: the daemon on every node
+// carries neither.
+func TestNoKubectlInTheDaemon(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.HasPrefix(pkg, "k8s.io/kubectl/") || strings.HasPrefix(pkg, "k8s.io/cli-runtime/") ||
+			pkg == "github.com/lastcall/lastcall/pkg/kubectlplugin" {
+			t.Errorf("lastcall imports %s: it belongs to the kubectl plugin", pkg)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
 
 	"github.com/lastcall/lastcall/pkg/plan"
 	"github.com/lastcall/lastcall/pkg/plan/render"
@@ -346,18 +348,56 @@ func TestPlanAsKubectlPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	environ := []string{"PATH=" + dir, "KUBECONFIG=" + env.Kubeconfig, "HOME=" + t.TempDir()}
+	home := t.TempDir()
+	raw, err := os.ReadFile(env.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(home, ".kube"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".kube", "config"), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// No $KUBECONFIG: kubectl and its plugin both fall back to
+	// ~/.kube/config.
+	environ := []string{"PATH=" + dir, "HOME=" + home}
 
-	code, out, stderr := runLastcall(t, kubectl, environ, "lastcall", "plan", "--node", node, "--context", kc.CurrentContext)
-	if code != plancmd.ExitFits || !strings.Contains(out, "Node:                     "+node) || !strings.Contains(out, string(plan.ReasonNoController)) {
+	code, out, stderr := runLastcall(t, kubectl, environ, "lastcall", "plan", node, "--context", kc.CurrentContext)
+	if code != plancmd.ExitFits || !strings.Contains(out, "Node:                     "+node) || !strings.Contains(out, string(plan.ReasonNoController)) ||
+		strings.Contains(out, "KUBECTL DRAIN") {
 		t.Errorf("kubectl lastcall plan: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
 	}
-	if code, _, stderr := runLastcall(t, kubectl, environ, "lastcall", "plan", "--node", node, "--context", "no-such-context"); code != plancmd.ExitCluster ||
-		!strings.Contains(stderr, "no-such-context") {
-		t.Errorf("kubectl lastcall plan --context no-such-context: exit %d, stderr %q", code, stderr)
+	// -o wide: what kubectl drain would do beside what lastcall does.
+	code, out, stderr = runLastcall(t, kubectl, environ, "lastcall", "plan", node, "-o", "wide")
+	if code != plancmd.ExitFits || !strings.Contains(out, "OVERRIDE AT") || !strings.Contains(out, "KUBECTL DRAIN") ||
+		!strings.Contains(out, "refuse: Pods that declare no controller (use --force to override)") ||
+		!strings.Contains(out, "refuses the node: cannot delete Pods that declare no controller (use --force to override): "+ns+"/bare") {
+		t.Errorf("kubectl lastcall plan -o wide: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
 	}
-	if code, _, _ := runLastcall(t, kubectl, environ, "lastcall", "explain"); code != plancmd.ExitUsage {
-		t.Errorf("kubectl lastcall explain: exit %d, want %d", code, plancmd.ExitUsage)
+	// -o yaml, and --node as lastcall plan takes it.
+	code, out, stderr = runLastcall(t, kubectl, environ, "lastcall", "plan", "--node", node, "-o", "yaml", "--kubeconfig", env.Kubeconfig)
+	var p plan.Plan
+	if err := yaml.Unmarshal([]byte(out), &p); err != nil || code != plancmd.ExitFits || p.Node != node || p.KubectlDrain == nil ||
+		len(p.Groups) != 1 || p.Groups[0].Pods[0].KubectlDrain == "" {
+		t.Errorf("kubectl lastcall plan -o yaml: exit %d, %v\nstdout:\n%s\nstderr:\n%s", code, err, out, stderr)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"plan", node, "--context", "no-such-context"}, plancmd.ExitCluster, "no-such-context"},
+		{[]string{"plan", node, "other"}, plancmd.ExitUsage, "one node at a time"},
+		{[]string{"plan", node, "--node", "other"}, plancmd.ExitUsage, "two nodes"},
+		{[]string{"plan"}, plancmd.ExitUsage, "--node: required"},
+		{[]string{"plan", "no-such-node"}, plancmd.ExitUsage, "node not found"},
+		{[]string{"plan", node, "-o", "xml"}, plancmd.ExitUsage, "--output"},
+		{[]string{"explain"}, plancmd.ExitUsage, "Usage: kubectl lastcall plan NODE"},
+	} {
+		if code, _, stderr := runLastcall(t, kubectl, environ, append([]string{"lastcall"}, tc.args...)...); code != tc.code || !strings.Contains(stderr, tc.says) {
+			t.Errorf("kubectl lastcall %v: exit %d, stderr %q; want %d, %q", tc.args, code, stderr, tc.code, tc.says)
+		}
 	}
 }
 
