@@ -9,6 +9,8 @@ IMAGE       ?= lastcall:$(VERSION)
 PLATFORMS   ?= linux/amd64,linux/arm64
 # make dist also builds the agent for Windows nodes; no image is built for it.
 DIST_PLATFORMS ?= $(PLATFORMS),windows/amd64
+# The kubectl plugin runs where kubectl does: operators' laptops too.
+PLUGIN_PLATFORMS ?= $(PLATFORMS),darwin/amd64,darwin/arm64,windows/amd64
 TEST_TIMEOUT ?= 40m
 FUZZTIME    ?= 30s
 # make test fuzzes a count of inputs, not a time: Go 1.26's fuzz coordinator
@@ -33,19 +35,25 @@ build: ## Build bin/lastcall and the kubectl plugin bin/kubectl-lastcall
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/kubectl-lastcall ./cmd/kubectl-lastcall
 
 .PHONY: dist
-dist: ## Cross-compile bin/linux-{amd64,arm64}/lastcall, as the image does, and bin/windows-amd64/lastcall.exe
+dist: ## Cross-compile bin/linux-{amd64,arm64}/lastcall, as the image does, and bin/windows-amd64/lastcall.exe; the kubectl plugin for linux, darwin and windows
 	@for p in $(subst $(comma), ,$(DIST_PLATFORMS)); do \
 	  os=$${p%/*}; arch=$${p#*/}; ext=; [ "$$os" = windows ] && ext=.exe; \
-	  echo "$$os/$$arch"; \
+	  echo "lastcall $$os/$$arch"; \
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$$os-$$arch/lastcall$$ext ./cmd/lastcall || exit 1; \
+	done
+	@for p in $(subst $(comma), ,$(PLUGIN_PLATFORMS)); do \
+	  os=$${p%/*}; arch=$${p#*/}; ext=; [ "$$os" = windows ] && ext=.exe; \
+	  echo "kubectl-lastcall $$os/$$arch"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$$os-$$arch/kubectl-lastcall$$ext ./cmd/kubectl-lastcall || exit 1; \
 	done
 
 # The product's packages, which must build and vet for Windows nodes too.
 PRODUCT_PKGS := ./cmd/... ./pkg/... ./providers/...
 
 .PHONY: cross
-cross: ## Build the agent for windows/amd64 and go vet the product's packages for Windows
-	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build -trimpath -o /dev/null ./cmd/lastcall
+cross: ## Build the agent for windows/amd64, and the kubectl plugin for darwin/arm64 and windows/amd64; go vet the product's packages for Windows
+	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build -trimpath -o /dev/null ./cmd/lastcall ./cmd/kubectl-lastcall
+	CGO_ENABLED=0 GOOS=darwin GOARCH=arm64 $(GO) build -trimpath -o /dev/null ./cmd/kubectl-lastcall
 	GOOS=windows GOARCH=amd64 $(GO) vet $(PRODUCT_PKGS)
 
 .PHONY: debs
@@ -65,6 +73,10 @@ tools: debs ## Build (or reuse from the cache) etcd, the Kubernetes control plan
 .PHONY: manifests
 manifests: ## Render the plain manifests under deploy/ from the chart
 	$(GO) run ./test/chart/manifests
+
+.PHONY: chart-docs
+chart-docs: ## Write charts/lastcall/README.md from values.yaml with helm-docs
+	$(GO) run ./test/chart/readme
 
 .PHONY: lint-chart
 lint-chart: ## Lint the Helm chart
