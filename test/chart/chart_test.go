@@ -940,3 +940,46 @@ func TestEveryAlertHasARunbook(t *testing.T) {
 		t.Fatal("the chart rendered no alert")
 	}
 }
+
+// The chart's README is what helm-docs writes from values.yaml: a value
+// added or changed without `make chart-docs` fails here.
+func TestChartREADMEIsGenerated(t *testing.T) {
+	want, err := chart.README(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := tools.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(root, chart.READMEPath))
+	if err != nil {
+		t.Fatalf("%v: run make chart-docs", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s is not what helm-docs writes from values.yaml: run make chart-docs\n%s", chart.READMEPath, firstDiff(string(got), string(want)))
+	}
+	for _, row := range strings.Split(string(want), "\n") {
+		if cells := strings.Split(row, " | "); strings.HasPrefix(row, "| ") && len(cells) == 4 && strings.TrimSpace(strings.TrimSuffix(cells[3], "|")) == "" {
+			t.Errorf("value without a description (a `# --` comment above it in values.yaml): %s", row)
+		}
+	}
+}
+
+// firstDiff names the first line where got and want differ.
+func firstDiff(got, want string) string {
+	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
+	for i := range max(len(g), len(w)) {
+		var gl, wl string
+		if i < len(g) {
+			gl = g[i]
+		}
+		if i < len(w) {
+			wl = w[i]
+		}
+		if gl != wl {
+			return fmt.Sprintf("line %d:\n have %q\n want %q", i+1, gl, wl)
+		}
+	}
+	return ""
+}

@@ -1,6 +1,6 @@
 // Package tools builds the third-party programs the tests, the demo and the
 // benchmarks run (the Kubernetes control plane, etcd, kwok,
-// amazon-ec2-metadata-mock, Helm and, for the benchmarks only,
+// amazon-ec2-metadata-mock, Helm, helm-docs and, for the benchmarks only,
 // aws-node-termination-handler) from Go modules pinned in the sub-directories
 // here, and caches the binaries in a directory named by tool, version and a
 // digest of the pinning go.mod and go.sum. A warm cache costs a stat.
@@ -61,6 +61,9 @@ var (
 		LDFlags: "-s -w -X helm.sh/helm/v3/internal/version.version=v3.22.0" +
 			" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37" +
 			" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37"}
+	// HelmDocs writes the chart's README from its values.yaml.
+	HelmDocs = Tool{Name: "helmdocs", Version: "v1.14.2", Packages: []string{"github.com/norwoodj/helm-docs/cmd/helm-docs"},
+		LDFlags: "-s -w -X main.version=1.14.2"}
 	// PrometheusOperator builds nothing: its module's source holds the
 	// monitoring.coreos.com CRDs (see ModuleSourceDir).
 	PrometheusOperator = Tool{Name: "promop", Version: "v0.85.0"}
@@ -79,7 +82,7 @@ const PrometheusOperatorModule = "github.com/prometheus-operator/prometheus-oper
 
 // All lists every pinned tool with programs to build for the tests (make
 // tools); NTH, for the benchmarks only, is left out.
-var All = []Tool{Kubernetes, Etcd, Kwok, AEMM, Helm}
+var All = []Tool{Kubernetes, Etcd, Kwok, AEMM, Helm, HelmDocs}
 
 // ModuleDir is the directory of the tool's pinning module.
 func (t Tool) ModuleDir() (string, error) {
@@ -228,7 +231,7 @@ func buildEstimate(t Tool) string {
 	switch t.Name {
 	case Kubernetes.Name:
 		return "4 to 6 minutes"
-	case Kwok.Name, Helm.Name, NTH.Name:
+	case Kwok.Name, Helm.Name, HelmDocs.Name, NTH.Name:
 		return "1 minute"
 	}
 	return "30 seconds"
