@@ -222,6 +222,26 @@ func BenchmarkBinarySize(b *testing.B) {
 		}
 		results.add("binary size (linux, stripped)", strings.Join(sizes, ", "), "", "")
 		results.add("image layer lastcall adds to gcr.io/distroless/static:nonroot (the binary as /lastcall, tar.gz)", strings.Join(layers, ", "), "", "")
+		// The kubectl plugin, where operators run it; the daemon links
+		// none of its kubectl and cli-runtime code.
+		var plugin []string
+		for _, p := range []string{"linux/amd64", "darwin/arm64", "windows/amd64"} {
+			goos, arch, _ := strings.Cut(p, "/")
+			out := filepath.Join(b.TempDir(), "kubectl-lastcall")
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./cmd/kubectl-lastcall")
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+arch)
+			if msg, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("building the plugin for %s: %v\n%s", p, err, msg)
+			}
+			fi, err := os.Stat(out)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(fi.Size())/(1<<20), "plugin-"+goos+"-"+arch+"-MiB")
+			plugin = append(plugin, fmt.Sprintf("%s %s", p, mib(fi.Size())))
+		}
+		results.add("kubectl plugin binary size (kubectl-lastcall, stripped)", strings.Join(plugin, ", "), "", "")
 	}
 }
 
