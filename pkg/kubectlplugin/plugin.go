@@ -34,12 +34,7 @@ changes nothing. The cluster is found as kubectl finds it: --kubeconfig,
 else $KUBECONFIG, else ~/.kube/config; --context and kubectl's other
 client flags apply.
 
-Exit status:
-  0  the drain would finish before the deadline less the margin
-  1  it would not (the plan says why)
-  2  bad usage, or no such node
-  3  the cluster could not be read
-
+` + plancmd.ExitStatusUsage + `
 Flags:
 `
 

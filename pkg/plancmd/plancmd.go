@@ -54,13 +54,16 @@ each gets, the PodDisruptionBudgets that block them, and what else stands
 in the way of a clean drain. It reads the node, its pods, and the
 PodDisruptionBudgets and Services of their namespaces; it changes nothing.
 
-Exit status:
+` + ExitStatusUsage + `
+Flags:
+`
+
+// ExitStatusUsage explains the exit statuses, for a usage text.
+const ExitStatusUsage = `Exit status:
   0  the drain would finish before the deadline less the margin
   1  it would not (the plan says why)
   2  bad usage, or no such node
   3  the cluster could not be read
-
-Flags:
 `
 
 // The daemon's flags that change a plan are declared by the drain itself

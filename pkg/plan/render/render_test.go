@@ -57,50 +57,42 @@ func TestTable(t *testing.T) {
 	}
 }
 
-func TestJSONRoundTrip(t *testing.T) {
+// TestRoundTrip writes a plan in each machine format and reads it back:
+// JSON's field names, durations in seconds, nothing lost.
+func TestRoundTrip(t *testing.T) {
 	at := now.Add(85 * time.Second)
 	p := plan.Plan{Node: "n", Now: now, Deadline: now.Add(2 * time.Minute), Margin: plan.Seconds(5 * time.Second), Policy: drain.PolicyGracefulOverride,
 		Groups: []plan.Group{{Name: "non-critical", Start: now, Pods: []plan.Pod{{Namespace: "a", Name: "p", Controller: "ReplicaSet",
 			Grace: plan.Seconds(30 * time.Second), Clamped: plan.Seconds(30 * time.Second), OverrideAt: &at,
-			Blockers: []plan.Blocker{{Reason: plan.ReasonPDB, Detail: "d"}}}}}},
+			Blockers: []plan.Blocker{{Reason: plan.ReasonPDB, Detail: "d"}}, KubectlDrain: "evict"}}}},
 		Skipped: []plan.Skipped{}, Budgets: []plan.Budget{{Namespace: "a", Name: "b", Pods: []string{"p"}}},
-		Finish: now.Add(2 * time.Minute), Fits: true, Problems: []string{}}
-	var b bytes.Buffer
-	if err := Write(&b, p, FormatJSON); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(b.String(), "\n  \"node\": \"n\",\n") || !strings.Contains(b.String(), `"clampedGraceSeconds": 30,`) {
-		t.Errorf("not indented by two spaces, or durations not in seconds:\n%s", b.String())
-	}
-	var back plan.Plan
-	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(back, p) {
-		t.Errorf("round trip:\n got %+v\nwant %+v", back, p)
-	}
-}
-
-func TestYAMLRoundTrip(t *testing.T) {
-	at := now.Add(85 * time.Second)
-	p := plan.Plan{Node: "n", Now: now, Deadline: now.Add(2 * time.Minute), Policy: drain.PolicyGracefulOverride,
-		Groups: []plan.Group{{Name: "non-critical", Start: now, Pods: []plan.Pod{{Namespace: "a", Name: "p", OverrideAt: &at,
-			Grace: plan.Seconds(30 * time.Second), Blockers: []plan.Blocker{{Reason: plan.ReasonPDB, Detail: "d"}}, KubectlDrain: "evict"}}}},
 		NodeBlockers: []plan.Blocker{{Reason: plan.ReasonLBNoDelay, Detail: "x"}},
-		KubectlDrain: &plan.KubectlDrain{Command: "kubectl drain n", Refused: []string{}}}
-	var b bytes.Buffer
-	if err := Write(&b, p, FormatYAML); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(b.String(), "\nnode: \"n\"\n") || !strings.Contains(b.String(), "graceSeconds: 30\n") {
-		t.Errorf("not YAML with JSON's names and durations in seconds:\n%s", b.String())
-	}
-	var back plan.Plan
-	if err := yaml.Unmarshal(b.Bytes(), &back); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(back, p) {
-		t.Errorf("round trip:\n got %+v\nwant %+v", back, p)
+		KubectlDrain: &plan.KubectlDrain{Command: "kubectl drain n", Refused: []string{}},
+		Finish:       now.Add(2 * time.Minute), Fits: true, Problems: []string{}}
+	for _, tc := range []struct {
+		format    string
+		says      []string
+		unmarshal func([]byte, any) error
+	}{
+		{FormatJSON, []string{"\n  \"node\": \"n\",\n", `"clampedGraceSeconds": 30,`}, json.Unmarshal},
+		{FormatYAML, []string{"\nnode: \"n\"\n", "  clampedGraceSeconds: 30\n"}, func(b []byte, v any) error { return yaml.Unmarshal(b, v) }},
+	} {
+		var b bytes.Buffer
+		if err := Write(&b, p, tc.format); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range tc.says {
+			if !strings.Contains(b.String(), s) {
+				t.Errorf("%s: %q missing (indented by two spaces, durations in seconds):\n%s", tc.format, s, b.String())
+			}
+		}
+		var back plan.Plan
+		if err := tc.unmarshal(b.Bytes(), &back); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(back, p) {
+			t.Errorf("%s round trip:\n got %+v\nwant %+v", tc.format, back, p)
+		}
 	}
 }
 
