@@ -45,14 +45,7 @@ func TestTable(t *testing.T) {
 			if err := Write(&b, tc.p, FormatTable); err != nil {
 				t.Fatal(err)
 			}
-			rest := b.String()
-			for _, w := range tc.want {
-				i := strings.Index(rest, w)
-				if i < 0 {
-					t.Fatalf("%q missing, or out of order, in:\n%s", w, b.String())
-				}
-				rest = rest[i+len(w):]
-			}
+			inOrder(t, b.String(), tc.want)
 		})
 	}
 }
@@ -125,20 +118,26 @@ func TestWide(t *testing.T) {
 			if err := Write(&b, p, FormatWide); err != nil {
 				t.Fatal(err)
 			}
-			rest := b.String()
-			for _, w := range tc.want {
-				i := strings.Index(rest, w)
-				if i < 0 {
-					t.Fatalf("%q missing, or out of order, in:\n%s", w, b.String())
-				}
-				rest = rest[i+len(w):]
-			}
+			inOrder(t, b.String(), tc.want)
 			for _, n := range tc.not {
 				if strings.Contains(b.String(), n) {
 					t.Errorf("%q in:\n%s", n, b.String())
 				}
 			}
 		})
+	}
+}
+
+// inOrder fails unless out holds each of want, in order.
+func inOrder(t *testing.T, out string, want []string) {
+	t.Helper()
+	rest := out
+	for _, w := range want {
+		i := strings.Index(rest, w)
+		if i < 0 {
+			t.Fatalf("%q missing, or out of order, in:\n%s", w, out)
+		}
+		rest = rest[i+len(w):]
 	}
 }
 
