@@ -223,8 +223,14 @@ func (p *process) serve(ctx context.Context, env Env, gatherer prometheus.Gather
 	for _, inf := range informers {
 		wg.Go(func() { inf.RunWithContext(ctx) })
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), synced) {
-		return nil
+	// Each informer says when it has synced (no 100 ms polling, as
+	// cache.WaitForCacheSync does, before the first notice can be read).
+	for _, inf := range informers {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-inf.HasSyncedChecker().Done():
+		}
 	}
 	env.Log.Info("Kubernetes caches synced")
 	wg.Go(func() { errc <- main(ctx) })

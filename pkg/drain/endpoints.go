@@ -164,8 +164,12 @@ func (w *endpointWatch) informer(ns string) cache.SharedIndexInformer {
 	w.started[ns] = w.clock.Now()
 	w.wg.Go(func() { inf.RunWithContext(w.ctx) })
 	w.wg.Go(func() {
-		if cache.WaitForCacheSync(w.ctx.Done(), inf.HasSynced) {
+		// At once, not at cache.WaitForCacheSync's next 100 ms poll: a
+		// pod's eviction waits for this.
+		select {
+		case <-inf.HasSyncedChecker().Done():
 			w.notify.broadcast()
+		case <-w.ctx.Done():
 		}
 	})
 	return inf
