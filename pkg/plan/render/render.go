@@ -88,8 +88,8 @@ func Table(w io.Writer, p plan.Plan) error {
 	return write(w, p, false)
 }
 
-// Wide is Table with more columns: each pod's budget override and group
-// end, and, when p holds it, what kubectl drain would do with each pod.
+// Wide is Table with more columns: when each pod's budget gives way, and,
+// when p holds it, what kubectl drain would do with each pod.
 func Wide(w io.Writer, p plan.Plan) error {
 	return write(w, p, true)
 }
@@ -98,6 +98,13 @@ func write(w io.Writer, p plan.Plan, wide bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	t := table{w: tw, now: p.Now}
 	kubectl := wide && p.KubectlDrain != nil
+	// kubectlCol is the KUBECTL DRAIN column's cell, when it is shown.
+	kubectlCol := func(cell string) string {
+		if !kubectl {
+			return ""
+		}
+		return "\t" + cell
+	}
 
 	t.line("Node:\t%s", p.Node)
 	t.line("Planned at:\t%s", p.Now.UTC().Format(time.RFC3339))
@@ -120,14 +127,11 @@ func write(w io.Writer, p plan.Plan, wide bool) error {
 		} else {
 			t.section("Group %d of %d: %s, evicted from %s, gone by %s", i+1, len(p.Groups), g.Name, t.rel(g.Start), t.rel(g.End))
 		}
-		switch {
-		case kubectl:
-			t.line("NAMESPACE/NAME\tCONTROLLER\tGRACE\tCLAMPED\tOVERRIDE AT\tBLOCKERS\tKUBECTL DRAIN")
-		case wide:
-			t.line("NAMESPACE/NAME\tCONTROLLER\tGRACE\tCLAMPED\tOVERRIDE AT\tBLOCKERS")
-		default:
-			t.line("NAMESPACE/NAME\tCONTROLLER\tGRACE\tCLAMPED\tBLOCKERS")
+		header := "NAMESPACE/NAME\tCONTROLLER\tGRACE\tCLAMPED"
+		if wide {
+			header += "\tOVERRIDE AT"
 		}
+		t.line("%s", header+"\tBLOCKERS"+kubectlCol("KUBECTL DRAIN"))
 		for _, pod := range g.Pods {
 			row := fmt.Sprintf("%s\t%s\t%s\t%s", pod.Namespace+"/"+pod.Name, orDash(pod.Controller), pod.Grace, pod.Clamped)
 			if wide {
@@ -137,11 +141,7 @@ func write(w io.Writer, p plan.Plan, wide bool) error {
 				}
 				row += "\t" + at
 			}
-			row += "\t" + t.blockers(pod)
-			if kubectl {
-				row += "\t" + orDash(pod.KubectlDrain)
-			}
-			t.line("%s", row)
+			t.line("%s", row+"\t"+t.blockers(pod)+kubectlCol(orDash(pod.KubectlDrain)))
 		}
 	}
 
@@ -181,32 +181,19 @@ func write(w io.Writer, p plan.Plan, wide bool) error {
 
 	if len(p.Terminating) > 0 {
 		t.section("Already terminating (the first group waits for them)")
-		if kubectl {
-			t.line("NAMESPACE/NAME\tKUBECTL DRAIN")
-		} else {
-			t.line("NAMESPACE/NAME")
-		}
+		t.line("%s", "NAMESPACE/NAME"+kubectlCol("KUBECTL DRAIN"))
 		for _, s := range p.Terminating {
-			if kubectl {
-				t.line("%s\t%s", s.Namespace+"/"+s.Name, orDash(s.KubectlDrain))
-			} else {
-				t.line("%s", s.Namespace+"/"+s.Name)
-			}
+			t.line("%s", s.Namespace+"/"+s.Name+kubectlCol(orDash(s.KubectlDrain)))
 		}
 	}
 
 	t.section(headingSkipped)
 	if len(p.Skipped) == 0 {
 		t.none()
-	} else if kubectl {
-		t.line("NAMESPACE/NAME\tRULE\tKUBECTL DRAIN")
-		for _, s := range p.Skipped {
-			t.line("%s\t%s\t%s", s.Namespace+"/"+s.Name, s.Rule, orDash(s.KubectlDrain))
-		}
 	} else {
-		t.line("NAMESPACE/NAME\tRULE")
+		t.line("%s", "NAMESPACE/NAME\tRULE"+kubectlCol("KUBECTL DRAIN"))
 		for _, s := range p.Skipped {
-			t.line("%s\t%s", s.Namespace+"/"+s.Name, s.Rule)
+			t.line("%s", s.Namespace+"/"+s.Name+"\t"+s.Rule+kubectlCol(orDash(s.KubectlDrain)))
 		}
 	}
 	if kubectl {

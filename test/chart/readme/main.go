@@ -4,34 +4,13 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/lastcall/lastcall/test/chart"
-	"github.com/lastcall/lastcall/test/tools"
 )
 
 func main() {
-	if err := run(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-}
-
-func run(ctx context.Context) error {
-	root, err := tools.RepoRoot()
-	if err != nil {
-		return err
-	}
-	doc, err := chart.README(ctx)
-	if err != nil {
-		return err
-	}
-	p := filepath.Join(root, chart.READMEPath)
-	if err := os.WriteFile(p, doc, 0o644); err != nil {
-		return err
-	}
-	fmt.Println("wrote", chart.READMEPath)
-	return nil
+	chart.Generate(func(ctx context.Context) (map[string][]byte, error) {
+		doc, err := chart.README(ctx)
+		return map[string][]byte{chart.READMEPath: doc}, err
+	})
 }
